@@ -1,0 +1,116 @@
+//! Defaults filled in at admission, as Kubernetes does, so stored objects are explicit.
+
+use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::{Deployment, Pod};
+
+/// Fills in a pod's defaults.
+pub fn pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        pod_spec(spec);
+    }
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase.get_or_insert_with(|| "Pending".to_string());
+}
+
+/// Fills in a deployment's defaults, its pod template included.
+pub fn deployment(deployment: &mut Deployment) {
+    let Some(spec) = deployment.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    spec.revision_history_limit.get_or_insert(10);
+    spec.progress_deadline_seconds.get_or_insert(600);
+    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+    let type_ = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_string()).clone();
+    if type_ == "RollingUpdate" {
+        let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+        rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".into()));
+        rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".into()));
+    }
+    if let Some(pod_spec_) = spec.template.spec.as_mut() {
+        pod_spec(pod_spec_);
+    }
+}
+
+/// Fills in a pod spec's defaults (shared by pods and pod templates).
+pub fn pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".to_string());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_string());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_string());
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        container(c);
+    }
+}
+
+fn container(c: &mut Container) {
+    let image = c.image.clone().unwrap_or_default();
+    c.image_pull_policy.get_or_insert_with(|| {
+        let last = image.rsplit('/').next().unwrap_or("");
+        let latest = !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
+        if latest { "Always" } else { "IfNotPresent" }.to_string()
+    });
+    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_string());
+    c.termination_message_policy.get_or_insert_with(|| "File".to_string());
+    for port in c.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".to_string());
+    }
+    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+        probe_defaults(probe);
+    }
+}
+
+fn probe_defaults(p: &mut Probe) {
+    p.period_seconds.get_or_insert(10);
+    p.timeout_seconds.get_or_insert(1);
+    p.success_threshold.get_or_insert(1);
+    p.failure_threshold.get_or_insert(3);
+    p.initial_delay_seconds.get_or_insert(0);
+    if let Some(http) = p.http_get.as_mut() {
+        http.path.get_or_insert_with(|| "/".to_string());
+        http.scheme.get_or_insert_with(|| "HTTP".to_string());
+    }
+}
+
+/// Resolves an int-or-percent against a total: percentages round up when `round_up`, down
+/// otherwise (maxSurge rounds up, maxUnavailable down, as in Kubernetes).
+pub fn scaled_value(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
+    match value {
+        None => 0,
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(s)) => {
+            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
+            let scaled = pct * total as i64;
+            (if round_up { (scaled + 99) / 100 } else { scaled / 100 }) as i32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_like_kubernetes() {
+        let pct = IntOrString::String("25%".into());
+        assert_eq!(scaled_value(Some(&pct), 10, true), 3);
+        assert_eq!(scaled_value(Some(&pct), 10, false), 2);
+        assert_eq!(scaled_value(Some(&IntOrString::Int(4)), 10, false), 4);
+    }
+
+    #[test]
+    fn latest_images_are_always_pulled() {
+        let mut spec = PodSpec {
+            containers: vec![
+                Container { name: "a".into(), image: Some("busybox".into()), ..Default::default() },
+                Container { name: "b".into(), image: Some("localhost:5000/busybox:1.35".into()), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        pod_spec(&mut spec);
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.containers[1].image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    }
+}

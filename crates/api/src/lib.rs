@@ -1,0 +1,28 @@
+//! Resource types, manifests, defaults, validation with field paths, label selectors: the
+//! vocabulary every other crate speaks. No IO.
+#![forbid(unsafe_code)]
+
+pub mod defaults;
+pub mod field;
+pub mod kinds;
+pub mod manifest;
+pub mod pod;
+pub mod quantity;
+pub mod selector;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use k8s_openapi::jiff;
+
+pub use k8s_openapi::api::apps::v1::Deployment;
+pub use k8s_openapi::api::coordination::v1::Lease;
+pub use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};
+
+pub use field::{FieldError, FieldErrors};
+pub use kinds::ResourceType;
+
+/// The current time in the Kubernetes wire type.
+pub fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}

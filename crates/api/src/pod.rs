@@ -1,0 +1,145 @@
+//! Questions asked of pods everywhere: readiness, phase, resource requests, template hashes.
+
+use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
+use sha2::{Digest, Sha256};
+
+use crate::{quantity, Pod};
+
+/// True when the pod has been asked to terminate (it has a deletion timestamp).
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// True when the pod's `Ready` condition is `True`.
+pub fn is_ready(pod: &Pod) -> bool {
+    condition(pod.status.as_ref(), "Ready").is_some_and(|c| c.status == "True")
+}
+
+/// The pod's phase, `Pending` when unset.
+pub fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+/// The node the pod is bound to, if any.
+pub fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+}
+
+/// The condition of `type_` in a pod status.
+pub fn condition<'a>(status: Option<&'a PodStatus>, type_: &str) -> Option<&'a PodCondition> {
+    status?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+}
+
+/// Sets (or replaces) one condition; the transition time changes only when the status does.
+pub fn set_condition(status: &mut PodStatus, type_: &str, value: bool, reason: &str, message: &str) {
+    let value = if value { "True" } else { "False" }.to_string();
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let transition = match previous {
+        Some(i) if conditions[i].status == value => conditions[i].last_transition_time.clone(),
+        _ => Some(crate::now()),
+    };
+    let condition = PodCondition {
+        type_: type_.to_string(),
+        status: value,
+        reason: (!reason.is_empty()).then(|| reason.to_string()),
+        message: (!message.is_empty()).then(|| message.to_string()),
+        last_transition_time: transition,
+        ..Default::default()
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// What a pod asks of a node: CPU in millicores and memory in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// CPU, thousandths of a core.
+    pub cpu_millis: i64,
+    /// Memory, bytes.
+    pub memory_bytes: i64,
+}
+
+impl std::ops::Add for Requests {
+    type Output = Requests;
+    fn add(self, o: Requests) -> Requests {
+        Requests { cpu_millis: self.cpu_millis + o.cpu_millis, memory_bytes: self.memory_bytes + o.memory_bytes }
+    }
+}
+
+/// The pod's effective requests: the sum over containers (a container without requests but with
+/// limits requests its limits), at least the largest init container, plus the pod overhead.
+/// Quantities were validated at admission; unreadable ones count as zero here.
+pub fn requests(spec: &PodSpec) -> Requests {
+    let of = |resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
+        let get = |name: &str| {
+            let r = resources?;
+            r.requests.as_ref().and_then(|m| m.get(name)).or_else(|| r.limits.as_ref().and_then(|m| m.get(name))).cloned()
+        };
+        Requests {
+            cpu_millis: get("cpu").and_then(|q| quantity::millis(&q.0).ok()).unwrap_or(0),
+            memory_bytes: get("memory").and_then(|q| quantity::units(&q.0).ok()).unwrap_or(0),
+        }
+    };
+    let sum = spec.containers.iter().fold(Requests::default(), |acc, c| acc + of(c.resources.as_ref()));
+    let init = spec.init_containers.iter().flatten().map(|c| of(c.resources.as_ref())).fold(Requests::default(), |a, b| Requests {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+    });
+    let overhead = spec.overhead.as_ref().map(|o| Requests {
+        cpu_millis: o.get("cpu").and_then(|q| quantity::millis(&q.0).ok()).unwrap_or(0),
+        memory_bytes: o.get("memory").and_then(|q| quantity::units(&q.0).ok()).unwrap_or(0),
+    });
+    Requests { cpu_millis: sum.cpu_millis.max(init.cpu_millis), memory_bytes: sum.memory_bytes.max(init.memory_bytes) }
+        + overhead.unwrap_or_default()
+}
+
+/// A short stable hash of a pod template, used as the `pod-template-hash` label that tells
+/// a Deployment's current pods from old ones.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    hex::encode(&digest[..5])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn container(cpu: Option<&str>, mem_limit: Option<&str>) -> Container {
+        let mut r = ResourceRequirements::default();
+        if let Some(cpu) = cpu {
+            r.requests = Some([("cpu".to_string(), Quantity(cpu.to_string()))].into());
+        }
+        if let Some(mem) = mem_limit {
+            r.limits = Some([("memory".to_string(), Quantity(mem.to_string()))].into());
+        }
+        Container { name: "c".into(), resources: Some(r), ..Default::default() }
+    }
+
+    #[test]
+    fn requests_sum_containers_and_fall_back_to_limits() {
+        let spec = PodSpec {
+            containers: vec![container(Some("100m"), Some("64Mi")), container(Some("1"), None)],
+            init_containers: Some(vec![container(Some("2"), None)]),
+            ..Default::default()
+        };
+        assert_eq!(requests(&spec), Requests { cpu_millis: 2000, memory_bytes: 64 << 20 });
+    }
+
+    #[test]
+    fn conditions_keep_transition_time_when_unchanged() {
+        let mut status = PodStatus::default();
+        set_condition(&mut status, "Ready", false, "ContainersNotReady", "");
+        let first = status.conditions.as_ref().unwrap()[0].last_transition_time.clone();
+        set_condition(&mut status, "Ready", false, "ContainersNotReady", "still");
+        assert_eq!(status.conditions.as_ref().unwrap()[0].last_transition_time, first);
+        set_condition(&mut status, "Ready", true, "", "");
+        let pod = Pod { status: Some(status), ..Default::default() };
+        assert!(is_ready(&pod));
+    }
+}

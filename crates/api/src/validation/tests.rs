@@ -1,0 +1,79 @@
+use super::*;
+use crate::manifest::{decode_document, parse_documents};
+
+fn deployment_from(yaml: &str) -> Deployment {
+    let docs = parse_documents(yaml).unwrap();
+    let mut d: Deployment = decode_document(&docs[0]).unwrap();
+    crate::defaults::deployment(&mut d);
+    d
+}
+
+const GOOD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        ports: [{containerPort: 8080}]
+        resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {memory: 32Mi}}
+        readinessProbe: {httpGet: {port: 8080}}
+"#;
+
+#[test]
+fn good_deployment_passes() {
+    deployment(&deployment_from(GOOD)).unwrap();
+}
+
+#[test]
+fn missing_image_names_the_field() {
+    let d = deployment_from(&GOOD.replace("image: busybox:1.35", ""));
+    let err = deployment(&d).unwrap_err().to_string();
+    assert!(err.contains("spec.template.spec.containers[0].image: Required value"), "{err}");
+}
+
+#[test]
+fn selector_must_match_template() {
+    let d = deployment_from(&GOOD.replace("matchLabels: {app: web}", "matchLabels: {app: api}"));
+    let err = deployment(&d).unwrap_err().to_string();
+    assert!(err.contains("spec.template.metadata.labels"), "{err}");
+}
+
+#[test]
+fn bad_values_are_each_reported() {
+    let text = GOOD
+        .replace("name: web,", "name: Web_1,")
+        .replace("containerPort: 8080", "containerPort: 70000")
+        .replace("cpu: 100m", "cpu: lots")
+        .replace("memory: 16Mi}, limits", "memory: 64Mi}, limits")
+        .replace("readinessProbe: {httpGet: {port: 8080}}", "readinessProbe: {}");
+    let d = deployment_from(&text);
+    let errors = deployment(&d).unwrap_err();
+    let all = errors.to_string();
+    for expected in [
+        "metadata.name: Invalid value: \"Web_1\"",
+        "spec.template.spec.containers[0].ports[0].containerPort",
+        "spec.template.spec.containers[0].resources.requests[cpu]",
+        "spec.template.spec.containers[0].resources.requests[memory]: Invalid value: \"64Mi\": must be less than or equal to memory limit 32Mi",
+        "spec.template.spec.containers[0].readinessProbe: Invalid value",
+    ] {
+        assert!(all.contains(expected), "missing {expected} in {all}");
+    }
+}
+
+#[test]
+fn pod_updates_may_only_change_images() {
+    let docs = parse_documents("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: a}]}\n").unwrap();
+    let old: Pod = decode_document(&docs[0]).unwrap();
+    let mut new = old.clone();
+    new.spec.as_mut().unwrap().containers[0].image = Some("b".into());
+    pod_update(&old, &new).unwrap();
+    new.spec.as_mut().unwrap().containers[0].args = Some(vec!["x".into()]);
+    assert!(pod_update(&old, &new).is_err());
+}

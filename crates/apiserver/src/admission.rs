@@ -1,0 +1,79 @@
+//! Admission: decode strictly (unknown fields and wrong types are errors), fill defaults,
+//! validate, and hand back the normalized JSON to store.
+
+use api::manifest::decode;
+use api::{defaults, validation, Deployment, Event, FieldErrors, Lease, Namespace, Node, Pod, ResourceType};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Why the object is being admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// A new object.
+    Create,
+    /// A replacement of an existing object.
+    Update,
+}
+
+/// Decodes, defaults and validates `value` as the type `rt`; `old` is the stored object on update.
+pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Value, ApiError> {
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let invalid = |errors: FieldErrors| ApiError::Invalid { kind: rt.kind.to_string(), name: name.clone(), errors };
+    match rt.kind {
+        "Pod" => {
+            let mut pod: Pod = strict(rt, &name, value)?;
+            defaults::pod(&mut pod);
+            match old {
+                Some(old) => validation::pod_update(&strict(rt, &name, old)?, &pod),
+                None => validation::pod(&pod),
+            }
+            .map_err(invalid)?;
+            encode(&pod)
+        }
+        "Deployment" => {
+            let mut d: Deployment = strict(rt, &name, value)?;
+            defaults::deployment(&mut d);
+            validation::deployment(&d).map_err(invalid)?;
+            if let Some(old) = old {
+                let old: Deployment = strict(rt, &name, old)?;
+                let selector = |d: &Deployment| d.spec.as_ref().map(|s| s.selector.clone());
+                if selector(&old) != selector(&d) {
+                    let mut errors = FieldErrors::default();
+                    errors.push(api::FieldError::invalid("spec.selector", "changed", "field is immutable"));
+                    return Err(invalid(errors));
+                }
+            }
+            encode(&d)
+        }
+        "Namespace" => metadata_only::<Namespace>(rt, &name, value, true, |o| &o.metadata),
+        "Node" => metadata_only::<Node>(rt, &name, value, false, |o| &o.metadata),
+        "Event" => metadata_only::<Event>(rt, &name, value, false, |o| &o.metadata),
+        "Lease" => metadata_only::<Lease>(rt, &name, value, false, |o| &o.metadata),
+        other => Err(ApiError::Internal(format!("no admission for kind {other}"))),
+    }
+}
+
+fn metadata_only<K: DeserializeOwned + Serialize>(
+    rt: &ResourceType,
+    name: &str,
+    value: &Value,
+    label_name: bool,
+    meta: impl Fn(&K) -> &api::ObjectMeta,
+) -> Result<Value, ApiError> {
+    let object: K = strict(rt, name, value)?;
+    let mut errors = FieldErrors::default();
+    validation::metadata(meta(&object), label_name, &mut errors);
+    errors.into_result().map_err(|errors| ApiError::Invalid { kind: rt.kind.to_string(), name: name.to_string(), errors })?;
+    encode(&object)
+}
+
+fn strict<K: DeserializeOwned>(rt: &ResourceType, name: &str, value: &Value) -> Result<K, ApiError> {
+    decode(value).map_err(|errors| ApiError::BadRequest(format!("{} \"{}\": strict decoding error: {}", rt.kind, name, errors)))
+}
+
+fn encode<K: Serialize>(object: &K) -> Result<Value, ApiError> {
+    serde_json::to_value(object).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}

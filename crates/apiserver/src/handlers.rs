@@ -1,0 +1,161 @@
+//! HTTP handlers for every `/api` and `/apis` path: authenticate, resolve, authorize, dispatch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use api::kinds::lookup_plural;
+use api::ResourceType;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::{authorize, Authenticator};
+use crate::error::ApiError;
+use crate::registry::{DeleteOptions, ListFilter, Registry};
+use crate::request::{resolve, RequestInfo};
+use crate::{discovery, watch};
+
+/// The largest request body accepted, as in Kubernetes (3 MiB).
+pub const MAX_BODY_BYTES: usize = api::manifest::MAX_MANIFEST_BYTES;
+
+/// Streams a pod's logs from wherever the pod runs.
+#[async_trait::async_trait]
+pub trait PodLogs: Send + Sync {
+    /// The log of `container` of `pod` on `node`: a byte stream, following when asked.
+    async fn logs(&self, node: &api::Node, pod: &api::Pod, query: &HashMap<String, String>) -> Result<Body, ApiError>;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Object storage.
+    pub registry: Registry,
+    /// Token checks.
+    pub auth: Arc<Authenticator>,
+    /// Where pod logs come from.
+    pub logs: Arc<dyn PodLogs>,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<crate::server::Metrics>,
+}
+
+/// The handler for every `/api…` and `/apis…` path.
+pub async fn api_handler(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|Query(q)| q).unwrap_or_default();
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let info = resolve(&method, uri.path(), watch);
+    let result = match state.auth.authenticate(&headers) {
+        Err(e) => Err(e),
+        Ok(user) => match info.as_ref() {
+            None => Err(ApiError::NotFound { kind: "path".into(), name: uri.path().to_string() }),
+            Some(info) => match authorize(&user, info) {
+                Err(e) => Err(e),
+                Ok(()) => dispatch(&state, info, &query, &headers, body).await,
+            },
+        },
+    };
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(info) = info {
+        state.metrics.record(&info.verb, &info.resource, response.status().as_u16(), started.elapsed());
+    }
+    response
+}
+
+async fn dispatch(state: &AppState, info: &RequestInfo, query: &HashMap<String, String>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if info.resource.is_empty() {
+        let doc = match (info.group.as_str(), info.version.as_str()) {
+            ("", "") => Some(discovery::core_versions()),
+            ("*", "") => Some(discovery::groups()),
+            (g, v) if !v.is_empty() => discovery::resources(g, v),
+            _ => None,
+        };
+        return doc.map(|d| Json(d).into_response()).ok_or_else(|| ApiError::NotFound { kind: "group".into(), name: info.group.clone() });
+    }
+    let rt = lookup_plural(&info.group, &info.version, &info.resource).ok_or_else(|| ApiError::NotFound {
+        kind: "resource".into(),
+        name: format!("{} in {}", info.resource, if info.group.is_empty() { info.version.clone() } else { format!("{}/{}", info.group, info.version) }),
+    })?;
+    let ns = if rt.namespaced { info.namespace.as_deref() } else { None };
+    if rt.namespaced && info.name.is_some() && ns.is_none() {
+        return Err(ApiError::BadRequest(format!("{} are namespaced: use /namespaces/<namespace>/{}/<name>", rt.plural, rt.plural)));
+    }
+    let registry = &state.registry;
+    match (info.verb.as_str(), info.name.as_deref(), info.subresource.as_deref()) {
+        ("get", Some(name), None | Some("status")) => Ok(Json(registry.get(rt, ns, name).await?).into_response()),
+        ("get", Some(name), Some("log")) if rt.kind == "Pod" => pod_log(state, ns.unwrap_or("default"), name, query).await,
+        ("list", None, None) => {
+            let filter = ListFilter::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str))?;
+            let (items, revision) = registry.list(rt, ns, &filter).await?;
+            Ok(Json(json!({
+                "kind": rt.list_kind(), "apiVersion": rt.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()}, "items": items,
+            }))
+            .into_response())
+        }
+        ("watch", None, None) => watch::serve(registry, rt, ns, query).await,
+        ("create", None, None) => {
+            let value = read_body(headers, body).await?;
+            let created = registry.create(rt, ns, value).await?;
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+        ("update", Some(name), sub @ (None | Some("status"))) => {
+            let value = read_body(headers, body).await?;
+            Ok(Json(registry.update(rt, ns, name, value, sub.is_some()).await?).into_response())
+        }
+        ("delete", Some(name), None) => {
+            if rt.kind == "Namespace" && ["default", "kube-system", "kube-node-lease"].contains(&name) {
+                return Err(ApiError::Forbidden(format!("namespace \"{name}\" is a system namespace and may not be deleted")));
+            }
+            let mut opts = delete_options(headers, body).await?;
+            if let Some(grace) = query.get("gracePeriodSeconds") {
+                opts.grace_period_seconds = Some(grace.parse().map_err(|_| ApiError::BadRequest(format!("gracePeriodSeconds \"{grace}\" is not an integer")))?);
+            }
+            Ok(Json(registry.delete(rt, ns, name, &opts).await?).into_response())
+        }
+        (verb, _, sub) => Err(ApiError::MethodNotAllowed(format!("{verb} {}{}", rt.plural, sub.map(|s| format!("/{s}")).unwrap_or_default()))),
+    }
+}
+
+async fn pod_log(state: &AppState, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let pod: api::Pod = state.registry.get_as(Some(ns), name).await?;
+    let node_name = api::pod::node_name(&pod).ok_or_else(|| ApiError::BadRequest(format!("pod \"{name}\" is not scheduled to a node yet; it has no logs")))?;
+    let node: api::Node = state.registry.get_as(None, node_name).await?;
+    let body = state.logs.logs(&node, &pod, query).await?;
+    Ok(Response::builder().header("content-type", "text/plain").body(body).unwrap_or_default())
+}
+
+/// Reads a JSON or YAML request body, at most [`MAX_BODY_BYTES`].
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_BODY_BYTES })?;
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("the body is not valid YAML: {e}")))
+        }
+        other => Err(ApiError::UnsupportedMediaType(other.to_string())),
+    }
+}
+
+async fn delete_options(headers: &HeaderMap, body: Body) -> Result<DeleteOptions, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_BODY_BYTES })?;
+    if bytes.is_empty() {
+        return Ok(DeleteOptions::default());
+    }
+    let _ = headers;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?;
+    Ok(DeleteOptions {
+        grace_period_seconds: value.get("gracePeriodSeconds").and_then(Value::as_i64),
+        precondition_uid: value.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// The registry type of a request, for callers outside this module.
+pub fn resource_type(info: &RequestInfo) -> Option<&'static ResourceType> {
+    lookup_plural(&info.group, &info.version, &info.resource)
+}

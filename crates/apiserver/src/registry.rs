@@ -1,0 +1,406 @@
+//! Object semantics over the key-value store: uids, resourceVersions, generations, status
+//! subresources, graceful pod deletion, selectors, and watch events in Kubernetes form. The
+//! HTTP handlers and the in-process controllers both go through here.
+
+use std::sync::Arc;
+
+use api::k8s_openapi::{Metadata, Resource};
+use api::selector::Selector;
+use api::{ObjectMeta, ResourceType};
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use store::{EventKind, KeyValue, Revision, Store};
+
+use crate::admission::admit;
+use crate::error::ApiError;
+
+/// Reads and writes API objects.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+/// Label and field selectors of a list or watch.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// `?labelSelector=`.
+    pub labels: Selector,
+    /// `?fieldSelector=` terms: (dotted field path, value, true for `=` / false for `!=`).
+    pub fields: Vec<(String, String, bool)>,
+}
+
+impl ListFilter {
+    /// Parses the query forms; a bad selector is a 400 naming it.
+    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<ListFilter, ApiError> {
+        let labels = Selector::parse(labels.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let mut terms = Vec::new();
+        for term in fields.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (path, value, equal) = if let Some((p, v)) = term.split_once("!=") {
+                (p, v, false)
+            } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (p, v, true)
+            } else {
+                return Err(ApiError::BadRequest(format!("field selector \"{term}\": expected field=value or field!=value")));
+            };
+            const FIELDS: [&str; 5] = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "involvedObject.name"];
+            if !FIELDS.contains(&path.trim()) {
+                return Err(ApiError::BadRequest(format!("field selector \"{term}\": \"{}\" is not a supported field; use one of {}", path.trim(), FIELDS.join(", "))));
+            }
+            terms.push((path.trim().to_string(), value.trim().to_string(), equal));
+        }
+        Ok(ListFilter { labels, fields: terms })
+    }
+
+    /// A filter on one field's equality.
+    pub fn field(path: &str, value: &str) -> ListFilter {
+        ListFilter { fields: vec![(path.to_string(), value.to_string(), true)], ..Default::default() }
+    }
+
+    /// True when the object passes both selectors.
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        self.labels.matches(&labels)
+            && self.fields.iter().all(|(path, value, equal)| {
+                let pointer = format!("/{}", path.replace('.', "/"));
+                let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+                (actual == value) == *equal
+            })
+    }
+}
+
+/// Options of a delete.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// Seconds the workload gets to stop; `Some(0)` deletes at once.
+    pub grace_period_seconds: Option<i64>,
+    /// Only delete the object with this uid.
+    pub precondition_uid: Option<String>,
+}
+
+/// One change seen by a watch, in the wire form `{"type": ..., "object": ...}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectEvent {
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub type_: &'static str,
+    /// The object after the change (before it, for a delete), with its resourceVersion.
+    pub object: Value,
+}
+
+fn name_of(value: &Value) -> &str {
+    value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+}
+
+fn decode(kv: &KeyValue, revision: Revision) -> Result<Value, ApiError> {
+    let mut value: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    }
+    Ok(value)
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    let mut stored = value.clone();
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Registry {
+        Registry { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn namespace<'a>(rt: &ResourceType, ns: Option<&'a str>) -> Option<&'a str> {
+        if rt.namespaced { ns } else { None }
+    }
+
+    /// One object.
+    pub async fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let key = rt.key(Self::namespace(rt, ns), name);
+        match self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))? {
+            Some(kv) => decode(&kv, kv.mod_revision),
+            None => Err(ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() }),
+        }
+    }
+
+    /// Every object of `rt` in `ns` (all namespaces when `None`) passing `filter`, and the
+    /// revision the list is consistent with.
+    pub async fn list(&self, rt: &ResourceType, ns: Option<&str>, filter: &ListFilter) -> Result<(Vec<Value>, Revision), ApiError> {
+        let prefix = match Self::namespace(rt, ns) {
+            Some(ns) => rt.namespace_prefix(ns),
+            None => rt.key_prefix(),
+        };
+        let (kvs, revision) = self.store.list(&prefix).await.map_err(|e| ApiError::from_store(rt, "", e))?;
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let value = decode(kv, kv.mod_revision)?;
+            if filter.matches(&value) {
+                items.push(value);
+            }
+        }
+        Ok((items, revision))
+    }
+
+    /// Creates an object: admission, then uid, creation time and generation are set.
+    pub async fn create(&self, rt: &ResourceType, ns: Option<&str>, mut body: Value) -> Result<Value, ApiError> {
+        let ns = Self::namespace(rt, ns);
+        prepare_identity(rt, ns, &mut body)?;
+        if let Some(ns) = ns {
+            let ns_key = ResourceType::of::<api::Namespace>().key(None, ns);
+            if self.store.get(&ns_key).await.map_err(|e| ApiError::from_store(rt, ns, e))?.is_none() {
+                return Err(ApiError::NotFound { kind: "namespaces".into(), name: ns.to_string() });
+            }
+        }
+        if name_of(&body).is_empty() {
+            let prefix = body.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("").to_string();
+            body["metadata"]["name"] = Value::String(format!("{prefix}{}", random_suffix()));
+        }
+        let mut object = admit(rt, &body, None)?;
+        let meta = object["metadata"].as_object_mut().ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
+        meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), serde_json::to_value(api::now()).unwrap_or_default());
+        meta.insert("generation".into(), Value::from(1));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        let name = name_of(&object).to_string();
+        let revision = self.store.create(&rt.key(ns, &name), encode(&object)).await.map_err(|e| ApiError::from_store(rt, &name, e))?;
+        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        Ok(object)
+    }
+
+    /// Replaces an object (PUT). With `status_only`, only `status` is taken from `body`;
+    /// otherwise `status` is kept from the stored object. A `resourceVersion` in the body must
+    /// match the stored one (409 otherwise).
+    pub async fn update(&self, rt: &ResourceType, ns: Option<&str>, name: &str, mut body: Value, status_only: bool) -> Result<Value, ApiError> {
+        let ns = Self::namespace(rt, ns);
+        prepare_identity(rt, ns, &mut body)?;
+        if name_of(&body) != name {
+            return Err(ApiError::BadRequest(format!("metadata.name \"{}\" does not match the name \"{name}\" in the URL", name_of(&body))));
+        }
+        let key = rt.key(ns, name);
+        let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
+        let old = decode(&current, current.mod_revision)?;
+        if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            if rv != current.mod_revision.to_string() {
+                return Err(ApiError::Conflict { kind: rt.plural.to_string(), name: name.to_string() });
+            }
+        }
+        let merged = if status_only {
+            let mut m = old.clone();
+            m["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+            m
+        } else {
+            let mut m = body;
+            match old.get("status") {
+                Some(s) => m["status"] = s.clone(),
+                None => {
+                    if let Some(o) = m.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                match old["metadata"].get(field) {
+                    Some(v) => m["metadata"][field] = v.clone(),
+                    None => {
+                        if let Some(meta) = m["metadata"].as_object_mut() {
+                            meta.remove(field);
+                        }
+                    }
+                }
+            }
+            if m.get("spec") != old.get("spec") {
+                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                m["metadata"]["generation"] = Value::from(generation);
+            }
+            m
+        };
+        let object = admit(rt, &merged, Some(&old))?;
+        if object == old {
+            return Ok(old);
+        }
+        let revision = self.store.update(&key, encode(&object), current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        let mut object = object;
+        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        Ok(object)
+    }
+
+    /// Deletes an object. A pod bound to a node is first marked terminating (deletionTimestamp)
+    /// so its agent can stop it gracefully; the agent then deletes it with a grace of 0.
+    pub async fn delete(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+        let ns = Self::namespace(rt, ns);
+        let key = rt.key(ns, name);
+        let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
+        let mut object = decode(&current, current.mod_revision)?;
+        if let Some(uid) = opts.precondition_uid.as_deref() {
+            if object.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                return Err(ApiError::Conflict { kind: rt.plural.to_string(), name: name.to_string() });
+            }
+        }
+        let bound = object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let grace = opts
+            .grace_period_seconds
+            .or_else(|| object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30);
+        let graceful = rt.kind == "Pod" && bound && grace > 0;
+        if graceful {
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(object);
+            }
+            let deadline = api::jiff::Timestamp::now() + api::jiff::SignedDuration::from_secs(grace);
+            object["metadata"]["deletionTimestamp"] = serde_json::to_value(api::Time(deadline)).unwrap_or_default();
+            object["metadata"]["deletionGracePeriodSeconds"] = Value::from(grace);
+            let revision = self.store.update(&key, encode(&object), current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+            object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+            return Ok(object);
+        }
+        let (revision, _) = self.store.delete(&key, Some(current.mod_revision)).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        Ok(object)
+    }
+
+    /// Changes after `after` to objects of `rt` in `ns` passing `filter`. An object that starts
+    /// or stops passing the filter is reported as ADDED or DELETED, as Kubernetes does.
+    pub async fn watch(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        filter: ListFilter,
+        after: Revision,
+    ) -> Result<impl Stream<Item = Result<ObjectEvent, ApiError>> + Send + 'static, ApiError> {
+        let prefix = match Self::namespace(rt, ns) {
+            Some(ns) => rt.namespace_prefix(ns),
+            None => rt.key_prefix(),
+        };
+        let rt_copy = *rt;
+        let events = self.store.watch(&prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
+        Ok(events.filter_map(move |event| {
+            let filter = filter.clone();
+            async move {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(ApiError::from_store(&rt_copy, "", e))),
+                };
+                let revision = event.revision();
+                let now = match decode(&event.kv, revision) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(e)),
+                };
+                let was = event.prev.as_ref().and_then(|p| decode(p, p.mod_revision).ok()).is_some_and(|p| filter.matches(&p));
+                let is = filter.matches(&now);
+                let type_ = match (event.kind, was, is) {
+                    (EventKind::Delete, true, _) => "DELETED",
+                    (EventKind::Delete, false, _) => return None,
+                    (EventKind::Put, false, true) => "ADDED",
+                    (EventKind::Put, true, true) => "MODIFIED",
+                    (EventKind::Put, true, false) => "DELETED",
+                    (EventKind::Put, false, false) => return None,
+                };
+                Some(Ok(ObjectEvent { type_, object: now }))
+            }
+        }))
+    }
+}
+
+/// Fills `apiVersion`/`kind` when absent, checks them when present, and puts the namespace
+/// from the URL into the body (a different namespace in the body is an error).
+fn prepare_identity(rt: &ResourceType, ns: Option<&str>, body: &mut Value) -> Result<(), ApiError> {
+    let object = body.as_object_mut().ok_or_else(|| ApiError::BadRequest(format!("the body must be a JSON object of kind {}", rt.kind)))?;
+    for (field, expected) in [("apiVersion", rt.api_version()), ("kind", rt.kind.to_string())] {
+        match object.get(field).and_then(Value::as_str) {
+            None => {
+                object.insert(field.into(), Value::String(expected));
+            }
+            Some(given) if given == expected => {}
+            Some(given) => return Err(ApiError::BadRequest(format!("{field} \"{given}\" does not match the URL, which expects \"{expected}\""))),
+        }
+    }
+    let meta = object.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let meta = meta.as_object_mut().ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
+    match (ns, meta.get("namespace").and_then(Value::as_str)) {
+        (Some(url), Some(given)) if url != given => {
+            return Err(ApiError::BadRequest(format!("metadata.namespace \"{given}\" does not match the namespace \"{url}\" in the URL")))
+        }
+        (Some(url), _) => {
+            meta.insert("namespace".into(), Value::String(url.to_string()));
+        }
+        (None, _) => {
+            meta.remove("namespace");
+        }
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Typed access for in-process callers (controllers, the scheduler).
+impl Registry {
+    /// Gets one typed object.
+    pub async fn get_as<K: Typed>(&self, ns: Option<&str>, name: &str) -> Result<K, ApiError> {
+        from_value(self.get(ResourceType::of::<K>(), ns, name).await?)
+    }
+
+    /// Lists typed objects.
+    pub async fn list_as<K: Typed>(&self, ns: Option<&str>, filter: &ListFilter) -> Result<(Vec<K>, Revision), ApiError> {
+        let (items, revision) = self.list(ResourceType::of::<K>(), ns, filter).await?;
+        Ok((items.into_iter().map(from_value).collect::<Result<_, _>>()?, revision))
+    }
+
+    /// Creates a typed object in its own namespace.
+    pub async fn create_as<K: Typed>(&self, object: &K) -> Result<K, ApiError> {
+        let ns = object.metadata().namespace.clone();
+        from_value(self.create(ResourceType::of::<K>(), ns.as_deref(), to_value(object)?).await?)
+    }
+
+    /// Replaces a typed object (its resourceVersion is the compare-and-swap token).
+    pub async fn update_as<K: Typed>(&self, object: &K) -> Result<K, ApiError> {
+        let (ns, name) = (object.metadata().namespace.clone(), object.metadata().name.clone().unwrap_or_default());
+        from_value(self.update(ResourceType::of::<K>(), ns.as_deref(), &name, to_value(object)?, false).await?)
+    }
+
+    /// Replaces a typed object's status.
+    pub async fn update_status_as<K: Typed>(&self, object: &K) -> Result<K, ApiError> {
+        let (ns, name) = (object.metadata().namespace.clone(), object.metadata().name.clone().unwrap_or_default());
+        from_value(self.update(ResourceType::of::<K>(), ns.as_deref(), &name, to_value(object)?, true).await?)
+    }
+
+    /// Deletes a typed object.
+    pub async fn delete_as<K: Typed>(&self, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<K, ApiError> {
+        from_value(self.delete(ResourceType::of::<K>(), ns, name, opts).await?)
+    }
+}
+
+/// What the typed helpers need of a k8s-openapi type.
+pub trait Typed: Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<K: Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Send + Sync + 'static> Typed for K {}
+
+/// Decodes a stored object into its type.
+pub fn from_value<K: DeserializeOwned>(value: Value) -> Result<K, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::Internal(format!("stored object does not decode: {e}")))
+}
+
+fn to_value<K: Serialize>(object: &K) -> Result<Value, ApiError> {
+    serde_json::to_value(object).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

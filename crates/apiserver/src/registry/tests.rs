@@ -1,0 +1,117 @@
+use std::sync::Arc;
+
+use api::{Namespace, Pod};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::*;
+
+async fn registry() -> (Registry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::embedded::EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    let registry = Registry::new(Arc::new(store));
+    let ns = ResourceType::of::<Namespace>();
+    registry.create(ns, None, json!({"metadata": {"name": "default"}})).await.unwrap();
+    (registry, dir)
+}
+
+fn pod(name: &str, app: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1.35"}]}})
+}
+
+fn pods() -> &'static ResourceType {
+    ResourceType::of::<Pod>()
+}
+
+#[tokio::test]
+async fn create_sets_identity_and_defaults() {
+    let (r, _dir) = registry().await;
+    let created = r.create(pods(), Some("default"), pod("a", "web")).await.unwrap();
+    assert!(created["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(created["metadata"]["namespace"], "default");
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    assert_eq!(created["status"]["phase"], "Pending");
+    let got = r.get(pods(), Some("default"), "a").await.unwrap();
+    assert_eq!(got, created);
+    let again = r.create(pods(), Some("default"), pod("a", "web")).await.unwrap_err();
+    assert!(matches!(again, ApiError::AlreadyExists { .. }));
+}
+
+#[tokio::test]
+async fn bad_input_changes_nothing() {
+    let (r, _dir) = registry().await;
+    let rev = r.store().revision().await.unwrap();
+    let mut bad = pod("b", "web");
+    bad["spec"]["containers"][0]["image"] = json!("");
+    assert!(matches!(r.create(pods(), Some("default"), bad).await, Err(ApiError::Invalid { .. })));
+    let mut unknown = pod("b", "web");
+    unknown["spec"]["containers"][0]["imagee"] = json!("x");
+    let err = r.create(pods(), Some("default"), unknown).await.unwrap_err();
+    assert!(err.to_string().contains("spec.containers[0].imagee: unknown field"), "{err}");
+    let err = r.create(pods(), Some("nowhere"), pod("b", "web")).await.unwrap_err();
+    assert!(matches!(err, ApiError::NotFound { .. }), "{err}");
+    let err = r.create(pods(), Some("default"), json!({"kind": "Deployment", "metadata": {"name": "x"}})).await.unwrap_err();
+    assert!(matches!(err, ApiError::BadRequest(_)));
+    assert_eq!(r.store().revision().await.unwrap(), rev, "a refused write must not touch the store");
+}
+
+#[tokio::test]
+async fn stale_updates_conflict_and_status_is_a_subresource() {
+    let (r, _dir) = registry().await;
+    let created = r.create(pods(), Some("default"), pod("a", "web")).await.unwrap();
+    let mut first = created.clone();
+    first["spec"]["containers"][0]["image"] = json!("busybox:1.36");
+    first["status"]["phase"] = json!("Running");
+    let updated = r.update(pods(), Some("default"), "a", first, false).await.unwrap();
+    assert_eq!(updated["status"]["phase"], "Pending", "a main-resource update keeps the stored status");
+    assert_eq!(updated["metadata"]["generation"], 2);
+    let mut stale = created.clone();
+    stale["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    assert!(matches!(r.update(pods(), Some("default"), "a", stale, false).await, Err(ApiError::Conflict { .. })));
+    let mut status = updated.clone();
+    status["status"]["phase"] = json!("Running");
+    status["spec"]["containers"][0]["image"] = json!("ignored");
+    let after = r.update(pods(), Some("default"), "a", status, true).await.unwrap();
+    assert_eq!(after["status"]["phase"], "Running");
+    assert_eq!(after["spec"]["containers"][0]["image"], "busybox:1.36");
+}
+
+#[tokio::test]
+async fn bound_pods_terminate_gracefully() {
+    let (r, _dir) = registry().await;
+    let mut p = pod("a", "web");
+    p["spec"]["nodeName"] = json!("n1");
+    r.create(pods(), Some("default"), p).await.unwrap();
+    let marked = r.delete(pods(), Some("default"), "a", &DeleteOptions::default()).await.unwrap();
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(r.get(pods(), Some("default"), "a").await.is_ok());
+    let opts = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    r.delete(pods(), Some("default"), "a", &opts).await.unwrap();
+    assert!(matches!(r.get(pods(), Some("default"), "a").await, Err(ApiError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn watch_reports_selector_transitions() {
+    let (r, _dir) = registry().await;
+    let start = r.store().revision().await.unwrap();
+    let filter = ListFilter::parse(Some("app=web"), None).unwrap();
+    let mut events = Box::pin(r.watch(pods(), Some("default"), filter, start).await.unwrap());
+    let a = r.create(pods(), Some("default"), pod("a", "web")).await.unwrap();
+    r.create(pods(), Some("default"), pod("b", "db")).await.unwrap();
+    let mut relabeled = a.clone();
+    relabeled["metadata"]["labels"]["app"] = json!("db");
+    r.update(pods(), Some("default"), "a", relabeled, false).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+        got.push((e.type_, e.object["metadata"]["name"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(got, vec![("ADDED", "a".to_string()), ("DELETED", "a".to_string())]);
+    let (items, _) = r.list(pods(), None, &ListFilter::parse(Some("app=db"), None).unwrap()).await.unwrap();
+    assert_eq!(items.len(), 2);
+    let (items, _) = r.list(pods(), None, &ListFilter::field("metadata.name", "b")).await.unwrap();
+    assert_eq!(items.len(), 1);
+}

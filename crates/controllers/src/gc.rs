@@ -1,0 +1,83 @@
+//! Garbage collection: pods whose owning Deployment is gone, objects of deleted namespaces,
+//! and Events older than an hour.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use api::{Event, Pod};
+use apiserver::{ApiError, DeleteOptions, ListFilter, Registry};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::deployment::owning_deployment;
+use crate::Caches;
+
+/// How long Events are kept, as in Kubernetes.
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+/// Runs the collector until its task is dropped.
+pub async fn run(registry: Registry, caches: Caches) {
+    let mut deployments = caches.deployments.subscribe();
+    let mut namespaces = caches.namespaces.subscribe();
+    let mut pods = caches.pods.subscribe();
+    let mut last_event_sweep = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = collect(&registry, &caches).await {
+            tracing::debug!(error = %e, "garbage collection pass failed");
+        }
+        if last_event_sweep.elapsed() > Duration::from_secs(60) {
+            last_event_sweep = tokio::time::Instant::now();
+            if let Err(e) = expire_events(&registry).await {
+                tracing::debug!(error = %e, "event expiry failed");
+            }
+        }
+        tokio::select! {
+            r = deployments.recv() => if matches!(r, Err(RecvError::Closed)) { return },
+            r = namespaces.recv() => if matches!(r, Err(RecvError::Closed)) { return },
+            r = pods.recv() => if matches!(r, Err(RecvError::Closed)) { return },
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        while deployments.try_recv().is_ok() || namespaces.try_recv().is_ok() || pods.try_recv().is_ok() {}
+    }
+}
+
+/// One collection pass over the caches.
+pub async fn collect(registry: &Registry, caches: &Caches) -> Result<(), ApiError> {
+    let owners: HashSet<String> = caches.deployments.list().iter().filter_map(|d| d.metadata.uid.clone()).collect();
+    let namespaces: HashSet<String> = caches.namespaces.list().iter().filter_map(|n| n.metadata.name.clone()).collect();
+    for pod in caches.pods.list() {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let orphaned = owning_deployment(&pod).is_some_and(|o| !owners.contains(&o.uid));
+        if (orphaned || !namespaces.contains(&ns)) && pod.metadata.deletion_timestamp.is_none() {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let opts = DeleteOptions { precondition_uid: pod.metadata.uid.clone(), ..Default::default() };
+            match registry.delete_as::<Pod>(Some(&ns), &name, &opts).await {
+                Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for deployment in caches.deployments.list() {
+        let ns = deployment.metadata.namespace.clone().unwrap_or_default();
+        if !namespaces.contains(&ns) {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            match registry.delete_as::<api::Deployment>(Some(&ns), &name, &DeleteOptions::default()).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn expire_events(registry: &Registry) -> Result<(), ApiError> {
+    let (events, _) = registry.list_as::<Event>(None, &ListFilter::default()).await?;
+    let cutoff = api::jiff::Timestamp::now() - api::jiff::SignedDuration::from_secs(EVENT_TTL.as_secs() as i64);
+    for event in events {
+        let last = event.last_timestamp.as_ref().or(event.metadata.creation_timestamp.as_ref()).map(|t| t.0);
+        if last.is_some_and(|t| t < cutoff) {
+            let (ns, name) = (event.metadata.namespace.clone(), event.metadata.name.clone().unwrap_or_default());
+            let _ = registry.delete_as::<Event>(ns.as_deref(), &name, &DeleteOptions::default()).await;
+        }
+    }
+    Ok(())
+}

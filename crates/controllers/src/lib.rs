@@ -1,0 +1,56 @@
+//! Controllers of the control plane: each watches resources through an [`informer::Informer`]
+//! and reconciles the world toward them (deployments, scheduling, garbage collection).
+#![forbid(unsafe_code)]
+
+pub mod deployment;
+pub mod events;
+pub mod gc;
+pub mod informer;
+pub mod queue;
+pub mod scheduling;
+
+use apiserver::Registry;
+use tokio::task::JoinSet;
+
+use informer::Informer;
+
+/// The shared caches every controller reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// Pods.
+    pub pods: Informer<api::Pod>,
+    /// Deployments.
+    pub deployments: Informer<api::Deployment>,
+    /// Nodes.
+    pub nodes: Informer<api::Node>,
+    /// Namespaces.
+    pub namespaces: Informer<api::Namespace>,
+}
+
+impl Caches {
+    /// Starts the informers and waits until each has listed once.
+    pub async fn start(registry: &Registry, tasks: &mut JoinSet<()>) -> Caches {
+        let caches = Caches {
+            pods: Informer::start(registry.clone(), tasks),
+            deployments: Informer::start(registry.clone(), tasks),
+            nodes: Informer::start(registry.clone(), tasks),
+            namespaces: Informer::start(registry.clone(), tasks),
+        };
+        caches.pods.wait_synced().await;
+        caches.deployments.wait_synced().await;
+        caches.nodes.wait_synced().await;
+        caches.namespaces.wait_synced().await;
+        caches
+    }
+}
+
+/// Starts every controller on `registry`; they run until the returned tasks are dropped.
+pub async fn start_all(registry: Registry) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let caches = Caches::start(&registry, &mut tasks).await;
+    let recorder = events::Recorder::new(registry.clone(), "flotilla-controllers");
+    tasks.spawn(deployment::run(registry.clone(), caches.clone(), recorder.clone()));
+    tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler")));
+    tasks.spawn(gc::run(registry.clone(), caches.clone()));
+    tasks
+}
