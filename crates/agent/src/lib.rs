@@ -1,1 +1,95 @@
-//! placeholder
+//! The node agent: registers its Node, runs the pods bound to it through an OCI runtime and a
+//! pod network, probes them, keeps their logs, and reports their status through the API.
+
+pub mod config;
+pub mod logs;
+pub mod network;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod runtime;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use client::Client;
+use image::ImageStore;
+
+use config::AgentConfig;
+use network::{NetworkConfig, PodNetwork};
+use runtime::{ContainerRuntime, OciRuntime};
+
+/// What every part of the agent shares.
+pub struct AgentContext {
+    /// The API client (the node's identity).
+    pub client: Client,
+    /// Settings.
+    pub config: AgentConfig,
+    /// The OCI runtime.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// The pod network.
+    pub network: Arc<PodNetwork>,
+    /// The image store.
+    pub images: Arc<ImageStore>,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The OCI runtime is unusable.
+    #[error("OCI runtime: {0}; install runc (apt-get install runc) or choose another with --runtime")]
+    Runtime(#[from] runtime::RuntimeError),
+    /// The pod network could not be set up.
+    #[error("pod network: {0}")]
+    Network(#[from] network::NetworkError),
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Image(#[from] image::ImageError),
+    /// The API server refused or could not be reached.
+    #[error("registering the node: {0}")]
+    Api(#[from] client::ClientError),
+    /// Anything else at start-up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Starts the agent; returns once it is registered, with its running tasks.
+pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::JoinSet<()>, AgentError> {
+    runtime::become_subreaper().map_err(|e| AgentError::Setup(format!("becoming a child subreaper: {e}")))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::Setup(format!("{}: {e}", config.data_dir.display())))?;
+    let runtime = OciRuntime::new(&config.runtime, config.runtime_root())?;
+    let mut net_config = NetworkConfig::new(config.ipam_dir());
+    net_config.bridge = config.bridge.clone();
+    net_config.cidr = config.pod_cidr.parse().map_err(|e| AgentError::Setup(format!("pod CIDR \"{}\": {e}", config.pod_cidr)))?;
+    let network = PodNetwork::new(net_config)?;
+    network.ensure_bridge().await?;
+    let images = ImageStore::open(&config.images_dir())?;
+    let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), &config.tls_dir(), config.logs_dir(), client.token().to_string())
+        .await
+        .map_err(AgentError::Setup)?;
+    node::register(&client, &config, bound.port()).await?;
+    let ctx = Arc::new(AgentContext { client, config, runtime: Arc::new(runtime), network: Arc::new(network), images: Arc::new(images) });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        let _ = server.await;
+    });
+    let heartbeat = ctx.clone();
+    tasks.spawn(async move {
+        loop {
+            if let Err(e) = node::renew_lease(&heartbeat.client, &heartbeat.config).await {
+                tracing::warn!(error = %e, "renewing the node lease");
+            }
+            tokio::time::sleep(heartbeat.config.heartbeat).await;
+        }
+    });
+    let rotation = ctx.clone();
+    tasks.spawn(async move {
+        loop {
+            logs::rotate_all(&rotation.config.logs_dir(), rotation.config.log_max_bytes);
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+    });
+    tasks.spawn(pods::run(ctx));
+    Ok(tasks)
+}

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod defaults;
+pub mod events;
 pub mod field;
 pub mod kinds;
 pub mod manifest;

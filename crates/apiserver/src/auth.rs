@@ -112,11 +112,14 @@ pub fn authorize(user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
     if !user.groups.iter().any(|g| g == NODES_GROUP) {
         return Err(forbidden());
     }
+    // A per-node identity (`system:node:<name>`) may only write its own Node; the shared join
+    // token (`system:node`) may write any, as k3s' shared agent token can.
     let own_node = user.name.strip_prefix("system:node:");
+    let may_write_node = |name: Option<&str>| name.is_none() || own_node.is_none() || name == own_node;
     let read = matches!(info.verb.as_str(), "get" | "list" | "watch");
     let allowed = match (info.resource.as_str(), info.subresource.as_deref()) {
         (_, None) if read => true,
-        ("nodes", _) => matches!(info.verb.as_str(), "create" | "update" | "patch" | "get") && (info.name.is_none() || info.name.as_deref() == own_node),
+        ("nodes", _) => matches!(info.verb.as_str(), "create" | "update" | "patch" | "get") && may_write_node(info.name.as_deref()),
         ("pods", Some("status")) => matches!(info.verb.as_str(), "update" | "patch" | "get"),
         ("pods", None) => info.verb == "delete",
         ("leases", None) => info.namespace.as_deref() == Some("kube-node-lease"),

@@ -40,6 +40,9 @@ pub struct AppState {
     pub logs: Arc<dyn PodLogs>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<crate::server::Metrics>,
+    /// The cluster CA certificate, served at `/cacerts` so joining agents can check it
+    /// against the hash in their token.
+    pub ca_pem: Arc<String>,
 }
 
 /// The handler for every `/api…` and `/apis…` path.

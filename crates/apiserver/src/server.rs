@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/version", get(|| async { Json(crate::discovery::version()) }))
         .route("/metrics", get(metrics))
+        .route("/cacerts", get(|State(state): State<AppState>| async move { state.ca_pem.as_str().to_string() }))
         .route("/api", any(api_handler))
         .route("/api/{*rest}", any(api_handler))
         .route("/apis", any(api_handler))

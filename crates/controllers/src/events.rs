@@ -1,7 +1,6 @@
 //! Records Events ("Scheduled", "SuccessfulCreate", …) about objects, as Kubernetes does.
 
-use api::k8s_openapi::api::core::v1::{EventSource, ObjectReference};
-use api::{Event, ObjectMeta};
+use api::k8s_openapi::api::core::v1::ObjectReference;
 use apiserver::registry::Typed;
 use apiserver::Registry;
 
@@ -26,26 +25,6 @@ pub fn reference<K: Typed>(object: &K) -> ObjectReference {
     }
 }
 
-/// Builds an Event (shared by the control plane and the agent).
-pub fn build(involved: ObjectReference, component: &str, warning: bool, reason: &str, message: &str) -> Event {
-    let now = api::now();
-    let nanos = now.0.as_nanosecond();
-    let name = format!("{}.{:x}", involved.name.as_deref().unwrap_or("object"), nanos);
-    Event {
-        metadata: ObjectMeta { name: Some(name), namespace: Some(involved.namespace.clone().unwrap_or_else(|| "default".into())), ..Default::default() },
-        involved_object: involved,
-        reason: Some(reason.to_string()),
-        message: Some(message.to_string()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
-        source: Some(EventSource { component: Some(component.to_string()), host: None }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some(component.to_string()),
-        ..Default::default()
-    }
-}
-
 impl Recorder {
     /// A recorder for `component`.
     pub fn new(registry: Registry, component: &str) -> Recorder {
@@ -63,7 +42,7 @@ impl Recorder {
     }
 
     async fn record(&self, involved: ObjectReference, warning: bool, reason: &str, message: &str) {
-        let event = build(involved, &self.component, warning, reason, message);
+        let event = api::events::build(involved, &self.component, warning, reason, message);
         if let Err(e) = self.registry.create_as(&event).await {
             tracing::debug!(error = %e, reason, "could not record event");
         }

@@ -1,1 +1,130 @@
-fn main() {}
+//! `flotilla`: the one binary. It parses arguments and wires the crates together; every verb
+//! lives in its own module under `cmd`.
+
+mod cmd;
+mod controlplane;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use cmd::run::{AgentArgs, ServerArgs};
+
+/// A secure-by-default container platform for fleets of machines.
+#[derive(Parser, Debug)]
+#[command(name = "flotilla", version, about, propagate_version = true)]
+struct Cli {
+    /// The client configuration (default: $FLOTILLA_KUBECONFIG, then ~/.flotilla/kubeconfig).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace (default: the kubeconfig's, then "default").
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a one-node cluster: API server, controllers, agent and embedded store.
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Run the control plane only.
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a node agent that joins a control plane.
+    Agent {
+        /// The API server URL, e.g. https://10.0.0.1:6443.
+        #[arg(long)]
+        server: String,
+        /// The join token (the server's <data-dir>/node-token).
+        #[arg(long, env = "FLOTILLA_TOKEN")]
+        token: String,
+        /// Where the agent keeps images, containers and logs.
+        #[arg(long, default_value = "/var/lib/flotilla", env = "FLOTILLA_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Create or update objects from manifest files (YAML or JSON, several documents each).
+    Apply(cmd::apply::ApplyArgs),
+    /// List or show objects.
+    Get(cmd::get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(cmd::describe::DescribeArgs),
+    /// Delete objects by file or by name.
+    Delete(cmd::delete::DeleteArgs),
+    /// Print a pod's container log.
+    Logs(cmd::logs::LogsArgs),
+    /// Follow a rollout.
+    Rollout(cmd::rollout::RolloutArgs),
+    /// Set a deployment's replica count.
+    Scale(cmd::scale::ScaleArgs),
+    /// Manage this node's images.
+    Image(cmd::image::ImageArgs),
+    /// Print client and server versions.
+    Version,
+}
+
+/// What every client verb needs: an API client and the namespace to use.
+pub struct Context {
+    /// The API client.
+    pub client: client::Client,
+    /// The namespace from -n, the kubeconfig, or "default".
+    pub namespace: String,
+    /// True when -n was given explicitly.
+    pub namespace_given: bool,
+}
+
+fn context(cli: &Cli) -> Result<Context> {
+    let path = client::kubeconfig::default_path(cli.kubeconfig.as_deref());
+    let config = client::Kubeconfig::load(&path).map_err(anyhow::Error::msg)?;
+    let client = client::Client::from_kubeconfig(&config)?;
+    let namespace = cli.namespace.clone().or_else(|| config.namespace()).unwrap_or_else(|| "default".into());
+    Ok(Context { client, namespace, namespace_given: cli.namespace.is_some() })
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Up { server, agent } => cmd::run::up(server.clone(), agent.clone()).await,
+        Command::Server { server } => cmd::run::server(server.clone()).await,
+        Command::Agent { server, token, data_dir, agent } => cmd::run::agent(server.clone(), token.clone(), data_dir.clone(), agent.clone()).await,
+        Command::Image(args) => cmd::image::run(args).await,
+        Command::Version => {
+            println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+            if let Ok(ctx) = context(&cli) {
+                match ctx.client.get_path("/version").await {
+                    Ok(v) => println!("Server Version: {}", v.get("gitVersion").and_then(|g| g.as_str()).unwrap_or("unknown")),
+                    Err(e) => println!("Server Version: unreachable ({e})"),
+                }
+            }
+            Ok(())
+        }
+        Command::Apply(args) => cmd::apply::run(&context(&cli)?, args).await,
+        Command::Get(args) => cmd::get::run(&context(&cli)?, args).await,
+        Command::Describe(args) => cmd::describe::run(&context(&cli)?, args).await,
+        Command::Delete(args) => cmd::delete::run(&context(&cli)?, args).await,
+        Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
+        Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
+        Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,
+    }
+}

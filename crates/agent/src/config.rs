@@ -1,0 +1,114 @@
+//! The agent's settings and the layout of its data directory.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How one agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node name.
+    pub node_name: String,
+    /// The address the control plane reaches this node at (its log endpoint listens here).
+    pub node_ip: IpAddr,
+    /// The log endpoint's port; 0 picks a free one.
+    pub port: u16,
+    /// Root of the agent's state (images, containers, logs, IPAM).
+    pub data_dir: PathBuf,
+    /// `runc`, `crun`, `youki` or a path to an OCI runtime binary.
+    pub runtime: String,
+    /// The pod network, e.g. 10.88.0.0/16.
+    pub pod_cidr: String,
+    /// The node bridge name.
+    pub bridge: String,
+    /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
+    pub backoff_base: Duration,
+    /// Longest restart back-off.
+    pub max_backoff: Duration,
+    /// Lease renewal period.
+    pub heartbeat: Duration,
+    /// A container log file is rotated past this size.
+    pub log_max_bytes: u64,
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+impl AgentConfig {
+    /// Defaults for a node named `node_name` keeping state in `data_dir`.
+    pub fn new(node_name: &str, data_dir: &Path) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.to_string(),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            port: 10250,
+            data_dir: data_dir.to_path_buf(),
+            runtime: "runc".into(),
+            pod_cidr: "10.88.0.0/16".into(),
+            bridge: "flotilla0".into(),
+            backoff_base: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(10),
+            log_max_bytes: 10 * 1024 * 1024,
+            insecure_registries: Vec::new(),
+        }
+    }
+
+    /// The image store.
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+
+    /// The OCI runtime's state root.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.data_dir.join("runc")
+    }
+
+    /// One container's bundle, rootfs mount point and writable layer.
+    pub fn container_dir(&self, container_id: &str) -> PathBuf {
+        self.data_dir.join("containers").join(container_id)
+    }
+
+    /// Every container directory.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.data_dir.join("containers")
+    }
+
+    /// Per-pod files (/etc/hosts, /etc/hostname, /etc/resolv.conf).
+    pub fn pod_dir(&self, pod_uid: &str) -> PathBuf {
+        self.data_dir.join("pods").join(pod_uid)
+    }
+
+    /// Every pod directory.
+    pub fn pods_dir(&self) -> PathBuf {
+        self.data_dir.join("pods")
+    }
+
+    /// IPAM state.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.data_dir.join("ipam")
+    }
+
+    /// A pod's log directory.
+    pub fn pod_log_dir(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+        self.logs_dir().join(format!("{namespace}_{pod}_{uid}"))
+    }
+
+    /// Every pod log directory.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// The agent's serving certificate and key.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("agent-tls")
+    }
+}
+
+/// The runtime id of a pod's container: `<pod uid>-<container name>`.
+pub fn container_id(pod_uid: &str, container: &str) -> String {
+    format!("{pod_uid}-{container}")
+}
+
+/// The pod uid in a container id, when it has the agent's form.
+pub fn pod_uid_of(container_id: &str) -> Option<&str> {
+    (container_id.len() > 37 && container_id.as_bytes()[36] == b'-').then(|| &container_id[..36])
+}

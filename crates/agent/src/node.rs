@@ -1,0 +1,136 @@
+//! The agent's Node: registration with the machine's real capacity, Ready condition, and a
+//! Lease renewed as the heartbeat.
+
+use std::collections::BTreeMap;
+
+use api::k8s_openapi::api::coordination::v1::LeaseSpec;
+use api::k8s_openapi::api::core::v1::{DaemonEndpoint, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo};
+use api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use api::k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use api::{Lease, Node, ObjectMeta};
+use client::{Client, ClientError};
+
+use crate::config::AgentConfig;
+
+/// The namespace of node heartbeat Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// CPUs and memory of this machine: (logical CPUs, bytes of memory).
+pub fn machine_capacity() -> (usize, u64) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    (cpus, mem_kib * 1024)
+}
+
+/// The Node object this agent reports.
+pub fn describe(config: &AgentConfig, port: u16) -> Node {
+    let (cpus, memory) = machine_capacity();
+    let capacity: BTreeMap<String, Quantity> = [
+        ("cpu".to_string(), Quantity(cpus.to_string())),
+        ("memory".to_string(), Quantity(format!("{}Ki", memory / 1024))),
+        ("pods".to_string(), Quantity("110".into())),
+    ]
+    .into();
+    let labels: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname".to_string(), config.node_name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }.to_string()),
+    ]
+    .into();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    Node {
+        metadata: ObjectMeta { name: Some(config.node_name.clone()), labels: Some(labels), ..Default::default() },
+        spec: Some(NodeSpec { pod_cidr: Some(config.pod_cidr.clone()), pod_cidrs: Some(vec![config.pod_cidr.clone()]), ..Default::default() }),
+        status: Some(NodeStatus {
+            capacity: Some(capacity.clone()),
+            allocatable: Some(capacity),
+            addresses: Some(vec![
+                NodeAddress { type_: "InternalIP".into(), address: config.node_ip.to_string() },
+                NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() },
+            ]),
+            daemon_endpoints: Some(NodeDaemonEndpoints { kubelet_endpoint: Some(DaemonEndpoint { port: port as i32 }) }),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: Some("KubeletReady".into()),
+                message: Some("flotilla agent is posting ready status".into()),
+                last_heartbeat_time: Some(api::now()),
+                last_transition_time: Some(api::now()),
+            }]),
+            node_info: Some(NodeSystemInfo {
+                architecture: std::env::consts::ARCH.into(),
+                container_runtime_version: config.runtime.clone(),
+                kernel_version: kernel,
+                kubelet_version: format!("flotilla-{}", env!("CARGO_PKG_VERSION")),
+                operating_system: "linux".into(),
+                os_image: os_image(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// Creates or refreshes the Node object; its status is replaced with what this machine has.
+pub async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<Node, ClientError> {
+    let wanted = describe(config, port);
+    let name = config.node_name.as_str();
+    match client.get_as::<Node>(None, name).await {
+        Err(e) if e.is_not_found() => {
+            let created = client.create_as(None, &wanted).await?;
+            let mut with_status = created.clone();
+            with_status.status = wanted.status;
+            client.update_status_as(None, name, &with_status).await
+        }
+        Err(e) => Err(e),
+        Ok(mut existing) => {
+            let mut status = wanted.status.unwrap_or_default();
+            let was_ready = existing.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).cloned();
+            if let (Some(previous), Some(conditions)) = (was_ready, status.conditions.as_mut()) {
+                if previous.status == "True" {
+                    conditions[0].last_transition_time = previous.last_transition_time;
+                }
+            }
+            existing.status = Some(status);
+            existing.metadata.resource_version = None;
+            client.update_status_as(None, name, &existing).await
+        }
+    }
+}
+
+/// Renews (or creates) this node's Lease: the heartbeat the control plane watches.
+pub async fn renew_lease(client: &Client, config: &AgentConfig) -> Result<(), ClientError> {
+    let name = config.node_name.as_str();
+    let now = MicroTime(api::jiff::Timestamp::now());
+    match client.get_as::<Lease>(Some(LEASE_NAMESPACE), name).await {
+        Ok(mut lease) => {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            spec.renew_time = Some(now);
+            client.update_as(Some(LEASE_NAMESPACE), name, &lease).await.map(|_| ())
+        }
+        Err(e) if e.is_not_found() => {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(name.to_string()), namespace: Some(LEASE_NAMESPACE.into()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(name.to_string()),
+                    lease_duration_seconds: Some(40),
+                    renew_time: Some(now.clone()),
+                    acquire_time: Some(now),
+                    ..Default::default()
+                }),
+            };
+            client.create_as(Some(LEASE_NAMESPACE), &lease).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}

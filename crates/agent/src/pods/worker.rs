@@ -1,0 +1,515 @@
+//! One pod's worker: sets up its network, starts, watches, probes, restarts (with back-off)
+//! and finally stops its containers, reporting status to the API as it goes. Level-triggered:
+//! every turn compares the pod's spec with what runs and acts on the difference.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::k8s_openapi::api::core::v1::{Container, Probe};
+use api::{Pod, Time};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::container::{self, remove_rootfs};
+use super::state::{comparable, pod_status, ContainerTrack, Phase, ProbeTrack, Terminated};
+use crate::config::container_id;
+use crate::logs::log_path;
+use crate::probes::{self, ProbeResult};
+use crate::runtime::{self, ContainerStatus, ExitOutcome, Signal};
+use crate::AgentContext;
+
+/// Which probe a result belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProbeKind {
+    Liveness,
+    Readiness,
+    Startup,
+}
+
+type ProbeDone = (String, u64, ProbeKind, ProbeResult);
+type ExitDone = (String, u64, ExitOutcome);
+
+/// A container run ran this long without crashing resets its back-off.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+struct Worker {
+    ctx: Arc<AgentContext>,
+    uid: String,
+    tracks: Vec<ContainerTrack>,
+    network: Option<(IpAddr, std::path::PathBuf)>,
+    adopted: bool,
+    published: Option<api::k8s_openapi::api::core::v1::PodStatus>,
+    start_time: Time,
+    exits: mpsc::UnboundedSender<ExitDone>,
+}
+
+/// Runs a pod's worker until the pod is gone and everything it had is cleaned up. `pods`
+/// carries the pod's latest version, `None` once it was deleted from the API.
+pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<Option<Arc<Pod>>>) {
+    let (exits_tx, mut exits) = mpsc::unbounded_channel::<ExitDone>();
+    let mut probe_runs: JoinSet<ProbeDone> = JoinSet::new();
+    let initial = pods.borrow().clone();
+    let start_time = initial.as_ref().and_then(|p| p.status.as_ref()?.start_time.clone()).unwrap_or_else(api::now);
+    let mut w = Worker { ctx, uid, tracks: Vec::new(), network: None, adopted: false, published: None, start_time, exits: exits_tx };
+    loop {
+        let current = pods.borrow_and_update().clone();
+        let Some(pod) = current else {
+            w.terminate(None, Duration::from_secs(2)).await;
+            return;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+            w.terminate(Some(&pod), Duration::from_secs(grace)).await;
+            return;
+        }
+        w.sync(&pod).await;
+        w.start_probes(&pod, &mut probe_runs);
+        w.publish(&pod).await;
+        let deadline = w.next_deadline();
+        tokio::select! {
+            changed = pods.changed() => if changed.is_err() {
+                w.terminate(None, Duration::from_secs(2)).await;
+                return;
+            },
+            Some((name, attempt, outcome)) = exits.recv() => w.on_exit(&pod, &name, attempt, outcome).await,
+            Some(Ok(done)) = probe_runs.join_next(), if !probe_runs.is_empty() => w.on_probe(&pod, done).await,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn spec_hash(container: &Container) -> String {
+    let json = serde_json::to_vec(container).unwrap_or_default();
+    hex_prefix(&Sha256::digest(json))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Worker {
+    fn pod_name(pod: &Pod) -> String {
+        format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+    }
+
+    async fn event(&self, pod: &Pod, warning: bool, reason: &str, message: &str) {
+        let mut involved = api::k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        };
+        involved.resource_version = None;
+        let event = api::events::build(involved, "flotilla-agent", warning, reason, message);
+        if let Err(e) = self.ctx.client.create_as(event.metadata.namespace.clone().as_deref(), &event).await {
+            tracing::debug!(error = %e, reason, "could not record event");
+        }
+    }
+
+    /// Brings what runs in line with the pod spec.
+    async fn sync(&mut self, pod: &Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        if self.network.is_none() {
+            match self.ctx.network.setup(&self.uid).await {
+                Ok(info) => {
+                    if let Err(e) = self.write_pod_files(pod, info.ip) {
+                        tracing::warn!(pod = %Self::pod_name(pod), error = %e, "writing /etc files");
+                    }
+                    self.network = Some((info.ip, info.netns_path));
+                }
+                Err(e) => {
+                    self.event(pod, true, "FailedCreatePodSandBox", &format!("setting up the pod network: {e}")).await;
+                    return;
+                }
+            }
+        }
+        if !self.adopted {
+            self.adopt(pod).await;
+            self.adopted = true;
+        }
+        let now = Instant::now();
+        for container in &spec.containers {
+            let Some(i) = self.tracks.iter().position(|t| t.name == container.name) else { continue };
+            let track = &self.tracks[i];
+            if track.running() && !track.spec_hash.is_empty() && track.spec_hash != spec_hash(container) {
+                self.event(pod, false, "Killing", &format!("Container {} definition changed, will be restarted", container.name)).await;
+                self.kill(i, pod, Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30) as u64));
+                continue;
+            }
+            let due = track.start_at.is_none_or(|t| t <= now);
+            if matches!(track.phase, Phase::Waiting { .. }) && due {
+                self.start(pod, container, i).await;
+            }
+        }
+    }
+
+    /// Takes over containers that survived an agent restart, with the history the API holds.
+    async fn adopt(&mut self, pod: &Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let previous = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        for container in &spec.containers {
+            let mut track = ContainerTrack::new(&container.name);
+            let before = previous.iter().find(|s| s.name == container.name);
+            if let Some(before) = before {
+                track.restart_count = before.restart_count;
+                track.image_id = before.image_id.clone();
+                track.last = before.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| Terminated {
+                    exit_code: Some(t.exit_code),
+                    reason: t.reason.clone().unwrap_or_default(),
+                    started_at: t.started_at.clone(),
+                    finished_at: t.finished_at.clone().unwrap_or_else(api::now),
+                });
+            }
+            let id = container_id(&self.uid, &container.name);
+            match self.ctx.runtime.state(&id).await {
+                Ok(Some(state)) if state.status == ContainerStatus::Running && state.pid.is_some() => {
+                    let pid = state.pid.unwrap_or_default();
+                    let started_at = before.and_then(|b| b.state.as_ref()?.running.as_ref()?.started_at.clone()).unwrap_or_else(api::now);
+                    track.attempt = 1;
+                    track.phase = Phase::Running { pid, started_at, since: Instant::now() };
+                    track.spec_hash = spec_hash(container);
+                    track.started = container.startup_probe.is_none();
+                    track.ready = before.is_some_and(|b| b.ready) || (container.readiness_probe.is_none() && track.started);
+                    self.watch_exit(&container.name, track.attempt, pid);
+                    tracing::info!(container = %id, pid, "adopted running container");
+                }
+                Ok(Some(_)) => {
+                    track.last = Some(Terminated { exit_code: None, reason: "ContainerStatusUnknown".into(), started_at: None, finished_at: api::now() });
+                    track.restart_count += 1;
+                    remove_rootfs(&self.ctx, &id).await;
+                }
+                _ => {}
+            }
+            self.tracks.push(track);
+        }
+    }
+
+    fn watch_exit(&self, name: &str, attempt: u64, pid: u32) {
+        let (tx, name) = (self.exits.clone(), name.to_string());
+        tokio::spawn(async move {
+            let outcome = runtime::wait_exit(pid).await;
+            let _ = tx.send((name, attempt, outcome));
+        });
+    }
+
+    async fn start(&mut self, pod: &Pod, container: &Container, i: usize) {
+        let Some((_, netns)) = self.network.clone() else { return };
+        let ctx = self.ctx.clone();
+        let image = match container::ensure_image(&ctx, container).await {
+            Ok((image, pulled)) => {
+                let reference = container.image.clone().unwrap_or_default();
+                let message = if pulled { format!("Successfully pulled image \"{reference}\"") } else { format!("Container image \"{reference}\" already present on machine") };
+                self.event(pod, false, "Pulled", &message).await;
+                image
+            }
+            Err(e) => return self.failed_start(pod, i, e.reason, &e.message).await,
+        };
+        let restart = self.tracks[i].restart_count;
+        let log = log_path(&ctx.config.pod_log_dir(pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""), &self.uid), &container.name, restart);
+        match container::start(&ctx, pod, container, &image, &netns, &log).await {
+            Ok(pid) => {
+                let track = &mut self.tracks[i];
+                track.attempt += 1;
+                track.phase = Phase::Running { pid, started_at: api::now(), since: Instant::now() };
+                track.image_id = image.digest.clone();
+                track.spec_hash = spec_hash(container);
+                track.start_at = None;
+                track.started = container.startup_probe.is_none();
+                track.ready = container.readiness_probe.is_none() && track.started;
+                let now = Instant::now();
+                let initial = |p: &Option<Probe>| p.as_ref().map(|p| now + Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64));
+                track.liveness = ProbeTrack { due: initial(&container.liveness_probe), ..Default::default() };
+                track.readiness = ProbeTrack { due: initial(&container.readiness_probe), ..Default::default() };
+                track.startup = ProbeTrack { due: initial(&container.startup_probe), ..Default::default() };
+                let attempt = track.attempt;
+                self.watch_exit(&container.name, attempt, pid);
+                self.event(pod, false, "Started", &format!("Started container {}", container.name)).await;
+            }
+            Err(e) => self.failed_start(pod, i, e.reason, &e.message).await,
+        }
+    }
+
+    async fn failed_start(&mut self, pod: &Pod, i: usize, reason: &str, message: &str) {
+        let delay = self.next_backoff(i);
+        let track = &mut self.tracks[i];
+        let waiting_reason = match reason {
+            "ErrImagePull" if track.backoff > self.ctx.config.backoff_base => "ImagePullBackOff",
+            r => r,
+        };
+        track.phase = Phase::Waiting { reason: waiting_reason.to_string(), message: message.to_string() };
+        track.start_at = Some(Instant::now() + delay.max(Duration::from_millis(500)));
+        self.event(pod, true, "Failed", &format!("Error: {message}")).await;
+    }
+
+    fn next_backoff(&mut self, i: usize) -> Duration {
+        let (base, max) = (self.ctx.config.backoff_base, self.ctx.config.max_backoff);
+        let track = &mut self.tracks[i];
+        let delay = track.backoff;
+        track.backoff = if delay.is_zero() { base } else { (delay * 2).min(max) };
+        delay
+    }
+
+    async fn on_exit(&mut self, pod: &Pod, name: &str, attempt: u64, outcome: ExitOutcome) {
+        let Some(i) = self.tracks.iter().position(|t| t.name == name && t.attempt == attempt) else { return };
+        let Phase::Running { started_at, since, .. } = self.tracks[i].phase.clone() else { return };
+        let code = outcome.code();
+        let reason = match code {
+            Some(0) => "Completed",
+            Some(_) => "Error",
+            None => "ContainerStatusUnknown",
+        };
+        let ended = Terminated { exit_code: code, reason: reason.into(), started_at: Some(started_at), finished_at: api::now() };
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => code != Some(0),
+            _ => true,
+        };
+        if since.elapsed() >= BACKOFF_RESET {
+            self.tracks[i].backoff = Duration::ZERO;
+        }
+        let id = container_id(&self.uid, name);
+        if let Err(e) = self.ctx.runtime.delete(&id).await {
+            tracing::debug!(container = %id, error = %e, "deleting exited container");
+        }
+        let track_ready = &mut self.tracks[i];
+        track_ready.ready = false;
+        track_ready.started = false;
+        if !restart {
+            self.tracks[i].phase = Phase::Terminated(ended);
+            return;
+        }
+        let delay = self.next_backoff(i);
+        let track = &mut self.tracks[i];
+        track.last = Some(ended);
+        track.restart_count += 1;
+        track.start_at = Some(Instant::now() + delay);
+        track.phase = if delay.is_zero() {
+            Phase::Waiting { reason: "ContainerCreating".into(), message: String::new() }
+        } else {
+            let message = format!("back-off {}s restarting failed container={name} pod={}", delay.as_secs(), pod.metadata.name.as_deref().unwrap_or(""));
+            Phase::Waiting { reason: "CrashLoopBackOff".into(), message }
+        };
+        if !delay.is_zero() {
+            self.event(pod, true, "BackOff", &format!("Back-off restarting failed container {name}")).await;
+        }
+    }
+
+    /// Sends SIGTERM now and SIGKILL after `grace`; the exit then arrives as for any exit.
+    fn kill(&self, i: usize, pod: &Pod, grace: Duration) {
+        let Phase::Running { pid, .. } = self.tracks[i].phase else { return };
+        let id = container_id(&self.uid, &self.tracks[i].name);
+        let runtime = self.ctx.runtime.clone();
+        let _ = pod;
+        tokio::spawn(async move {
+            let _ = runtime.kill(&id, Signal::SIGTERM).await;
+            let gone = tokio::time::timeout(grace, async {
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            if gone.await.is_err() {
+                let _ = runtime.kill(&id, Signal::SIGKILL).await;
+            }
+        });
+    }
+
+    fn start_probes(&mut self, pod: &Pod, runs: &mut JoinSet<ProbeDone>) {
+        let Some((ip, _)) = self.network.clone() else { return };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let now = Instant::now();
+        for track in self.tracks.iter_mut().filter(|t| t.running()) {
+            let Some(container) = spec.containers.iter().find(|c| c.name == track.name) else { continue };
+            let kinds = [
+                (ProbeKind::Startup, &container.startup_probe, !track.started),
+                (ProbeKind::Liveness, &container.liveness_probe, track.started),
+                (ProbeKind::Readiness, &container.readiness_probe, track.started),
+            ];
+            for (kind, probe, active) in kinds {
+                let (Some(probe), true) = (probe.clone(), active) else { continue };
+                let bookkeeping = match kind {
+                    ProbeKind::Liveness => &mut track.liveness,
+                    ProbeKind::Readiness => &mut track.readiness,
+                    ProbeKind::Startup => &mut track.startup,
+                };
+                if bookkeeping.running || bookkeeping.due.is_none_or(|d| d > now) {
+                    continue;
+                }
+                bookkeeping.running = true;
+                bookkeeping.due = Some(now + Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64));
+                let (runtime, id, c, name, attempt) = (self.ctx.runtime.clone(), container_id(&self.uid, &track.name), container.clone(), track.name.clone(), track.attempt);
+                runs.spawn(async move {
+                    let result = probes::run(&probe, &c, ip, runtime, &id).await;
+                    (name, attempt, kind, result)
+                });
+            }
+        }
+    }
+
+    async fn on_probe(&mut self, pod: &Pod, (name, attempt, kind, result): ProbeDone) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let Some(container) = spec.containers.iter().find(|c| c.name == name) else { return };
+        let Some(i) = self.tracks.iter().position(|t| t.name == name) else { return };
+        let track = &mut self.tracks[i];
+        let (probe, bookkeeping) = match kind {
+            ProbeKind::Liveness => (&container.liveness_probe, &mut track.liveness),
+            ProbeKind::Readiness => (&container.readiness_probe, &mut track.readiness),
+            ProbeKind::Startup => (&container.startup_probe, &mut track.startup),
+        };
+        bookkeeping.running = false;
+        if track.attempt != attempt || !matches!(track.phase, Phase::Running { .. }) {
+            return;
+        }
+        let Some(probe) = probe else { return };
+        let (success_threshold, failure_threshold) = (probe.success_threshold.unwrap_or(1), probe.failure_threshold.unwrap_or(3));
+        match &result {
+            ProbeResult::Success => {
+                bookkeeping.successes += 1;
+                bookkeeping.failures = 0;
+            }
+            ProbeResult::Failure(_) => {
+                bookkeeping.failures += 1;
+                bookkeeping.successes = 0;
+            }
+        }
+        let (successes, failures) = (bookkeeping.successes, bookkeeping.failures);
+        let kind_name = match kind {
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Startup => "Startup",
+        };
+        if let ProbeResult::Failure(why) = &result {
+            self.event(pod, true, "Unhealthy", &format!("{kind_name} probe failed: {why}")).await;
+        }
+        let track = &mut self.tracks[i];
+        match kind {
+            ProbeKind::Readiness => {
+                if successes >= success_threshold {
+                    track.ready = true;
+                } else if failures >= failure_threshold {
+                    track.ready = false;
+                }
+            }
+            ProbeKind::Startup if successes >= success_threshold => {
+                track.started = true;
+                track.ready = container.readiness_probe.is_none();
+                let now = Instant::now();
+                track.liveness.due = container.liveness_probe.as_ref().map(|_| now);
+                track.readiness.due = container.readiness_probe.as_ref().map(|_| now);
+            }
+            ProbeKind::Liveness | ProbeKind::Startup if failures >= failure_threshold => {
+                track.liveness.failures = 0;
+                track.startup.failures = 0;
+                self.event(pod, false, "Killing", &format!("Container {name} failed {} probe, will be restarted", kind_name.to_ascii_lowercase())).await;
+                let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+                self.kill(i, pod, grace);
+            }
+            _ => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = Instant::now() + Duration::from_secs(30);
+        for t in &self.tracks {
+            for due in [t.start_at, t.liveness.due, t.readiness.due, t.startup.due].into_iter().flatten() {
+                next = next.min(due);
+            }
+        }
+        next.max(Instant::now() + Duration::from_millis(10))
+    }
+
+    async fn publish(&mut self, pod: &Pod) {
+        let Some((ip, _)) = self.network.clone() else { return };
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let status = pod_status(pod, &self.tracks, Some(ip), self.ctx.config.node_ip, &policy, &self.start_time);
+        if self.published.as_ref().is_some_and(|p| comparable(p) == comparable(&status)) {
+            return;
+        }
+        let mut updated = pod.clone();
+        updated.status = Some(status.clone());
+        updated.metadata.resource_version = None;
+        let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default());
+        match self.ctx.client.update_status_as(ns.as_deref(), &name, &updated).await {
+            Ok(_) => self.published = Some(status),
+            Err(e) => tracing::debug!(pod = %name, error = %e, "status update failed; will retry"),
+        }
+    }
+
+    /// Stops every container (SIGTERM, `grace`, SIGKILL), removes everything the pod had on the
+    /// node, and finishes the deletion in the API.
+    async fn terminate(&mut self, pod: Option<&Pod>, grace: Duration) {
+        let mut stops = Vec::new();
+        for track in &self.tracks {
+            let id = container_id(&self.uid, &track.name);
+            if let Phase::Running { pid, .. } = track.phase {
+                if let Some(pod) = pod {
+                    self.event(pod, false, "Killing", &format!("Stopping container {}", track.name)).await;
+                }
+                let runtime = self.ctx.runtime.clone();
+                stops.push(async move {
+                    if let Err(e) = runtime::stop(runtime.as_ref(), &id, pid, grace).await {
+                        tracing::warn!(container = %id, error = %e, "stopping container");
+                    }
+                });
+            }
+        }
+        futures::future::join_all(stops).await;
+        cleanup_pod(&self.ctx, &self.uid, pod).await;
+        if let Some(pod) = pod {
+            let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default());
+            match self.ctx.client.delete(api::ResourceType::of::<Pod>(), ns.as_deref(), &name, Some(0)).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(pod = %name, error = %e, "finishing pod deletion"),
+            }
+        }
+    }
+
+    fn write_pod_files(&self, pod: &Pod, ip: IpAddr) -> std::io::Result<()> {
+        let dir = self.ctx.config.pod_dir(&self.uid);
+        std::fs::create_dir_all(&dir)?;
+        let name = pod.metadata.name.as_deref().unwrap_or("pod");
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"))?;
+        std::fs::write(dir.join("hostname"), format!("{name}\n"))?;
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(dir.join("resolv.conf"), resolv)
+    }
+}
+
+/// Removes every trace of pod `uid` from the node: containers, mounts, bundles, network,
+/// cgroups, per-pod files and logs. Idempotent; used for deleted pods and orphans alike.
+pub async fn cleanup_pod(ctx: &AgentContext, uid: &str, pod: Option<&Pod>) {
+    let prefix = format!("{uid}-");
+    if let Ok(containers) = ctx.runtime.list().await {
+        for c in containers.iter().filter(|c| c.id.starts_with(&prefix)) {
+            remove_rootfs(ctx, &c.id).await;
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(ctx.config.containers_dir()) {
+        for d in dirs.flatten() {
+            let id = d.file_name().to_string_lossy().to_string();
+            if id.starts_with(&prefix) {
+                remove_rootfs(ctx, &id).await;
+            }
+        }
+    }
+    if let Err(e) = ctx.network.teardown(uid).await {
+        tracing::warn!(pod = uid, error = %e, "tearing down pod network");
+    }
+    if let Err(e) = runtime::remove_pod_cgroups(uid) {
+        tracing::warn!(pod = uid, error = %e, "removing pod cgroups");
+    }
+    let _ = std::fs::remove_dir_all(ctx.config.pod_dir(uid));
+    let log_dir = match pod {
+        Some(p) => Some(ctx.config.pod_log_dir(p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""), uid)),
+        None => std::fs::read_dir(ctx.config.logs_dir()).ok().and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(uid))),
+    };
+    if let Some(dir) = log_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,11 @@
+//! One module per subcommand.
+
+pub mod apply;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod image;
+pub mod logs;
+pub mod rollout;
+pub mod run;
+pub mod scale;

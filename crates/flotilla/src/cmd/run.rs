@@ -1,0 +1,154 @@
+//! `flotilla up`, `flotilla server` and `flotilla agent`: running the two halves of a cluster,
+//! together or apart.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sha2::{Digest, Sha256};
+
+use crate::controlplane::{self, ControlPlaneOptions};
+
+/// Settings of the control plane.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where state lives (store, PKI, tokens, images, containers, logs).
+    #[arg(long, default_value = "/var/lib/flotilla", env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// HTTPS address of the API server.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// etcd endpoints (comma-separated) for a multi-server control plane; the embedded store
+    /// is used when empty.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Extra DNS names or IPs for the API server certificate.
+    #[arg(long, value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+}
+
+/// Settings of the node agent.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The Node name (defaults to the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address the control plane reaches this node's agent at.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: IpAddr,
+    /// The agent endpoint's port (logs); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub agent_port: u16,
+    /// OCI runtime: runc, crun, youki or a path.
+    #[arg(long, default_value = "runc")]
+    pub runtime: String,
+    /// The pod network of this node.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub pod_cidr: String,
+    /// The node bridge.
+    #[arg(long, default_value = "flotilla0")]
+    pub bridge: String,
+    /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
+    #[arg(long, default_value_t = 10_000)]
+    pub backoff_ms: u64,
+    /// Registries reached over plain HTTP besides loopback ones.
+    #[arg(long, value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_else(|_| "node".into())
+}
+
+fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::AgentConfig {
+    let mut config = agent::config::AgentConfig::new(&args.node_name.clone().unwrap_or_else(hostname), data_dir);
+    config.node_ip = args.node_ip;
+    config.port = args.agent_port;
+    config.runtime = args.runtime.clone();
+    config.pod_cidr = args.pod_cidr.clone();
+    config.bridge = args.bridge.clone();
+    config.backoff_base = Duration::from_millis(args.backoff_ms);
+    config.insecure_registries = args.insecure_registry.clone();
+    config
+}
+
+fn home_kubeconfig() -> PathBuf {
+    client::kubeconfig::default_path(None)
+}
+
+async fn wait_for_shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+    eprintln!("stopping the control plane and agent; containers keep running and the next start adopts them");
+}
+
+/// `flotilla up`: control plane and agent in one process.
+pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
+    let cp = controlplane::start(ControlPlaneOptions {
+        data_dir: server.data_dir.clone(),
+        listen: server.listen,
+        etcd_endpoints: server.etcd_endpoints.clone(),
+        tls_sans: server.tls_san.clone(),
+    })
+    .await?;
+    let home = home_kubeconfig();
+    cp.kubeconfig.save(&home).map_err(anyhow::Error::msg)?;
+    let client = client::Client::from_kubeconfig(&cp.kubeconfig)?;
+    let node_client = client::Client::new(&cp.server_url, Some(&cp.kubeconfig.current().map_err(anyhow::Error::msg)?.1.unwrap_or_default()), &cp.node_token)?;
+    drop(client);
+    let config = agent_config(&agent_args, &server.data_dir);
+    let node = config.node_name.clone();
+    let _agent = agent::start(config, node_client).await?;
+    eprintln!("flotilla is up: API server {} , node \"{node}\"", cp.server_url);
+    eprintln!("kubeconfig: {} and {}", server.data_dir.join("kubeconfig").display(), home.display());
+    eprintln!("try: flotilla apply -f examples/web.yaml && flotilla get pods -o wide");
+    wait_for_shutdown().await;
+    Ok(())
+}
+
+/// `flotilla server`: the control plane alone.
+pub async fn server(server: ServerArgs) -> Result<()> {
+    let cp = controlplane::start(ControlPlaneOptions {
+        data_dir: server.data_dir.clone(),
+        listen: server.listen,
+        etcd_endpoints: server.etcd_endpoints.clone(),
+        tls_sans: server.tls_san.clone(),
+    })
+    .await?;
+    eprintln!("flotilla server is up at {}", cp.server_url);
+    eprintln!("admin kubeconfig: {}", server.data_dir.join("kubeconfig").display());
+    eprintln!("join agents with: flotilla agent --server {} --token $(cat {})", cp.server_url, server.data_dir.join("node-token").display());
+    wait_for_shutdown().await;
+    Ok(())
+}
+
+/// Fetches the server's CA and checks it against the hash carried in a `K10<hash>::…` token.
+async fn trusted_ca(server: &str, token: &str) -> Result<String> {
+    let Some(hash) = token.strip_prefix("K10").and_then(|t| t.split("::").next()) else {
+        bail!("the token does not have the form K10<ca-hash>::node:<secret>; use the content of <server data dir>/node-token");
+    };
+    let http = reqwest::Client::builder().use_rustls_tls().danger_accept_invalid_certs(true).build()?;
+    let ca = http.get(format!("{server}/cacerts")).send().await.with_context(|| format!("reaching {server}"))?.text().await?;
+    let actual = hex::encode(Sha256::digest(ca.as_bytes()));
+    if actual != hash {
+        bail!("the CA served by {server} does not match the token (expected {hash}, got {actual}); refusing to join");
+    }
+    Ok(ca)
+}
+
+/// `flotilla agent`: a node joining a control plane.
+pub async fn agent(server: String, token: String, data_dir: PathBuf, agent_args: AgentArgs) -> Result<()> {
+    let ca = trusted_ca(&server, &token).await?;
+    let node_client = client::Client::new(&server, Some(&ca), &token)?;
+    let config = agent_config(&agent_args, &data_dir);
+    let node = config.node_name.clone();
+    let _agent = agent::start(config, node_client).await?;
+    eprintln!("flotilla agent for node \"{node}\" joined {server}");
+    wait_for_shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Wires the control plane together: store, PKI, tokens, API server, controllers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use apiserver::auth::{generate_token, write_secret, Authenticator, UserInfo, ADMIN_GROUP, NODES_GROUP};
+use apiserver::handlers::AppState;
+use apiserver::server::{Metrics, ServerConfig};
+use apiserver::Registry;
+use client::Kubeconfig;
+use sha2::{Digest, Sha256};
+use store::Store;
+use tokio::task::JoinSet;
+
+/// Where the control plane keeps its state and how it listens.
+pub struct ControlPlaneOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// etcd endpoints; empty means the embedded store.
+    pub etcd_endpoints: Vec<String>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// The URL clients use.
+    pub server_url: String,
+    /// The admin kubeconfig.
+    pub kubeconfig: Kubeconfig,
+    /// The token agents join with.
+    pub node_token: String,
+    /// Background tasks; dropping them stops the control plane.
+    pub tasks: JoinSet<()>,
+}
+
+/// The admin token and the node join token, created at first start (mode 0600).
+fn tokens(data_dir: &Path, ca_pem: &str) -> Result<(String, String)> {
+    let path = data_dir.join("tokens.csv");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)?;
+        let mut admin = None;
+        let mut node = None;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.splitn(4, ',').collect();
+            match fields.get(1) {
+                Some(&"admin") => admin = fields.first().map(|s| s.to_string()),
+                Some(&"system:node") => node = fields.first().map(|s| s.to_string()),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(n)) = (admin, node) {
+            return Ok((a, n));
+        }
+    }
+    let ca_hash = hex::encode(Sha256::digest(ca_pem.as_bytes()));
+    let admin = generate_token();
+    let node = format!("K10{ca_hash}::node:{}", generate_token());
+    let text = format!("{admin},admin,admin,\"{ADMIN_GROUP}\"\n{node},system:node,node,\"{NODES_GROUP}\"\n");
+    write_secret(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    Ok((admin, node))
+}
+
+/// Starts the store, the API server and the controllers.
+pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    let store: Arc<dyn Store> = if opts.etcd_endpoints.is_empty() {
+        let path = opts.data_dir.join("store.redb");
+        Arc::new(store::embedded::EmbeddedStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))?)
+    } else {
+        Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)
+    };
+    let registry = Registry::new(store);
+    for ns in ["default", "kube-system", "kube-node-lease"] {
+        let body = serde_json::json!({"metadata": {"name": ns}});
+        match registry.create(api::ResourceType::of::<api::Namespace>(), None, body).await {
+            Ok(_) | Err(apiserver::ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).context("creating system namespaces"),
+        }
+    }
+    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "kubernetes".into(), "kubernetes.default".into()];
+    if !opts.listen.ip().is_unspecified() && !sans.contains(&opts.listen.ip().to_string()) {
+        sans.push(opts.listen.ip().to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        sans.push(host.trim().to_string());
+    }
+    sans.extend(opts.tls_sans.iter().cloned());
+    sans.dedup();
+    let pki = apiserver::tls::ensure_pki(&opts.data_dir.join("pki"), &sans)?;
+    let (admin_token, node_token) = tokens(&opts.data_dir, &pki.ca_pem)?;
+    let auth = Arc::new(Authenticator::default());
+    auth.load_file(&opts.data_dir.join("tokens.csv"))?;
+    let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_token)?);
+    let metrics = Arc::new(Metrics::default());
+    let state = AppState { registry: registry.clone(), auth, logs, metrics, ca_pem: Arc::new(pki.ca_pem.clone()) };
+    let tls = apiserver::tls::server_config(&pki.cert_path, &pki.key_path)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let bound = listener.local_addr()?;
+    let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+    let server_url = format!("https://{host}:{}", bound.port());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        if let Err(e) = apiserver::serve(ServerConfig { listener, tls, state }).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    let mut controllers = controllers::start_all(registry).await;
+    tasks.spawn(async move { while controllers.join_next().await.is_some() {} });
+    let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);
+    kubeconfig.save(&opts.data_dir.join("kubeconfig")).map_err(anyhow::Error::msg)?;
+    write_secret(&opts.data_dir.join("node-token"), &format!("{node_token}\n"))?;
+    Ok(ControlPlane { server_url, kubeconfig, node_token, tasks })
+}

@@ -1,0 +1,316 @@
+//! Filesystem writes for unpacking, confined to one root: parents are real directories (never
+//! symlinks), existing entries are replaced rather than written through, and metadata is applied
+//! without following links.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+use std::io::{self, Read};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::UnpackError;
+
+/// The overlayfs xattr marking a directory opaque (lower contents hidden).
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// 9999-12-31: later mtimes are clamped so time arithmetic cannot overflow.
+const MAX_MTIME: u64 = 253_402_300_799;
+
+/// Ownership, permissions, time and xattrs of one entry.
+pub(super) struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    pub(super) mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Meta {
+    pub(super) fn from_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Self> {
+        let header = entry.header();
+        let mode = header.mode()? & 0o7777;
+        let mtime = header.mtime().unwrap_or(0).min(MAX_MTIME);
+        // Empty numeric fields read as 0, as Go's archive/tar (which wrote most layers) does.
+        let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+        let mut xattrs = Vec::new();
+        if let Some(pax) = entry.pax_extensions()? {
+            for ext in pax {
+                let ext = ext?;
+                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
+                else {
+                    continue;
+                };
+                // trusted.* and other namespaces could forge overlay metadata: only file
+                // capabilities and user attributes are carried over.
+                if name == "security.capability" || name.starts_with("user.") {
+                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        Ok(Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        })
+    }
+}
+
+/// The destination directory of one unpack.
+pub(super) struct Root {
+    dir: PathBuf,
+    chown: bool,
+}
+
+impl Root {
+    pub(super) fn new(dir: &Path) -> Result<Self, UnpackError> {
+        let bad = |reason: String| UnpackError::Destination {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(bad("not a directory".to_string())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+        Ok(Root {
+            dir: dir.to_path_buf(),
+            chown: nix::unistd::geteuid().is_root(),
+        })
+    }
+
+    /// Creates the missing parents of `rel` and returns its full path; fails if any existing
+    /// parent is a symlink or not a directory.
+    fn parent_path(&self, rel: &Path, entry: &str, create: bool) -> Result<PathBuf, UnpackError> {
+        let mut path = self.dir.clone();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        for component in parent.components() {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => {
+                    let what = if m.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "not a directory"
+                    };
+                    return Err(UnpackError::Refused {
+                        entry: entry.to_string(),
+                        reason: format!(
+                            "parent {} is {what}; refusing to write through it",
+                            parent.display()
+                        ),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    fs::create_dir(&path).map_err(write_err(entry, &path))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(UnpackError::Refused {
+                        entry: entry.to_string(),
+                        reason: format!("{} is not in this layer", rel.display()),
+                    });
+                }
+                Err(e) => return Err(write_err(entry, &path)(e)),
+            }
+        }
+        Ok(self.dir.join(rel))
+    }
+
+    /// The full path for a non-root entry, with parents created and whatever was there removed.
+    fn fresh_path(&self, rel: &Path, entry: &str) -> Result<PathBuf, UnpackError> {
+        if rel.as_os_str().is_empty() {
+            return Err(UnpackError::Refused {
+                entry: entry.to_string(),
+                reason: "names the layer root".to_string(),
+            });
+        }
+        let path = self.parent_path(rel, entry, true)?;
+        remove_existing(&path).map_err(write_err(entry, &path))?;
+        Ok(path)
+    }
+
+    pub(super) fn dir(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
+        let path = self.parent_path(rel, entry, true)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                remove_existing(&path).map_err(write_err(entry, &path))?;
+                fs::create_dir(&path).map_err(write_err(entry, &path))?;
+            }
+            Err(_) => fs::create_dir(&path).map_err(write_err(entry, &path))?,
+        }
+        self.apply_owner(&path, meta, entry)?;
+        fs::set_permissions(&path, Permissions::from_mode(meta.mode))
+            .map_err(write_err(entry, &path))?;
+        self.apply_xattrs(&path, meta, entry)
+    }
+
+    pub(super) fn file(
+        &self,
+        rel: &Path,
+        data: &mut impl Read,
+        meta: &Meta,
+        entry: &str,
+    ) -> Result<(), UnpackError> {
+        let path = self.fresh_path(rel, entry)?;
+        let err = write_err(entry, &path);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(write_err(entry, &path))?;
+        io::copy(data, &mut file).map_err(|e| UnpackError::Write {
+            entry: entry.to_string(),
+            path: path.clone(),
+            source: e,
+        })?;
+        if self.chown {
+            std::os::unix::fs::fchown(&file, Some(id(meta.uid)), Some(id(meta.gid)))
+                .map_err(write_err(entry, &path))?;
+        }
+        file.set_permissions(Permissions::from_mode(meta.mode))
+            .map_err(write_err(entry, &path))?;
+        self.apply_xattrs(&path, meta, entry)?;
+        set_file_mtime(&file, meta.mtime).map_err(err)
+    }
+
+    pub(super) fn symlink(
+        &self,
+        rel: &Path,
+        target: &OsStr,
+        meta: &Meta,
+        entry: &str,
+    ) -> Result<(), UnpackError> {
+        let path = self.fresh_path(rel, entry)?;
+        symlink(target, &path).map_err(write_err(entry, &path))?;
+        self.apply_owner(&path, meta, entry)?;
+        set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
+    }
+
+    pub(super) fn hardlink(
+        &self,
+        rel: &Path,
+        target: &Path,
+        entry: &str,
+    ) -> Result<(), UnpackError> {
+        let refuse = |reason: String| UnpackError::Refused {
+            entry: entry.to_string(),
+            reason,
+        };
+        let source = self.parent_path(target, entry, false)?;
+        match fs::symlink_metadata(&source) {
+            Ok(m) if !m.is_dir() && !target.as_os_str().is_empty() => {}
+            Ok(_) => {
+                return Err(refuse(format!(
+                    "hardlink target {} is a directory",
+                    target.display()
+                )))
+            }
+            Err(_) => {
+                return Err(refuse(format!(
+                    "hardlink target {} is not in this layer",
+                    target.display()
+                )))
+            }
+        }
+        if target == rel {
+            return Ok(());
+        }
+        let path = self.fresh_path(rel, entry)?;
+        fs::hard_link(&source, &path).map_err(write_err(entry, &path))
+    }
+
+    pub(super) fn fifo(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
+        let path = self.fresh_path(rel, entry)?;
+        mknod(
+            &path,
+            SFlag::S_IFIFO,
+            Mode::from_bits_truncate(meta.mode),
+            0,
+        )
+        .map_err(|e| write_err(entry, &path)(e.into()))?;
+        self.apply_owner(&path, meta, entry)?;
+        fs::set_permissions(&path, Permissions::from_mode(meta.mode))
+            .map_err(write_err(entry, &path))?;
+        set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
+    }
+
+    /// An overlayfs whiteout: a 0/0 character device hiding `rel` in lower layers.
+    pub(super) fn whiteout(&self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
+        let path = self.fresh_path(rel, entry)?;
+        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0)
+            .map_err(|e| write_err(entry, &path)(e.into()))
+    }
+
+    /// Marks directory `rel` opaque (creating it if needed), hiding lower layers' contents.
+    pub(super) fn make_opaque(&self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
+        let path = self.parent_path(&rel.join("x"), entry, true)?;
+        let dir = path.parent().unwrap_or(&self.dir);
+        xattr::set(dir, OPAQUE_XATTR, b"y").map_err(write_err(entry, dir))
+    }
+
+    pub(super) fn set_dir_mtime(&self, rel: &Path, mtime: u64) -> Result<(), UnpackError> {
+        let path = self.dir.join(rel);
+        let name = rel.display().to_string();
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => set_path_mtime(&path, mtime).map_err(write_err(&name, &path)),
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_owner(&self, path: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
+        if self.chown {
+            std::os::unix::fs::lchown(path, Some(id(meta.uid)), Some(id(meta.gid)))
+                .map_err(write_err(entry, path))?;
+        }
+        Ok(())
+    }
+
+    fn apply_xattrs(&self, path: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
+        for (name, value) in &meta.xattrs {
+            xattr::set(path, name, value).map_err(write_err(entry, path))?;
+        }
+        Ok(())
+    }
+}
+
+fn id(raw: u64) -> u32 {
+    u32::try_from(raw).unwrap_or(u32::MAX - 1)
+}
+
+fn write_err<'a>(entry: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
+    move |source| UnpackError::Write {
+        entry: entry.to_string(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Removes whatever is at `path` without following it if it is a symlink.
+fn remove_existing(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn set_file_mtime(file: &File, mtime: u64) -> io::Result<()> {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime);
+    file.set_times(FileTimes::new().set_accessed(t).set_modified(t))
+}
+
+fn set_path_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+    let secs = i64::try_from(mtime).unwrap_or(i64::MAX);
+    let t = TimeSpec::new(secs, 0);
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}

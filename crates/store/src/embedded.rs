@@ -1,0 +1,242 @@
+//! The single-node store: redb on local disk, every acknowledged write fsync'd, with a bounded
+//! change log that watches replay from.
+
+mod tables;
+mod watch;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use redb::Database;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use self::tables::{Counters, KV, LOG, META};
+use self::watch::Watcher;
+use self::writer::{WriteOp, WriteRequest, Written};
+use crate::{KeyValue, Revision, Store, StoreError, WatchEvent, WatchStream};
+
+/// Tuning of an [`EmbeddedStore`].
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// How many of the latest revisions keep their change in the watch history; a watch from
+    /// further back gets `Compacted`. At least 1.
+    pub retained_revisions: u64,
+    /// How many changes a live watcher may fall behind before it re-reads them from disk.
+    pub watch_buffer: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self { retained_revisions: 10_000, watch_buffer: 1024 }
+    }
+}
+
+/// Failures of the embedded store, each naming the database file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EmbeddedError {
+    /// The database could not be opened or prepared.
+    #[error("cannot open embedded store {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::Error },
+    /// The options make no sense.
+    #[error("embedded store {}: {problem}", path.display())]
+    InvalidOptions { path: PathBuf, problem: &'static str },
+    /// The writer thread could not start.
+    #[error("embedded store {}: cannot start the writer thread: {source}", path.display())]
+    WriterThread { path: PathBuf, source: std::io::Error },
+    /// A read failed.
+    #[error("embedded store {}: cannot {action}: {source}", path.display())]
+    Storage { path: PathBuf, action: String, source: redb::Error },
+    /// A batch of writes could not be committed; none of them happened.
+    #[error("embedded store {}: commit failed for [{writes}]: {source}", path.display())]
+    Commit { path: PathBuf, writes: String, source: redb::Error },
+    /// The writer thread is gone (the store is shutting down).
+    #[error("embedded store {}: the writer has stopped; cannot {action}", path.display())]
+    WriterGone { path: PathBuf, action: String },
+    /// A blocking task panicked or was cancelled.
+    #[error("embedded store {}: background task failed: {source}", path.display())]
+    Task { path: PathBuf, source: tokio::task::JoinError },
+    /// The log table lacks revisions that should be there: the file is damaged.
+    #[error("embedded store {}: history between revisions {after} and {through} is incomplete", path.display())]
+    MissingHistory { path: PathBuf, after: Revision, through: Revision },
+    /// A log row could not be decoded: the file is damaged or from a newer version.
+    #[error("embedded store {}: history entry for revision {revision} is unreadable", path.display())]
+    UnreadableHistory { path: PathBuf, revision: Revision },
+}
+
+impl From<EmbeddedError> for StoreError {
+    fn from(error: EmbeddedError) -> Self {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// What readers, the writer and watchers share.
+pub(crate) struct Shared {
+    db: Database,
+    path: PathBuf,
+    /// The last committed revision, set after each commit and before its changes are published.
+    revision: AtomicI64,
+}
+
+/// The embedded [`Store`]: one redb file on local disk.
+///
+/// Writes go through one writer thread that commits whatever has queued up in one transaction
+/// (one fsync for many concurrent writers) with `Durability::Immediate`: a write is acknowledged
+/// only once it is on disk. Reads and history replay run on tokio's blocking pool.
+///
+/// The file stays locked until the store and every watch stream from it are dropped.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<WriteRequest>>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedStore {
+    /// Opens the store at `path`, creating the file if needed, with default options.
+    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with(path, EmbeddedOptions::default())
+    }
+
+    /// Opens the store at `path`, creating the file if needed. History beyond
+    /// `options.retained_revisions` is dropped right away.
+    pub fn open_with(path: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, StoreError> {
+        let path = path.to_path_buf();
+        if options.retained_revisions == 0 {
+            let problem = "retained_revisions must be at least 1";
+            return Err(EmbeddedError::InvalidOptions { path, problem }.into());
+        }
+        if options.watch_buffer == 0 {
+            let problem = "watch_buffer must be at least 1";
+            return Err(EmbeddedError::InvalidOptions { path, problem }.into());
+        }
+        let open = |source: redb::Error| EmbeddedError::Open { path: path.clone(), source };
+        let db = Database::builder().create(&path).map_err(|e| open(e.into()))?;
+        let counters = prepare(&db, options.retained_revisions).map_err(open)?;
+        let shared = Arc::new(Shared { db, path, revision: AtomicI64::new(counters.revision) });
+        let (requests, queue) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(options.watch_buffer);
+        let writer = writer::spawn(Arc::clone(&shared), queue, events.clone(), options.retained_revisions)
+            .map_err(|source| EmbeddedError::WriterThread { path: shared.path.clone(), source })?;
+        Ok(EmbeddedStore { shared, requests: Some(requests), events, writer: Some(writer) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
+        let gone = |op: &WriteOp| EmbeddedError::WriterGone { path: self.shared.path.clone(), action: format!("{op:?}") };
+        let Some(requests) = &self.requests else {
+            return Err(gone(&op).into());
+        };
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(request)) = requests.send(WriteRequest { op, reply }).await {
+            return Err(gone(&request.op).into());
+        }
+        answer.await.map_err(|_| EmbeddedError::WriterGone {
+            path: self.shared.path.clone(),
+            action: "receive a write's outcome".into(),
+        })?
+    }
+
+    /// Runs `read` on the blocking pool; `action` names it in errors.
+    async fn read<T: Send + 'static>(
+        &self,
+        action: impl FnOnce() -> String,
+        read: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let path = shared.path.clone();
+        let outcome = tokio::task::spawn_blocking(move || read(&shared.db))
+            .await
+            .map_err(|source| EmbeddedError::Task { path: path.clone(), source })?;
+        outcome.map_err(|source| EmbeddedError::Storage { path, action: action(), source }.into())
+    }
+}
+
+/// Creates the tables of a new file and applies the retention to an old one.
+fn prepare(db: &Database, retained_revisions: u64) -> Result<Counters, redb::Error> {
+    let txn = db.begin_write()?;
+    let counters = {
+        txn.open_table(KV)?;
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        let mut counters = Counters::read(&meta)?;
+        let history_start = writer::retention_start(&counters, retained_revisions);
+        if history_start > counters.history_start {
+            counters.history_start = history_start;
+            log.retain_in(..history_start, |_, _| false)?;
+        }
+        counters.write(&mut meta)?;
+        counters
+    };
+    txn.commit()?;
+    Ok(counters)
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue stops the writer once it has finished what was already queued.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!(path = %self.shared.path.display(), "embedded store writer panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let owned = key.to_owned();
+        self.read(|| format!("read key {key}"), move |db| tables::get(db, &owned)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let owned = prefix.to_owned();
+        self.read(|| format!("list prefix {prefix}"), move |db| tables::list(db, &owned)).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        Ok(self.write(WriteOp::Create { key: key.to_owned(), value }).await?.revision)
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision, StoreError> {
+        Ok(self.write(WriteOp::Update { key: key.to_owned(), value, expected }).await?.revision)
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue), StoreError> {
+        let written = self.write(WriteOp::Delete { key: key.to_owned(), expected }).await?;
+        let removed = written.removed.ok_or_else(|| {
+            StoreError::Backend(format!("embedded store {}: delete of {key} removed nothing", self.path().display()))
+        })?;
+        Ok((written.revision, removed))
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        // Subscribe before reading the committed revision: every later change then reaches us.
+        let live = self.events.subscribe();
+        let counters = self.read(|| format!("start a watch of {prefix}"), tables::counters).await?;
+        if after > counters.revision {
+            return Err(StoreError::FutureRevision { requested: after, current: counters.revision });
+        }
+        if after < counters.oldest_watchable() {
+            return Err(StoreError::Compacted { requested: after, oldest: counters.oldest_watchable() });
+        }
+        Ok(Watcher::new(Arc::clone(&self.shared), live, prefix, after, counters.revision).into_stream())
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        Ok(self.shared.revision.load(Ordering::Acquire))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.write(WriteOp::Compact { revision }).await.map(|_| ())
+    }
+}
