@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use apiserver::auth::{generate_token, write_secret, Authenticator, UserInfo, ADMIN_GROUP, NODES_GROUP};
+use apiserver::auth::{generate_token, write_secret, Authenticator, ADMIN_GROUP, NODES_GROUP};
 use apiserver::handlers::AppState;
 use apiserver::server::{Metrics, ServerConfig};
 use apiserver::Registry;
@@ -35,7 +35,7 @@ pub struct ControlPlane {
     /// The token agents join with.
     pub node_token: String,
     /// Background tasks; dropping them stops the control plane.
-    pub tasks: JoinSet<()>,
+    pub _tasks: JoinSet<()>,
 }
 
 /// The admin token and the node join token, created at first start (mode 0600).
@@ -114,5 +114,5 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);
     kubeconfig.save(&opts.data_dir.join("kubeconfig")).map_err(anyhow::Error::msg)?;
     write_secret(&opts.data_dir.join("node-token"), &format!("{node_token}\n"))?;
-    Ok(ControlPlane { server_url, kubeconfig, node_token, tasks })
+    Ok(ControlPlane { server_url, kubeconfig, node_token, _tasks: tasks })
 }

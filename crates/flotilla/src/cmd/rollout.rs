@@ -23,9 +23,9 @@ pub enum RolloutCommand {
     Status {
         /// deployment/NAME.
         target: String,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Give up after this long: seconds, or a duration such as 90s, 5m, 1h.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -50,11 +50,24 @@ pub fn progress(d: &Deployment) -> (bool, String) {
     (true, format!("deployment \"{name}\" successfully rolled out"))
 }
 
+/// Parses `120`, `120s`, `5m` or `1h` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| text.split_at(i));
+    let value: u64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration: use e.g. 90s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("\"{text}\" has an unknown unit \"{unit}\": use s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 /// Runs `rollout`.
 pub async fn run(ctx: &Context, args: &RolloutArgs) -> Result<()> {
     let RolloutCommand::Status { target, timeout } = &args.command;
     let name = target.strip_prefix("deployment/").or_else(|| target.strip_prefix("deploy/")).or_else(|| target.strip_prefix("deployments/")).unwrap_or(target);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout);
+    let deadline = tokio::time::Instant::now() + *timeout;
     let mut last = String::new();
     loop {
         let d: Deployment = ctx.client.get_as(Some(&ctx.namespace), name).await?;

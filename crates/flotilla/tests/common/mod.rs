@@ -1,0 +1,507 @@
+//! A real one-node cluster for end-to-end tests: the built `flotilla` binary, run as a user runs
+//! it, with its own data directory, API port, bridge and pod CIDR, and a check that nothing it
+//! created is left on the host.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const FLOTILLA: &str = env!("CARGO_BIN_EXE_flotilla");
+
+/// The example image every test workload uses.
+pub const IMAGE: &str = "localhost/flotilla/busybox:1.35";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Clusters run one at a time: the timing assertions (back-off, rolling updates) need the two
+/// cores, and the host checks look at host-wide state.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The example image as an OCI archive, built once per test binary by the same script the
+/// README's quickstart uses.
+pub fn example_image() -> &'static Path {
+    static IMAGE_TAR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &IMAGE_TAR
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = dir.path().join("busybox.tar");
+            let out = Command::new(repo_root().join("scripts/example-image.sh")).arg(&tar).output().unwrap();
+            assert!(out.status.success(), "scripts/example-image.sh failed (apt-get install busybox-static?): {}", String::from_utf8_lossy(&out.stderr));
+            (dir, tar)
+        })
+        .1
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How a cluster's processes are run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One `flotilla up` process.
+    Up,
+    /// `flotilla server` and `flotilla agent` as two processes.
+    Split,
+}
+
+/// A one-node cluster on this host.
+pub struct Cluster {
+    /// The data directory (store, PKI, images, containers, logs).
+    pub data: TempDir,
+    /// Where the user's `~/.flotilla` goes.
+    pub home: TempDir,
+    /// The API server's port.
+    pub port: u16,
+    /// The node bridge.
+    pub bridge: String,
+    /// The pod CIDR.
+    pub pod_cidr: String,
+    /// The node name.
+    pub node: String,
+    /// First restart back-off in milliseconds.
+    pub backoff_ms: u64,
+    mode: Mode,
+    server: Option<Child>,
+    agent: Option<Child>,
+    /// Every pod uid seen, for the host checks.
+    pub pod_uids: BTreeSet<String>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `flotilla up` with the example image imported, and waits for the node to be Ready.
+    pub fn up(name: &str) -> Cluster {
+        Cluster::start(name, Mode::Up)
+    }
+
+    /// Starts a cluster in `mode`.
+    pub fn start(name: &str, mode: Mode) -> Cluster {
+        let serial = serial();
+        // A per-test bridge and CIDR derived from the name keep leftovers of one test from
+        // disturbing another.
+        let slot = name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 200;
+        let mut cluster = Cluster {
+            data: tempfile::Builder::new().prefix("flotilla-e2e-").tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            bridge: format!("fte2e{slot}"),
+            pod_cidr: format!("10.{}.{}.0/24", 100 + slot / 100, slot % 100 + 1),
+            node: format!("e2e-{name}"),
+            backoff_ms: 300,
+            mode,
+            server: None,
+            agent: None,
+            pod_uids: BTreeSet::new(),
+            _serial: serial,
+        };
+        let out = cluster.run_ok(&["image", "import", "--data-dir", cluster.data_dir().to_str().unwrap(), example_image().to_str().unwrap()]);
+        assert!(out.contains(IMAGE), "image import did not name the image: {out}");
+        cluster.start_processes();
+        cluster
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// The kubeconfig `up` wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig")
+    }
+
+    fn agent_flags(&self) -> Vec<String> {
+        [
+            "--node-name", &self.node, "--agent-port", "0", "--bridge", &self.bridge, "--pod-cidr", &self.pod_cidr,
+            "--backoff-ms", &self.backoff_ms.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn spawn(&self, args: &[String], log: &str) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir().join(log)).unwrap();
+        Command::new(FLOTILLA)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("FLOTILLA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts the cluster's processes (again) and waits for the node to be Ready.
+    pub fn start_processes(&mut self) {
+        let data = self.data_dir().to_str().unwrap().to_string();
+        let listen = format!("127.0.0.1:{}", self.port);
+        match self.mode {
+            Mode::Up => {
+                let mut args: Vec<String> = ["up", "--data-dir", &data, "--listen", &listen].iter().map(|s| s.to_string()).collect();
+                args.extend(self.agent_flags());
+                self.server = Some(self.spawn(&args, "up.log"));
+            }
+            Mode::Split => {
+                if self.server.is_none() {
+                    let args: Vec<String> = ["server", "--data-dir", &data, "--listen", &listen].iter().map(|s| s.to_string()).collect();
+                    self.server = Some(self.spawn(&args, "server.log"));
+                }
+                let token_file = self.data_dir().join("node-token");
+                wait_for(Duration::from_secs(30), "the server's node token", || token_file.exists().then_some(()));
+                self.start_agent();
+            }
+        }
+        wait_for(Duration::from_secs(60), "the node to be Ready", || {
+            self.check_processes();
+            let out = self.try_run(&["get", "nodes", "-o", "json"]).ok()?;
+            let nodes: Value = serde_json::from_str(&out).ok()?;
+            nodes["items"].as_array()?.iter().any(|n| n["metadata"]["name"] == self.node.as_str() && node_ready(n)).then_some(())
+        });
+    }
+
+    /// Starts the agent process of a split cluster.
+    pub fn start_agent(&mut self) {
+        assert!(self.mode == Mode::Split);
+        let token = std::fs::read_to_string(self.data_dir().join("node-token")).unwrap();
+        let agent_data = self.data_dir().join("agent").to_str().unwrap().to_string();
+        let mut args: Vec<String> =
+            ["agent", "--server", &format!("https://127.0.0.1:{}", self.port), "--token", token.trim(), "--data-dir", &agent_data].iter().map(|s| s.to_string()).collect();
+        args.extend(self.agent_flags());
+        self.agent = Some(self.spawn(&args, "agent.log"));
+    }
+
+    /// Where the agent keeps its state.
+    pub fn agent_dir(&self) -> PathBuf {
+        match self.mode {
+            Mode::Up => self.data_dir().to_path_buf(),
+            Mode::Split => self.data_dir().join("agent"),
+        }
+    }
+
+    fn check_processes(&mut self) {
+        let exited = [self.server.as_mut(), self.agent.as_mut()].into_iter().flatten().find_map(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            panic!("a flotilla process exited with {status}; its log (in {}):\n{}", self.data.path().display(), self.logs());
+        }
+    }
+
+    /// The processes' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        ["up.log", "server.log", "agent.log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.data_dir().join(f)).ok())
+            .map(|s| s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// Kills the agent (split) or `up` process with SIGKILL.
+    pub fn kill_agent(&mut self) {
+        let child = match self.mode {
+            Mode::Up => self.server.take(),
+            Mode::Split => self.agent.take(),
+        };
+        if let Some(mut c) = child {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Kills every process of the cluster with SIGKILL.
+    pub fn kill_all(&mut self) {
+        for child in [self.agent.take(), self.server.take()].into_iter().flatten() {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs the CLI with this cluster's kubeconfig.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(FLOTILLA);
+        command.env("HOME", self.home.path()).env("FLOTILLA_KUBECONFIG", self.kubeconfig()).args(args);
+        command
+    }
+
+    /// Runs the CLI and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, or stderr as the error.
+    pub fn try_run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.run(args);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// Runs the CLI, asserting success; returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        self.try_run(args).unwrap_or_else(|e| panic!("flotilla {} failed: {e}\n{}", args.join(" "), self.logs()))
+    }
+
+    /// Applies a manifest given as text.
+    pub fn apply(&self, manifest: &str) -> String {
+        let mut child = self.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pods (all namespaces), as JSON objects; remembers their uids for the host checks.
+    pub fn pods(&mut self, selector: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["get", "pods", "-A", "-o", "json"];
+        if let Some(s) = selector {
+            args.extend(["-l", s]);
+        }
+        let list: Value = serde_json::from_str(&self.run_ok(&args)).unwrap();
+        let pods = list["items"].as_array().cloned().unwrap_or_default();
+        for pod in &pods {
+            if let Some(uid) = pod["metadata"]["uid"].as_str() {
+                self.pod_uids.insert(uid.to_string());
+            }
+        }
+        pods
+    }
+
+    /// One object as JSON.
+    pub fn get(&self, kind: &str, name: &str) -> Value {
+        serde_json::from_str(&self.run_ok(&["get", kind, name, "-o", "json"])).unwrap()
+    }
+
+    /// Waits until `count` pods matching `selector` are Running and Ready (and no others exist).
+    pub fn wait_ready(&mut self, selector: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let what = format!("{count} ready pods with {selector}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pods = self.pods(Some(selector));
+            let ready = pods.iter().filter(|p| pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null()).count();
+            if ready == count && pods.len() == count {
+                return pods;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; pods: {}\n{}", summary(&pods), self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The runc container ids running on the node, with their pids.
+    pub fn containers(&self) -> Vec<(String, i64, String)> {
+        let out = Command::new("runc").arg("--root").arg(self.agent_dir().join("runc")).args(["list", "--format", "json"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let list: Value = serde_json::from_str(if text.trim().is_empty() || text.trim() == "null" { "[]" } else { &text }).unwrap_or(Value::Null);
+        list.as_array()
+            .map(|a| a.iter().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Everything this cluster's pods could have left on the host; empty when clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (id, _, status) in self.containers() {
+            found.push(format!("runc container {id} ({status})"));
+        }
+        let agent_dir = self.agent_dir();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for line in mountinfo.lines() {
+            if let Some(point) = line.split(' ').nth(4) {
+                if point.starts_with(agent_dir.to_str().unwrap()) {
+                    found.push(format!("mount {point}"));
+                }
+            }
+        }
+        let netns: BTreeSet<String> = std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        let cgroup_roots = cgroup_roots();
+        for uid in &self.pod_uids {
+            let ns = agent::network::netns_name(uid);
+            if netns.contains(&ns) {
+                found.push(format!("netns {ns}"));
+            }
+            let veth = agent::network::host_veth_name(uid);
+            if links.contains(&format!(" {veth}@")) || links.contains(&format!(" {veth}:")) {
+                found.push(format!("veth {veth}"));
+            }
+            let cgroup = agent::runtime::pod_cgroups_path(uid).unwrap();
+            for root in &cgroup_roots {
+                let dir = root.join(cgroup.trim_start_matches('/'));
+                if dir.exists() {
+                    found.push(format!("cgroup {}", dir.display()));
+                }
+            }
+        }
+        for sub in ["ipam", "containers", "pods", "logs"] {
+            for entry in walk_files(&agent_dir.join(sub)) {
+                found.push(format!("file {}", entry.display()));
+            }
+        }
+        found
+    }
+
+    /// Asserts, within a few seconds, that the host holds nothing of this cluster's pods.
+    pub fn assert_host_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "left behind on the host:\n{}\n{}", left.join("\n"), self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Deletes every workload object and waits until the host holds nothing of them.
+    pub fn delete_everything(&mut self) {
+        self.pods(None);
+        for kind in ["deployments", "pods"] {
+            let list: Value = serde_json::from_str(&self.run_ok(&["get", kind, "-A", "-o", "json"])).unwrap();
+            for item in list["items"].as_array().cloned().unwrap_or_default() {
+                let ns = item["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+                let name = item["metadata"]["name"].as_str().unwrap().to_string();
+                let _ = self.try_run(&["delete", kind, &name, "-n", &ns, "--wait=false"]);
+            }
+        }
+        wait_for(Duration::from_secs(60), "all pods to be gone", || self.pods(None).is_empty().then_some(()));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Clean up even after a failed assertion, so that one failing test leaves nothing
+        // behind for the next; the asserting cleanup checks belong to the tests themselves.
+        self.force_cleanup();
+    }
+}
+
+impl Cluster {
+    fn force_cleanup(&mut self) {
+        self.kill_all();
+        let root = self.agent_dir().join("runc");
+        for (id, _, _) in self.containers() {
+            let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+        }
+        if let Ok(entries) = std::fs::read_dir(self.agent_dir().join("pods")) {
+            for e in entries.flatten() {
+                self.pod_uids.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let agent_dir = self.agent_dir();
+        let mut points: Vec<&str> = mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(agent_dir.to_str().unwrap())).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).output();
+        }
+        for uid in &self.pod_uids {
+            let _ = Command::new("ip").args(["netns", "delete", &agent::network::netns_name(uid)]).output();
+            let _ = Command::new("ip").args(["link", "delete", &agent::network::host_veth_name(uid)]).output();
+            let _ = agent::runtime::remove_pod_cgroups(uid);
+        }
+        let _ = Command::new("ip").args(["link", "delete", &self.bridge]).output();
+    }
+}
+
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2")).then(|| PathBuf::from(f[1]))
+    }).collect()
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                files.extend(walk_files(&p));
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// True when a Node has condition Ready=True.
+pub fn node_ready(node: &Value) -> bool {
+    condition(node, "Ready")
+}
+
+/// True when a Pod has condition Ready=True.
+pub fn pod_ready(pod: &Value) -> bool {
+    condition(pod, "Ready")
+}
+
+fn condition(object: &Value, kind: &str) -> bool {
+    object["status"]["conditions"].as_array().map(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True")).unwrap_or(false)
+}
+
+/// One line per pod: name, phase, readiness, restarts, for failure messages.
+pub fn summary(pods: &[Value]) -> String {
+    pods.iter()
+        .map(|p| {
+            format!(
+                "{} phase={} ready={} deleting={} statuses={}",
+                p["metadata"]["name"].as_str().unwrap_or("?"),
+                p["status"]["phase"],
+                pod_ready(p),
+                !p["metadata"]["deletionTimestamp"].is_null(),
+                p["status"]["containerStatuses"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A plain HTTP/1.0 GET of `http://ip:port/path` from the host; the body, or an error.
+pub fn http_get(ip: &str, port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&format!("{ip}:{port}").parse().unwrap(), Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
+        return Err(format!("not 200: {}", response.lines().next().unwrap_or("")));
+    }
+    Ok(response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}

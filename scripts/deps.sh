@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Flotilla and its test suite run for real: the OCI runtime, etcd,
+# an OCI registry, busybox for the offline example image, image tools the tests build images with,
+# and protoc for the etcd client's build. Idempotent; needs root (or sudo).
+set -euo pipefail
+packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler
+          iproute2 curl jq ca-certificates build-essential pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+# Debian's docker-registry package starts a registry service on :5000; the tests start their
+# own registries on free ports, so the packaged service is not needed.
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+for bin in runc etcd docker-registry busybox umoci skopeo protoc ip; do
+  command -v "$bin" >/dev/null || { echo "required tool '$bin' is still missing after install" >&2; exit 1; }
+done
