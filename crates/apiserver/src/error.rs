@@ -141,6 +141,11 @@ pub fn status_json(status: &Status) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code(), axum::Json(status_json(&self.status()))).into_response()
+        let mut response = (self.code(), axum::Json(status_json(&self.status()))).into_response();
+        if matches!(self, ApiError::TooLarge { .. }) {
+            // The rest of the body was never read: the connection cannot carry another request.
+            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }

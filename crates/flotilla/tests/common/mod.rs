@@ -124,7 +124,8 @@ impl Cluster {
             pod_uids: BTreeSet::new(),
             _serial: serial,
         };
-        let out = cluster.run_ok(&["image", "import", "--data-dir", cluster.data_dir().to_str().unwrap(), example_image().to_str().unwrap()]);
+        let agent_dir = cluster.agent_dir();
+        let out = cluster.run_ok(&["image", "import", "--data-dir", agent_dir.to_str().unwrap(), example_image().to_str().unwrap()]);
         assert!(out.contains(IMAGE), "image import did not name the image: {out}");
         cluster.start_processes();
         cluster
