@@ -70,6 +70,8 @@ enum Command {
     Scale(cmd::scale::ScaleArgs),
     /// Manage this node's images.
     Image(cmd::image::ImageArgs),
+    /// Measure pod start latency and the footprint (see BENCHMARKS.md).
+    Bench(cmd::bench::BenchArgs),
     /// Print client and server versions.
     Version,
 }
@@ -126,5 +128,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
         Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
         Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,
+        Command::Bench(args) => cmd::bench::run(&context(&cli)?, args).await,
     }
 }

@@ -1,0 +1,276 @@
+//! `flotilla bench`: the figures BENCHMARKS.md records. `pod-start` times API create → Ready
+//! against a running cluster, sequentially and all at once, with raw `runc run -d` of an
+//! equivalent bundle as the floor; `footprint` reads a process's resident memory and disk writes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use api::ResourceType;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::Context;
+
+/// `flotilla bench …`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Pod start latency (create → Ready), image present, against the current cluster.
+    PodStart(PodStartArgs),
+    /// Resident memory and disk writes of a process over an interval.
+    Footprint(FootprintArgs),
+}
+
+#[derive(Args, Debug)]
+struct PodStartArgs {
+    /// Pods per phase.
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// The image (must be present on the node).
+    #[arg(long, default_value = "localhost/flotilla/busybox:1.35")]
+    image: String,
+    /// The node's data directory, for the raw-runtime floor (its image store and runc).
+    #[arg(long, default_value = "/var/lib/flotilla")]
+    data_dir: PathBuf,
+    /// Leave the concurrent phase's pods running (to measure the footprint with them).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Args, Debug)]
+struct FootprintArgs {
+    /// The process to observe (e.g. `flotilla up`).
+    #[arg(long)]
+    pid: u32,
+    /// How long to count disk writes.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+/// Runs `bench`.
+pub async fn run(ctx: &Context, args: &BenchArgs) -> Result<()> {
+    match &args.command {
+        BenchCommand::PodStart(a) => pod_start(ctx, a).await,
+        BenchCommand::Footprint(a) => footprint(a).await,
+    }
+}
+
+const NAMESPACE: &str = "flotilla-bench";
+
+fn pods_type() -> &'static ResourceType {
+    api::kinds::lookup_kind("v1", "Pod").expect("pods are a known kind")
+}
+
+fn bench_pod(name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"flotilla.dev/bench": "pod-start"}},
+        "spec": {"terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"], "imagePullPolicy": "Never"}]}
+    })
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Creates `names` (all at once when `concurrent`, else one after the other, each waiting for
+/// the previous to be Ready) and returns each pod's create → Ready latency.
+async fn start_pods(ctx: &Context, names: &[String], image: &str, concurrent: bool) -> Result<Vec<Duration>> {
+    let rt = pods_type();
+    let (_, revision) = ctx.client.list(rt, Some(NAMESPACE), &Default::default()).await?;
+    let selectors = client::Selectors { labels: Some("flotilla.dev/bench=pod-start".into()), fields: None };
+    let mut events = ctx.client.watch(rt, Some(NAMESPACE), &selectors, &revision).await?;
+    let mut created: HashMap<String, Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(names.len());
+    let mut done = std::collections::HashSet::new();
+    if concurrent {
+        let started = Instant::now();
+        let creates = names.iter().map(|name| {
+            let client = ctx.client.clone();
+            let pod = bench_pod(name, image);
+            async move { client.create(rt, Some(NAMESPACE), &pod).await }
+        });
+        for name in names {
+            created.insert(name.clone(), started);
+        }
+        for result in futures::future::join_all(creates).await {
+            result?;
+        }
+    }
+    let mut index = 0;
+    while done.len() < names.len() {
+        if !concurrent && created.len() == done.len() {
+            let name = &names[index];
+            index += 1;
+            created.insert(name.clone(), Instant::now());
+            ctx.client.create(rt, Some(NAMESPACE), &bench_pod(name, image)).await?;
+        }
+        let event = tokio::time::timeout(Duration::from_secs(120), events.next()).await.context("no pod became Ready within 120 s")?.context("the watch ended")??;
+        let name = event.object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if let Some(at) = created.get(&name) {
+            if event.type_ != "DELETED" && is_ready(&event.object) && done.insert(name) {
+                latencies.push(at.elapsed());
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+async fn delete_pods(ctx: &Context) -> Result<()> {
+    let rt = pods_type();
+    let selectors = client::Selectors { labels: Some("flotilla.dev/bench=pod-start".into()), fields: None };
+    let (pods, _) = ctx.client.list(rt, Some(NAMESPACE), &selectors).await?;
+    let deletes = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).map(|name| ctx.client.delete(rt, Some(NAMESPACE), name, Some(0)));
+    for result in futures::future::join_all(deletes).await {
+        if let Err(e) = result {
+            if !e.is_not_found() {
+                return Err(e.into());
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ctx.client.list(rt, Some(NAMESPACE), &selectors).await?.0.is_empty() {
+        if Instant::now() > deadline {
+            bail!("the benchmark's pods were not deleted within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// p50, p99 and max of `samples`, in milliseconds.
+fn percentiles(samples: &mut [Duration]) -> String {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!("n={:<4} p50 {:>7.1} ms   p99 {:>7.1} ms   max {:>7.1} ms", samples.len(), ms(at(0.50)), ms(at(0.99)), ms(at(1.0)))
+}
+
+async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
+    let namespaces = api::kinds::lookup_kind("v1", "Namespace").expect("namespaces are a known kind");
+    if let Err(e) = ctx.client.create(namespaces, None, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})).await {
+        if !e.is_conflict() {
+            return Err(e.into());
+        }
+    }
+    delete_pods(ctx).await?;
+    let mut floor = raw_runtime_floor(&args.data_dir, &args.image, args.count, false).await?;
+    println!("floor: raw `runc run -d`, {} sequential               {}", args.count, percentiles(&mut floor));
+    let mut floor = raw_runtime_floor(&args.data_dir, &args.image, args.count, true).await?;
+    println!("floor: raw `runc run -d`, {} at once                  {}", args.count, percentiles(&mut floor));
+
+    let names: Vec<String> = (0..args.count).map(|i| format!("seq-{i}")).collect();
+    let mut sequential = start_pods(ctx, &names, &args.image, false).await?;
+    println!("pod start, {} sequential (create → Ready)          {}", args.count, percentiles(&mut sequential));
+    delete_pods(ctx).await?;
+
+    let names: Vec<String> = (0..args.count).map(|i| format!("par-{i}")).collect();
+    let started = Instant::now();
+    let mut concurrent = start_pods(ctx, &names, &args.image, true).await?;
+    let all = started.elapsed();
+    println!("pod start, {} at once (create → Ready)             {}   all Ready after {:.2} s", args.count, percentiles(&mut concurrent), all.as_secs_f64());
+    if !args.keep {
+        delete_pods(ctx).await?;
+    }
+    Ok(())
+}
+
+/// Times `runc run -d` (create + start, returning once the process runs) of bundles like the
+/// agent's: the same image mounted with overlayfs, `sleep 3600`, its own cgroup; one after the
+/// other, or all at once (each timed from the common start). The containers are removed
+/// afterwards, untimed.
+async fn raw_runtime_floor(data_dir: &Path, image_ref: &str, runs: usize, concurrent: bool) -> Result<Vec<Duration>> {
+    let images = image::ImageStore::open(&data_dir.join("images")).with_context(|| format!("opening the image store in {}", data_dir.display()))?;
+    let record = images.resolve(image_ref)?.with_context(|| format!("image {image_ref} is not in {}; import it first", data_dir.display()))?;
+    let lower = images.prepare_layers(&record)?;
+    let work = tempfile::Builder::new().prefix("flotilla-bench-").tempdir_in(data_dir)?;
+    let root = work.path().join("runc");
+    let mut bundles = Vec::with_capacity(runs);
+    let prepared: Result<()> = (|| {
+        for n in 0..runs {
+            let dir = work.path().join(format!("c{n}"));
+            let (rootfs, upper, scratch) = (dir.join("rootfs"), dir.join("upper"), dir.join("work"));
+            for d in [&rootfs, &upper, &scratch] {
+                std::fs::create_dir_all(d)?;
+            }
+            image::mount_overlay(&lower, &upper, &scratch, &rootfs)?;
+            let id = format!("flotilla-bench-{}-{n}", std::process::id());
+            bundles.push((id.clone(), dir.clone(), rootfs.clone()));
+            let mut spec = agent::runtime::ContainerSpec::new(vec!["sleep".into(), "3600".into()], &rootfs);
+            spec.cgroups_path = agent::runtime::container_cgroups_path(&id, "main")?;
+            agent::runtime::write_bundle(&dir, &spec)?;
+        }
+        Ok(())
+    })();
+    let run = |id: &str, dir: &Path| {
+        let root = root.clone();
+        let (id, dir) = (id.to_string(), dir.to_path_buf());
+        async move {
+            let status = tokio::process::Command::new("runc").arg("--root").arg(&root).args(["run", "-d", "--bundle"]).arg(&dir).arg(&id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().await?;
+            if !status.success() {
+                bail!("runc run failed for the floor container {id}");
+            }
+            Ok(())
+        }
+    };
+    let timed = async {
+        prepared?;
+        let mut times = Vec::with_capacity(runs);
+        if concurrent {
+            let started = Instant::now();
+            let all = bundles.iter().map(|(id, dir, _)| {
+                let run = run(id, dir);
+                async move { run.await.map(|()| started.elapsed()) }
+            });
+            for result in futures::future::join_all(all).await {
+                times.push(result?);
+            }
+        } else {
+            for (id, dir, _) in &bundles {
+                let started = Instant::now();
+                run(id, dir).await?;
+                times.push(started.elapsed());
+            }
+        }
+        Ok(times)
+    }
+    .await;
+    for (id, _, rootfs) in &bundles {
+        let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+        let _ = image::unmount(rootfs);
+        let _ = agent::runtime::remove_pod_cgroups(id);
+    }
+    timed
+}
+
+fn read_field(path: &str, field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim_start_matches(':').trim().trim_end_matches(" kB").trim().parse::<u64>()))
+        .with_context(|| format!("{path} has no {field}"))?
+        .with_context(|| format!("{path}: {field} is not a number"))
+}
+
+async fn footprint(args: &FootprintArgs) -> Result<()> {
+    let status = format!("/proc/{}/status", args.pid);
+    let io = format!("/proc/{}/io", args.pid);
+    let rss_kb = read_field(&status, "VmRSS")?;
+    let hwm_kb = read_field(&status, "VmHWM")?;
+    println!("pid {}: resident {:.1} MB (peak {:.1} MB)", args.pid, rss_kb as f64 / 1024.0, hwm_kb as f64 / 1024.0);
+    let before = read_field(&io, "write_bytes")?;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let written = read_field(&io, "write_bytes")? - before;
+    let per_hour = written as f64 * 3600.0 / args.seconds as f64;
+    println!("pid {}: {} bytes written to disk in {} s = {:.2} MB/hour", args.pid, written, args.seconds, per_hour / 1e6);
+    Ok(())
+}
