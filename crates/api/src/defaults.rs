@@ -74,15 +74,17 @@ fn probe_defaults(p: &mut Probe) {
 }
 
 /// Resolves an int-or-percent against a total: percentages round up when `round_up`, down
-/// otherwise (maxSurge rounds up, maxUnavailable down, as in Kubernetes).
+/// otherwise (maxSurge rounds up, maxUnavailable down, as in Kubernetes). Percentages are not
+/// yet validated when this runs, so out-of-range ones saturate instead of overflowing.
 pub fn scaled_value(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     match value {
         None => 0,
         Some(IntOrString::Int(n)) => *n,
         Some(IntOrString::String(s)) => {
-            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
-            let scaled = pct * total as i64;
-            (if round_up { (scaled + 99) / 100 } else { scaled / 100 }) as i32
+            let pct = i128::from(s.trim_end_matches('%').parse::<i64>().unwrap_or(0));
+            let scaled = pct * i128::from(total);
+            let value = if round_up { (scaled + 99) / 100 } else { scaled / 100 };
+            value.clamp(i32::MIN.into(), i32::MAX.into()) as i32
         }
     }
 }
@@ -97,6 +99,14 @@ mod tests {
         assert_eq!(scaled_value(Some(&pct), 10, true), 3);
         assert_eq!(scaled_value(Some(&pct), 10, false), 2);
         assert_eq!(scaled_value(Some(&IntOrString::Int(4)), 10, false), 4);
+    }
+
+    #[test]
+    fn huge_percentages_saturate() {
+        let huge = IntOrString::String("999999999999999999%".into());
+        assert_eq!(scaled_value(Some(&huge), 100, true), i32::MAX);
+        let negative = IntOrString::String("-9223372036854775808%".into());
+        assert_eq!(scaled_value(Some(&negative), i32::MAX, false), i32::MIN);
     }
 
     #[test]

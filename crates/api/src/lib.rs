@@ -5,6 +5,8 @@
 pub mod defaults;
 pub mod events;
 pub mod field;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kinds;
 pub mod manifest;
 pub mod pod;

@@ -62,7 +62,8 @@ fn parse_milli(text: &str) -> Result<i128, QuantityError> {
     };
     num = num.checked_mul(mul).ok_or_else(|| err("too large"))?;
     den = den.checked_mul(div).ok_or_else(|| err("too large"))?;
-    let value = (num + den - 1) / den;
+    // Rounds up without `num + den - 1`, which overflows when both are near i128::MAX.
+    let value = num / den + i128::from(num % den != 0);
     if value > i64::MAX as i128 {
         return Err(err("too large"));
     }
@@ -95,6 +96,8 @@ mod tests {
         assert_eq!(units("128974848").unwrap(), 128974848);
         assert_eq!(units("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(units("1m").unwrap(), 1);
+        // 30 significant digits scaled to just under i128::MAX must round up without overflow.
+        assert_eq!(millis(".170141183460469231731687303715M").unwrap(), 170_141_184);
     }
 
     #[test]

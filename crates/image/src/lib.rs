@@ -17,6 +17,8 @@ mod config;
 mod digest;
 mod docker_archive;
 mod durable;
+#[doc(hidden)]
+pub mod fuzzing;
 mod import;
 mod layout;
 mod manifest;

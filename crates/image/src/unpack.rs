@@ -183,7 +183,7 @@ pub(crate) fn unpack_tar(
                     let parent = rel.parent().unwrap_or(Path::new(""));
                     if file_name == OPAQUE_MARKER {
                         root.make_opaque(parent, &name)?;
-                    } else if target.is_empty() {
+                    } else if matches!(target, "" | "." | "..") {
                         return Err(refuse("whiteout names no file"));
                     } else if target.starts_with(WHITEOUT_PREFIX) {
                         tracing::debug!(entry = %name, "ignoring AUFS metadata entry");

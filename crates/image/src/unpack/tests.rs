@@ -213,6 +213,42 @@ fn never_writes_through_a_symlink() {
 }
 
 #[test]
+fn whiteouts_of_dot_and_dotdot_are_refused() {
+    // `.wh...` names `..`: whiting it out would remove the destination's parent.
+    for path in [".wh...", ".wh..", "a/.wh..", "a/.wh..."] {
+        let sb = Sandbox::new();
+        let err = sb
+            .unpack(Tar::default().file("a/keep", b"x").file(path, b"").bytes())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("whiteout names no file"),
+            "{path}: {err}"
+        );
+        assert!(sb.outside().is_empty(), "{path} wrote {:?}", sb.outside());
+        assert_eq!(fs::read(sb.root().join("a/keep")).unwrap(), b"x", "{path}");
+    }
+}
+
+#[test]
+fn dir_mtimes_are_not_set_through_a_later_symlink() {
+    let sb = Sandbox::new();
+    let victim = sb.dir.path().join("victim");
+    fs::create_dir_all(victim.join("dir")).unwrap();
+    let before = fs::metadata(victim.join("dir")).unwrap().mtime();
+    let tar = Tar::default()
+        .dir("a/")
+        .dir("a/dir/")
+        .symlink("a", "../victim")
+        .bytes();
+    sb.unpack(tar).unwrap();
+    assert_eq!(fs::metadata(victim.join("dir")).unwrap().mtime(), before);
+    assert!(fs::symlink_metadata(sb.root().join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
 fn hardlinks_must_point_at_files_in_this_layer() {
     let sb = Sandbox::new();
     let err = sb

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Read};
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
@@ -84,9 +84,16 @@ impl Root {
         })
     }
 
-    /// Creates the missing parents of `rel` and returns its full path; fails if any existing
-    /// parent is a symlink or not a directory.
+    /// Creates the missing parents of `rel` and returns its full path; fails if `rel` has a
+    /// component other than a plain name (`..` would leave the root), or if any existing parent
+    /// is a symlink or not a directory.
     fn parent_path(&self, rel: &Path, entry: &str, create: bool) -> Result<PathBuf, UnpackError> {
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(UnpackError::Refused {
+                entry: entry.to_string(),
+                reason: format!("{} is not a plain path inside the layer", rel.display()),
+            });
+        }
         let mut path = self.dir.clone();
         let parent = rel.parent().unwrap_or(Path::new(""));
         for component in parent.components() {
@@ -257,9 +264,13 @@ impl Root {
         xattr::set(dir, OPAQUE_XATTR, b"y").map_err(write_err(entry, dir))
     }
 
+    /// Sets a directory's mtime once its children are written. A later entry may have replaced
+    /// a parent with a symlink, so the parents are checked again and a changed path is skipped.
     pub(super) fn set_dir_mtime(&self, rel: &Path, mtime: u64) -> Result<(), UnpackError> {
-        let path = self.dir.join(rel);
         let name = rel.display().to_string();
+        let Ok(path) = self.parent_path(rel, &name, false) else {
+            return Ok(());
+        };
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => set_path_mtime(&path, mtime).map_err(write_err(&name, &path)),
             _ => Ok(()),

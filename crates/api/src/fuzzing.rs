@@ -1,0 +1,87 @@
+//! Fuzz bodies for the parsers in this crate that read untrusted input, shared by the cargo-fuzz
+//! targets in `fuzz/` and the corpus tests in `tests/fuzz_corpus.rs` so CI runs them on stable.
+//!
+//! Each body panics only when it finds a bug: bad input must come back as an error.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+
+use crate::manifest::{decode_document, parse_documents, Document};
+use crate::{defaults, validation, Deployment, Event, FieldErrors, Lease, Namespace, Node, ObjectMeta, Pod};
+
+/// Reads `data` as a manifest the way `flotilla apply` and the API server do: split into
+/// documents, decode each strictly into its kind, fill defaults and validate.
+///
+/// Asserts that nothing panics, that every error can be displayed, and that an object that
+/// decodes encodes to JSON that decodes again to the same object (the API server stores the
+/// encoded form and reads it back with the same strict decoder).
+pub fn manifest(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let documents = match parse_documents(&text) {
+        Ok(documents) => documents,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    for doc in &documents {
+        let _ = (doc.name(), doc.namespace());
+        match doc.resource.kind {
+            "Pod" => admit_pod(doc),
+            "Deployment" => admit_deployment(doc),
+            "Namespace" => admit_metadata_only::<Namespace>(doc, true, |o| &o.metadata),
+            "Node" => admit_metadata_only::<Node>(doc, false, |o| &o.metadata),
+            "Event" => admit_metadata_only::<Event>(doc, false, |o| &o.metadata),
+            "Lease" => admit_metadata_only::<Lease>(doc, false, |o| &o.metadata),
+            other => panic!("parse_documents returned kind {other}, which has no decoder here"),
+        }
+    }
+}
+
+fn admit_pod(doc: &Document) {
+    let Some(mut pod) = decoded::<Pod>(doc) else { return };
+    let before_defaults = validation::pod(&pod);
+    let update = validation::pod_update(&pod, &pod);
+    assert_eq!(before_defaults.is_ok(), update.is_ok(), "an unchanged pod is a valid update exactly when it is valid");
+    show(before_defaults);
+    defaults::pod(&mut pod);
+    show(validation::pod(&pod));
+    round_trips(&pod);
+}
+
+fn admit_deployment(doc: &Document) {
+    let Some(mut deployment) = decoded::<Deployment>(doc) else { return };
+    show(validation::deployment(&deployment));
+    defaults::deployment(&mut deployment);
+    show(validation::deployment(&deployment));
+    round_trips(&deployment);
+}
+
+fn admit_metadata_only<K>(doc: &Document, label_name: bool, meta: impl Fn(&K) -> &ObjectMeta)
+where
+    K: DeserializeOwned + Serialize + PartialEq + Debug,
+{
+    let Some(object) = decoded::<K>(doc) else { return };
+    let mut errors = FieldErrors::default();
+    validation::metadata(meta(&object), label_name, &mut errors);
+    show(errors.into_result());
+    round_trips(&object);
+}
+
+fn decoded<K: DeserializeOwned>(doc: &Document) -> Option<K> {
+    decode_document::<K>(doc).map_err(|e| e.to_string()).ok()
+}
+
+fn show(result: Result<(), FieldErrors>) {
+    if let Err(errors) = result {
+        let _ = errors.to_string();
+    }
+}
+
+fn round_trips<K: DeserializeOwned + Serialize + PartialEq + Debug>(object: &K) {
+    let encoded = serde_json::to_value(object).expect("a decoded object encodes");
+    let again: K = crate::manifest::decode(&encoded)
+        .unwrap_or_else(|errors| panic!("the encoded form of a decoded object does not decode: {errors}\n{encoded}"));
+    assert_eq!(&again, object, "decode(encode(object)) changed the object");
+}
