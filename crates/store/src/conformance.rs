@@ -17,7 +17,14 @@ use crate::{KeyValue, Revision, Store, StoreError};
 /// Runs every check, each under its own keys below a root unique to this run. Compaction runs
 /// last: it discards the history of the whole store.
 pub async fn run_all(store: &dyn Store) {
-    let root = unique_root();
+    run_all_under(store, &unique_root()).await;
+}
+
+/// Runs every check under `root`, which no earlier run may have used: `{root}/revisions`,
+/// `{root}/create`, `{root}/update`, `{root}/delete`, `{root}/list`, `{root}/watch` (and the
+/// sibling `{root}/watch-sibling`), `{root}/future`, `{root}/concurrent` and
+/// `{root}/compaction`. For a store configured per key, such as one with some keys in memory.
+pub async fn run_all_under(store: &dyn Store, root: &str) {
     revisions(store, &format!("{root}/revisions")).await;
     create_conflict(store, &format!("{root}/create")).await;
     update_conflict(store, &format!("{root}/update")).await;

@@ -1,22 +1,26 @@
 //! The single-node store: redb on local disk, every acknowledged write fsync'd, with a bounded
-//! change log that watches replay from.
+//! change log that watches replay from; keys under volatile prefixes are kept in memory only.
 
+mod apply;
+mod read;
 mod tables;
+mod volatile;
 mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use redb::Database;
+use redb::{Database, ReadableTable};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use self::apply::KeyChange;
 use self::tables::{Counters, KV, LOG, META};
+use self::volatile::{Memory, VolatilePrefixes};
 use self::watch::Watcher;
-use self::writer::{WriteOp, WriteRequest, Written};
+use self::writer::{WriteOp, WriteRequest, WriterState, Written};
 use crate::{KeyValue, Revision, Store, StoreError, WatchEvent, WatchStream};
 
 /// Tuning of an [`EmbeddedStore`].
@@ -27,11 +31,22 @@ pub struct EmbeddedOptions {
     pub retained_revisions: u64,
     /// How many changes a live watcher may fall behind before it re-reads them from disk.
     pub watch_buffer: usize,
+    /// Keys starting with one of these prefixes are volatile: kept in memory and never written
+    /// to the file, so that frequent writes nobody needs after a restart (node heartbeat Leases
+    /// under `/registry/leases/`) cost no disk writes. Empty by default; no prefix may be empty.
+    ///
+    /// Volatile keys otherwise behave like durable ones: they take revisions from the same
+    /// counter, compare-and-swap, list and watch alike. What a crash or restart loses: every
+    /// volatile key (its writer is expected to create it again), and the watch history from
+    /// before the restart, so a watch resuming from an older revision gets `Compacted` and must
+    /// list again. Revisions stay monotonic: one durable commit reserves the next 10,000 for
+    /// volatile writes, and a reopened store counts on after the reservation.
+    pub volatile_prefixes: Vec<String>,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { retained_revisions: 10_000, watch_buffer: 1024 }
+        Self { retained_revisions: 10_000, watch_buffer: 1024, volatile_prefixes: Vec::new() }
     }
 }
 
@@ -77,15 +92,24 @@ impl From<EmbeddedError> for StoreError {
 pub(crate) struct Shared {
     db: Database,
     path: PathBuf,
-    /// The last committed revision, set after each commit and before its changes are published.
-    revision: AtomicI64,
+    prefixes: VolatilePrefixes,
+    /// The revision, history start and volatile keys, updated after each batch is committed and
+    /// before its changes are published.
+    memory: Mutex<Memory>,
+}
+
+impl Shared {
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        volatile::lock(&self.memory)
+    }
 }
 
 /// The embedded [`Store`]: one redb file on local disk.
 ///
 /// Writes go through one writer thread that commits whatever has queued up in one transaction
 /// (one fsync for many concurrent writers) with `Durability::Immediate`: a write is acknowledged
-/// only once it is on disk. Reads and history replay run on tokio's blocking pool.
+/// only once it is on disk, or, for a key under [`EmbeddedOptions::volatile_prefixes`], once it
+/// is in memory. Reads and history replay run on tokio's blocking pool.
 ///
 /// The file stays locked until the store and every watch stream from it are dropped.
 pub struct EmbeddedStore {
@@ -113,13 +137,20 @@ impl EmbeddedStore {
             let problem = "watch_buffer must be at least 1";
             return Err(EmbeddedError::InvalidOptions { path, problem }.into());
         }
+        if options.volatile_prefixes.iter().any(String::is_empty) {
+            let problem = "volatile_prefixes must not contain an empty prefix (it would make every key volatile)";
+            return Err(EmbeddedError::InvalidOptions { path, problem }.into());
+        }
+        let prefixes = VolatilePrefixes::new(options.volatile_prefixes);
         let open = |source: redb::Error| EmbeddedError::Open { path: path.clone(), source };
         let db = Database::builder().create(&path).map_err(|e| open(e.into()))?;
-        let counters = prepare(&db, options.retained_revisions).map_err(open)?;
-        let shared = Arc::new(Shared { db, path, revision: AtomicI64::new(counters.revision) });
+        let counters = prepare(&db, options.retained_revisions, &prefixes).map_err(open)?;
+        let memory = Mutex::new(Memory::new(&counters));
+        let shared = Arc::new(Shared { db, path, prefixes, memory });
         let (requests, queue) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(options.watch_buffer);
-        let writer = writer::spawn(Arc::clone(&shared), queue, events.clone(), options.retained_revisions)
+        let state = WriterState::new(counters, options.retained_revisions);
+        let writer = writer::spawn(Arc::clone(&shared), queue, events.clone(), state)
             .map_err(|source| EmbeddedError::WriterThread { path: shared.path.clone(), source })?;
         Ok(EmbeddedStore { shared, requests: Some(requests), events, writer: Some(writer) })
     }
@@ -129,7 +160,11 @@ impl EmbeddedStore {
         &self.shared.path
     }
 
-    async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
+    async fn write(&self, key: &str, change: KeyChange) -> Result<Written, StoreError> {
+        self.send(WriteOp::Key { key: key.to_owned(), change }).await
+    }
+
+    async fn send(&self, op: WriteOp) -> Result<Written, StoreError> {
         let gone = |op: &WriteOp| EmbeddedError::WriterGone { path: self.shared.path.clone(), action: format!("{op:?}") };
         let Some(requests) = &self.requests else {
             return Err(gone(&op).into());
@@ -148,35 +183,66 @@ impl EmbeddedStore {
     async fn read<T: Send + 'static>(
         &self,
         action: impl FnOnce() -> String,
-        read: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+        read: impl FnOnce(&Shared) -> Result<T, redb::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = Arc::clone(&self.shared);
         let path = shared.path.clone();
-        let outcome = tokio::task::spawn_blocking(move || read(&shared.db))
+        let outcome = tokio::task::spawn_blocking(move || read(&shared))
             .await
             .map_err(|source| EmbeddedError::Task { path: path.clone(), source })?;
         outcome.map_err(|source| EmbeddedError::Storage { path, action: action(), source }.into())
     }
 }
 
-/// Creates the tables of a new file and applies the retention to an old one.
-fn prepare(db: &Database, retained_revisions: u64) -> Result<Counters, redb::Error> {
+/// Creates the tables of a new file and applies the retention to an old one. When the last run
+/// wrote volatile keys, or the file holds keys under a prefix that is volatile now, what it does
+/// not record is gone: the revision moves one past every revision the last run may have handed
+/// out, and the history before it is dropped, so that no watch resumes across the loss.
+fn prepare(db: &Database, retained_revisions: u64, prefixes: &VolatilePrefixes) -> Result<Counters, redb::Error> {
     let txn = db.begin_write()?;
     let counters = {
-        txn.open_table(KV)?;
+        let mut kv = txn.open_table(KV)?;
         let mut log = txn.open_table(LOG)?;
         let mut meta = txn.open_table(META)?;
-        let mut counters = Counters::read(&meta)?;
-        let history_start = writer::retention_start(&counters, retained_revisions);
-        if history_start > counters.history_start {
-            counters.history_start = history_start;
-            log.retain_in(..history_start, |_, _| false)?;
+        let stored = Counters::read(&meta)?;
+        let mut counters = stored;
+        let dropped = drop_volatile_rows(&mut kv, prefixes)?;
+        if counters.reserved > 0 || dropped > 0 {
+            counters.revision = counters.revision.max(counters.reserved) + 1;
+            counters.history_start = counters.revision + 1;
+            counters.reserved = 0;
+        }
+        counters.history_start = writer::retention_start(&counters, retained_revisions);
+        if counters.history_start > stored.history_start {
+            log.retain_in(..counters.history_start, |_, _| false)?;
         }
         counters.write(&mut meta)?;
         counters
     };
     txn.commit()?;
     Ok(counters)
+}
+
+/// Removes the stored keys under the volatile prefixes (written while a prefix was durable);
+/// returns how many there were.
+fn drop_volatile_rows(
+    kv: &mut redb::Table<&'static str, (i64, i64, &'static [u8])>,
+    prefixes: &VolatilePrefixes,
+) -> Result<usize, redb::Error> {
+    let mut keys = Vec::new();
+    for prefix in prefixes.iter() {
+        for entry in kv.range::<&str>(prefix..)? {
+            let key = entry?.0.value().to_owned();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key);
+        }
+    }
+    for key in &keys {
+        kv.remove(key.as_str())?;
+    }
+    Ok(keys.len())
 }
 
 impl Drop for EmbeddedStore {
@@ -194,25 +260,28 @@ impl Drop for EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        if self.shared.prefixes.covers(key) {
+            return Ok(self.shared.memory().get(key));
+        }
         let owned = key.to_owned();
-        self.read(|| format!("read key {key}"), move |db| tables::get(db, &owned)).await
+        self.read(|| format!("read key {key}"), move |shared| tables::get(&shared.db, &owned)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
         let owned = prefix.to_owned();
-        self.read(|| format!("list prefix {prefix}"), move |db| tables::list(db, &owned)).await
+        self.read(|| format!("list prefix {prefix}"), move |shared| read::list(shared, &owned)).await
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
-        Ok(self.write(WriteOp::Create { key: key.to_owned(), value }).await?.revision)
+        Ok(self.write(key, KeyChange::Create { value }).await?.revision)
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision, StoreError> {
-        Ok(self.write(WriteOp::Update { key: key.to_owned(), value, expected }).await?.revision)
+        Ok(self.write(key, KeyChange::Update { value, expected }).await?.revision)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue), StoreError> {
-        let written = self.write(WriteOp::Delete { key: key.to_owned(), expected }).await?;
+        let written = self.write(key, KeyChange::Delete { expected }).await?;
         let removed = written.removed.ok_or_else(|| {
             StoreError::Backend(format!("embedded store {}: delete of {key} removed nothing", self.path().display()))
         })?;
@@ -220,23 +289,26 @@ impl Store for EmbeddedStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
-        // Subscribe before reading the committed revision: every later change then reaches us.
+        // Subscribe before reading the applied revision: every later change then reaches us.
         let live = self.events.subscribe();
-        let counters = self.read(|| format!("start a watch of {prefix}"), tables::counters).await?;
-        if after > counters.revision {
-            return Err(StoreError::FutureRevision { requested: after, current: counters.revision });
+        let (current, oldest) = {
+            let memory = self.shared.memory();
+            (memory.revision, memory.history_start - 1)
+        };
+        if after > current {
+            return Err(StoreError::FutureRevision { requested: after, current });
         }
-        if after < counters.oldest_watchable() {
-            return Err(StoreError::Compacted { requested: after, oldest: counters.oldest_watchable() });
+        if after < oldest {
+            return Err(StoreError::Compacted { requested: after, oldest });
         }
-        Ok(Watcher::new(Arc::clone(&self.shared), live, prefix, after, counters.revision).into_stream())
+        Ok(Watcher::new(Arc::clone(&self.shared), live, prefix, after, current).into_stream())
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        Ok(self.shared.revision.load(Ordering::Acquire))
+        Ok(self.shared.memory().revision)
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.write(WriteOp::Compact { revision }).await.map(|_| ())
+        self.send(WriteOp::Compact { revision }).await.map(|_| ())
     }
 }

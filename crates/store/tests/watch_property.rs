@@ -1,7 +1,8 @@
 //! Property: under random creates, updates and deletes (some of them refused), watchers that
 //! disconnect and resume from the last revision they saw receive every change under their
 //! prefix exactly once, in revision order, as a model of the store predicts. Runs against the
-//! embedded store (with a tiny broadcast buffer, so watchers lag) and a real etcd.
+//! embedded store (with a tiny broadcast buffer, so watchers lag), the embedded store with some
+//! keys volatile, and a real etcd.
 
 use std::collections::BTreeMap;
 
@@ -131,8 +132,7 @@ async fn apply(store: &dyn Store, model: &mut Model, prefix: &str, key: &str, op
     }
 }
 
-async fn run_case(store: &dyn Store, ops: &[Op]) {
-    let root = unique_root();
+async fn run_case(store: &dyn Store, root: &str, ops: &[Op]) {
     let prefix = format!("{root}/w/");
     let start = store.revision().await.expect("revision");
     let mut model = Model { revision: start, keys: BTreeMap::new(), changes: Vec::new() };
@@ -174,13 +174,15 @@ async fn run_case(store: &dyn Store, ops: &[Op]) {
     assert_eq!(listed, expected, "the store holds what the model does");
 }
 
-fn check(cases: u32, store_for_case: impl Fn(&tokio::runtime::Runtime) -> Box<dyn Store>) {
+/// Runs `cases` random cases, each on the store `store_for_case` gives for the case's key root.
+fn check(cases: u32, store_for_case: impl Fn(&tokio::runtime::Runtime, &str) -> Box<dyn Store>) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
     let outcome = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
-        let store = store_for_case(&runtime);
-        runtime.block_on(run_case(store.as_ref(), &ops));
+        let root = unique_root();
+        let store = store_for_case(&runtime, &root);
+        runtime.block_on(run_case(store.as_ref(), &root, &ops));
         runtime.block_on(async move { drop(store) });
         Ok(())
     });
@@ -189,21 +191,34 @@ fn check(cases: u32, store_for_case: impl Fn(&tokio::runtime::Runtime) -> Box<dy
     }
 }
 
-#[test]
-fn embedded_watchers_see_every_change_once_in_order() {
+/// Embedded stores with a tiny broadcast buffer, one file per case, with `volatile_prefixes` (given
+/// the case root) in memory.
+fn check_embedded(cases: u32, volatile_prefixes: impl Fn(&str) -> Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    check(32, |_| {
+    check(cases, |_, root| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let options = EmbeddedOptions { watch_buffer: 2, ..EmbeddedOptions::default() };
+        let volatile_prefixes = volatile_prefixes(root);
+        let options = EmbeddedOptions { watch_buffer: 2, volatile_prefixes, ..EmbeddedOptions::default() };
         Box::new(EmbeddedStore::open_with(&dir.path().join(format!("case-{n}.redb")), options).unwrap())
     });
 }
 
 #[test]
+fn embedded_watchers_see_every_change_once_in_order() {
+    check_embedded(32, |_| Vec::new());
+}
+
+/// `/w/a` and the sentinel stay durable; `/w/b`, `/w/c/1` and the unwatched `/wx` are volatile.
+#[test]
+fn embedded_watchers_see_volatile_and_durable_changes_once_in_order() {
+    check_embedded(32, |root| ["/w/b", "/w/c/", "/wx"].iter().map(|key| format!("{root}{key}")).collect());
+}
+
+#[test]
 fn etcd_watchers_see_every_change_once_in_order() {
     let etcd = EtcdServer::start();
-    check(24, |runtime| {
+    check(24, |runtime, _| {
         let store = runtime.block_on(EtcdStore::connect(&etcd.endpoints(), "/prop")).expect("connect to etcd");
         Box::new(store)
     });

@@ -1,6 +1,6 @@
 //! The redb tables of the embedded store, their row formats, and the reads over them.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{EventKind, KeyValue, Revision, WatchEvent};
 
@@ -10,11 +10,16 @@ pub(crate) const KV: TableDefinition<&str, (i64, i64, &[u8])> = TableDefinition:
 /// The change history: revision → one change. See [`LogRow`].
 pub(crate) const LOG: TableDefinition<i64, LogRow> = TableDefinition::new("log");
 
-/// Counters kept with the data: [`META_REVISION`] and [`META_HISTORY_START`].
+/// Counters kept with the data: [`META_REVISION`], [`META_HISTORY_START`] and
+/// [`META_RESERVED`].
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
-/// The store revision: the revision of the last committed change.
+/// The store revision as of the last commit (volatile writes since then are not in the file).
 pub(crate) const META_REVISION: &str = "revision";
+
+/// Present while volatile writes may have used revisions up to this one, which the file does not
+/// otherwise record: the next run starts counting after it.
+pub(crate) const META_RESERVED: &str = "revision_reserved";
 
 /// The oldest revision whose change is still in [`LOG`]; every later one is there too.
 pub(crate) const META_HISTORY_START: &str = "history_start";
@@ -27,13 +32,15 @@ pub(crate) type LogRow = (u8, &'static str, &'static [u8], i64, Option<(&'static
 const KIND_PUT: u8 = 0;
 const KIND_DELETE: u8 = 1;
 
-/// The revision counters as stored in [`META`].
+/// The revision counters, as stored in [`META`] or as the writer holds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Counters {
-    /// The revision of the last committed change; 0 for an empty store.
+    /// The revision of the last change; 0 for an empty store. In [`META`], as of the last commit.
     pub revision: Revision,
     /// The oldest revision still in the history; 1 until anything was compacted.
     pub history_start: Revision,
+    /// The last revision volatile writes may use before reserving more; 0 when none is held.
+    pub reserved: Revision,
 }
 
 impl Counters {
@@ -41,13 +48,19 @@ impl Counters {
     pub fn read(meta: &impl ReadableTable<&'static str, i64>) -> Result<Self, redb::Error> {
         let revision = meta.get(META_REVISION)?.map_or(0, |v| v.value());
         let history_start = meta.get(META_HISTORY_START)?.map_or(1, |v| v.value());
-        Ok(Self { revision, history_start })
+        let reserved = meta.get(META_RESERVED)?.map_or(0, |v| v.value());
+        Ok(Self { revision, history_start, reserved })
     }
 
     /// Writes the counters into `meta`.
     pub fn write(&self, meta: &mut redb::Table<&'static str, i64>) -> Result<(), redb::Error> {
         meta.insert(META_REVISION, self.revision)?;
         meta.insert(META_HISTORY_START, self.history_start)?;
+        if self.reserved > 0 {
+            meta.insert(META_RESERVED, self.reserved)?;
+        } else {
+            meta.remove(META_RESERVED)?;
+        }
         Ok(())
     }
 
@@ -113,10 +126,8 @@ pub(crate) fn get(db: &Database, key: &str) -> Result<Option<KeyValue>, redb::Er
     Ok(found)
 }
 
-/// Every key starting with `prefix`, sorted, with the revision of the snapshot they come from.
-pub(crate) fn list(db: &Database, prefix: &str) -> Result<(Vec<KeyValue>, Revision), redb::Error> {
-    let txn = db.begin_read()?;
-    let counters = Counters::read(&txn.open_table(META)?)?;
+/// Every key starting with `prefix` in the snapshot `txn`, sorted.
+pub(crate) fn list(txn: &ReadTransaction, prefix: &str) -> Result<Vec<KeyValue>, redb::Error> {
     let kv = txn.open_table(KV)?;
     let mut found = Vec::new();
     for entry in kv.range::<&str>(prefix..)? {
@@ -127,13 +138,7 @@ pub(crate) fn list(db: &Database, prefix: &str) -> Result<(Vec<KeyValue>, Revisi
         }
         found.push(key_value(key, row.value()));
     }
-    Ok((found, counters.revision))
-}
-
-/// The counters as of now.
-pub(crate) fn counters(db: &Database) -> Result<Counters, redb::Error> {
-    let txn = db.begin_read()?;
-    Counters::read(&txn.open_table(META)?)
+    Ok(found)
 }
 
 /// A stretch of history read by [`history`].

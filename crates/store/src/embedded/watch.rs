@@ -1,21 +1,21 @@
-//! Watch streams of the embedded store: history from the log table, then live changes from the
-//! writer's broadcast, each revision delivered once; a watcher that falls behind the broadcast
-//! goes back to the log table.
+//! Watch streams of the embedded store: history from the log table and the volatile history in
+//! memory, merged, then live changes from the writer's broadcast, each revision delivered once; a
+//! watcher that falls behind the broadcast goes back to the histories.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{tables, EmbeddedError, Shared};
+use super::{tables, volatile, EmbeddedError, Shared};
 use crate::{Revision, StoreError, WatchEvent, WatchStream};
 
-/// Revisions read from the log table per blocking read.
+/// Revisions read from the histories per blocking read.
 const HISTORY_PAGE: i64 = 512;
 
 /// One watcher's position. `cursor` is the last revision it has looked at (delivered, or skipped
-/// as outside the prefix); every revision up to `catch_up_to` is committed and in the log table.
+/// as outside the prefix); every revision up to `catch_up_to` is applied and in one of the
+/// histories: the log table for a durable change, memory for a volatile one.
 pub(crate) struct Watcher {
     shared: Arc<Shared>,
     live: broadcast::Receiver<Arc<WatchEvent>>,
@@ -73,8 +73,8 @@ impl Watcher {
             }
             match self.live.recv().await {
                 Ok(event) => self.on_live(&event),
-                // Dropped changes are all committed by now, so the log table has them.
-                Err(RecvError::Lagged(_)) => self.catch_up_to = self.shared.revision.load(Ordering::Acquire),
+                // Dropped changes are all applied by now, so the histories have them.
+                Err(RecvError::Lagged(_)) => self.catch_up_to = self.shared.memory().revision,
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -86,7 +86,7 @@ impl Watcher {
             return;
         }
         if revision > self.cursor + 1 {
-            // A change is missing between the cursor and this one: fetch both from the log.
+            // A change is missing between the cursor and this one: fetch both from the histories.
             self.catch_up_to = revision;
             return;
         }
@@ -103,7 +103,7 @@ impl Watcher {
         let shared = Arc::clone(&self.shared);
         let prefix = self.prefix.clone();
         let path = shared.path.clone();
-        let page = tokio::task::spawn_blocking(move || tables::history(&shared.db, &prefix, after, through))
+        let page = tokio::task::spawn_blocking(move || read_page(&shared, &prefix, after, through))
             .await
             .map_err(|source| EmbeddedError::Task { path: path.clone(), source })?
             .map_err(|source| EmbeddedError::Storage {
@@ -111,7 +111,7 @@ impl Watcher {
                 action: format!("read history after revision {after}"),
                 source,
             })?;
-        let oldest = page.counters.oldest_watchable();
+        let oldest = page.oldest_watchable;
         if after < oldest {
             return Err(StoreError::Compacted { requested: after, oldest });
         }
@@ -125,6 +125,32 @@ impl Watcher {
         self.cursor = through;
         Ok(())
     }
+}
+
+/// The changes of both kinds in one stretch of history.
+struct Page {
+    /// The changes under the prefix, in revision order.
+    events: Vec<WatchEvent>,
+    /// How many revisions the two histories covered together.
+    covered: i64,
+    /// The first durable revision whose row was unreadable, if any.
+    unreadable: Option<Revision>,
+    /// The oldest `after` both histories could serve completely.
+    oldest_watchable: Revision,
+}
+
+/// Reads the changes to keys under `prefix` in revisions `after + 1 ..= through` from memory and
+/// the log table. Every such revision is in one of them unless compaction took it, which the
+/// later of the two history starts then shows.
+fn read_page(shared: &Shared, prefix: &str, after: Revision, through: Revision) -> Result<Page, redb::Error> {
+    let volatile = shared.memory().history(prefix, after, through);
+    let durable = tables::history(&shared.db, prefix, after, through)?;
+    Ok(Page {
+        events: volatile::merge(durable.events, volatile.events, |a, b| a.revision() < b.revision()),
+        covered: durable.covered + volatile.covered,
+        unreadable: durable.unreadable,
+        oldest_watchable: durable.counters.oldest_watchable().max(volatile.oldest_watchable),
+    })
 }
 
 #[cfg(test)]
