@@ -70,7 +70,11 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let store: Arc<dyn Store> = if opts.etcd_endpoints.is_empty() {
         let path = opts.data_dir.join("store.redb");
-        Arc::new(store::embedded::EmbeddedStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))?)
+        // Node heartbeats (Leases) live in memory: they are renewed every few seconds, are
+        // re-created by their agents after a restart, and would otherwise be most of what an
+        // idle cluster writes to its (often SD-card) disk.
+        let options = store::EmbeddedOptions { volatile_prefixes: vec!["/registry/leases/".into()], ..Default::default() };
+        Arc::new(store::embedded::EmbeddedStore::open_with(&path, options).with_context(|| format!("opening the store at {}", path.display()))?)
     } else {
         Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)
     };

@@ -204,10 +204,24 @@ impl PodNetwork {
                 .await
                 .map_err(step("create the bridge"))?;
         }
+        let addr = Ipv4Net::new(ip, self.cidr.prefix_len()).unwrap_or(self.cidr);
+        let info = PodNetworkInfo {
+            netns_path: Path::new(NETNS_DIR).join(&ns_name),
+            ip: IpAddr::V4(ip),
+            host_veth: veth.clone(),
+            gateway: IpAddr::V4(self.gateway),
+        };
         if !nl.netns_exists(&ns_name).await? {
             nl.add_netns(&ns_name)
                 .await
                 .map_err(step("create the network namespace"))?;
+            if !nl.link_exists(Netns::Host, &veth).await? {
+                // The usual case, a new pod: everything in as few round trips as possible.
+                nl.wire_new_pod(&veth, POD_INTERFACE, &ns_name, &self.config.bridge, addr, self.gateway)
+                    .await
+                    .map_err(step("wire the pod namespace"))?;
+                return Ok(info);
+            }
         }
         if nl.link_exists(Netns::Host, &veth).await? && !nl.link_exists(ns, POD_INTERFACE).await? {
             // The other end died with an earlier namespace of this pod; start over.
@@ -227,7 +241,6 @@ impl PodNetwork {
             .await
             .map_err(step("set the host veth up"))?;
         nl.set_up(ns, "lo").await.map_err(step("set lo up"))?;
-        let addr = Ipv4Net::new(ip, self.cidr.prefix_len()).unwrap_or(self.cidr);
         if !nl.addresses(ns, POD_INTERFACE).await?.contains(&addr) {
             nl.add_address(ns, POD_INTERFACE, addr)
                 .await
@@ -239,12 +252,7 @@ impl PodNetwork {
         nl.replace_default_route(ns, self.gateway)
             .await
             .map_err(step("set the default route"))?;
-        Ok(PodNetworkInfo {
-            netns_path: Path::new(NETNS_DIR).join(&ns_name),
-            ip: IpAddr::V4(ip),
-            host_veth: veth,
-            gateway: IpAddr::V4(self.gateway),
-        })
+        Ok(info)
     }
 
     /// Removes the pod's veth pair and network namespace and frees its address. A pod that was

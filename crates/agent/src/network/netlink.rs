@@ -66,6 +66,21 @@ pub trait Netlink: Send + Sync {
     ) -> Result<(), NetworkError>;
     /// Turns on IPv4 forwarding in the host namespace.
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError>;
+
+    /// Wires a pod into a namespace created just now, which has nothing in it yet: the veth
+    /// pair (`host` on `bridge`, `peer` in `netns`), both ends and `lo` up, `addr` on the peer
+    /// and the default route via `gateway`. Implementations may do it in fewer round trips
+    /// than the single operations; this default runs them one by one.
+    async fn wire_new_pod(&self, host: &str, peer: &str, netns: &str, bridge: &str, addr: Ipv4Net, gateway: Ipv4Addr) -> Result<(), NetworkError> {
+        let ns = Netns::Named(netns);
+        self.add_veth(host, peer, netns).await?;
+        self.set_master(host, bridge).await?;
+        self.set_up(Netns::Host, host).await?;
+        self.set_up(ns, "lo").await?;
+        self.add_address(ns, peer, addr).await?;
+        self.set_up(ns, peer).await?;
+        self.replace_default_route(ns, gateway).await
+    }
 }
 
 /// [`Netlink`] through iproute2's `ip` command.
@@ -97,7 +112,14 @@ impl IpRoute2 {
     }
 
     async fn ip(&self, ns: Netns<'_>, args: &[&str]) -> Result<Vec<u8>, NetworkError> {
-        self.try_ip(ns, args).await?
+        self.try_ip(ns, args, None).await?
+    }
+
+    /// Runs several `ip` commands (one per line, without the leading `ip`) in one process with
+    /// `ip -batch -`; it stops at the first that fails.
+    async fn batch(&self, ns: Netns<'_>, lines: &[String]) -> Result<(), NetworkError> {
+        let script = lines.join("\n") + "\n";
+        self.try_ip(ns, &["-batch", "-"], Some(script)).await?.map(drop)
     }
 
     /// Runs `ip`; the inner result is the command's own failure, the outer one a failure to run.
@@ -105,18 +127,33 @@ impl IpRoute2 {
         &self,
         ns: Netns<'_>,
         args: &[&str],
+        stdin: Option<String>,
     ) -> Result<Result<Vec<u8>, NetworkError>, NetworkError> {
         let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
         if let Netns::Named(name) = ns {
             all.extend(["-n", name]);
         }
         all.extend_from_slice(args);
-        let line = format!("{} {}", self.binary.display(), all.join(" "));
-        let output = tokio::process::Command::new(&self.binary)
-            .args(&all)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
+        let mut line = format!("{} {}", self.binary.display(), all.join(" "));
+        if let Some(script) = &stdin {
+            line = format!("{line} <<< {script:?}");
+        }
+        let binary = self.binary.clone();
+        let args: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+        let output = async move {
+            let mut child = tokio::process::Command::new(&binary)
+                .args(&args)
+                .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                use tokio::io::AsyncWriteExt;
+                pipe.write_all(script.as_bytes()).await?;
+            }
+            child.wait_with_output().await
+        };
         let output = tokio::time::timeout(IP_TIMEOUT, output)
             .await
             .map_err(|_| NetworkError::CommandTimeout {
@@ -158,7 +195,11 @@ impl Netlink for IpRoute2 {
     }
 
     async fn link_exists(&self, ns: Netns<'_>, link: &str) -> Result<bool, NetworkError> {
-        match self.try_ip(ns, &["link", "show", "dev", link]).await? {
+        if ns == Netns::Host {
+            // The host's links are in sysfs: no process to start.
+            return Ok(Path::new("/sys/class/net").join(link).exists());
+        }
+        match self.try_ip(ns, &["link", "show", "dev", link], None).await? {
             Ok(_) => Ok(true),
             Err(NetworkError::Command { stderr, .. }) if stderr.contains("does not exist") => {
                 Ok(false)
@@ -232,6 +273,28 @@ impl Netlink for IpRoute2 {
         self.ip(ns, &["route", "replace", "default", "via", &gateway])
             .await
             .map(drop)
+    }
+
+    async fn wire_new_pod(&self, host: &str, peer: &str, netns: &str, bridge: &str, addr: Ipv4Net, gateway: Ipv4Addr) -> Result<(), NetworkError> {
+        self.batch(
+            Netns::Host,
+            &[
+                format!("link add {host} type veth peer name {peer} netns {netns}"),
+                format!("link set dev {host} master {bridge}"),
+                format!("link set dev {host} up"),
+            ],
+        )
+        .await?;
+        self.batch(
+            Netns::Named(netns),
+            &[
+                "link set dev lo up".to_string(),
+                format!("addr add {addr} brd + dev {peer}"),
+                format!("link set dev {peer} up"),
+                format!("route replace default via {gateway}"),
+            ],
+        )
+        .await
     }
 
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError> {

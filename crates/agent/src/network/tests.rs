@@ -92,7 +92,7 @@ async fn failed_first_setup_leaves_nothing_behind() {
     fake.fail_next("set_master");
     let err = net.setup("pod-c").await.expect_err("injected failure");
     assert!(
-        err.to_string().contains("pod-c") && err.to_string().contains("attach the veth"),
+        err.to_string().contains("pod-c") && err.to_string().contains("wire the pod namespace"),
         "{err}"
     );
     assert!(fake.netns().is_empty());

@@ -106,9 +106,14 @@ impl Worker {
         };
         involved.resource_version = None;
         let event = api::events::build(involved, "flotilla-agent", warning, reason, message);
-        if let Err(e) = self.ctx.client.create_as(event.metadata.namespace.clone().as_deref(), &event).await {
-            tracing::debug!(error = %e, reason, "could not record event");
-        }
+        // Recorded in the background: a pod start must not wait for its events to be stored.
+        let client = self.ctx.client.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = client.create_as(event.metadata.namespace.clone().as_deref(), &event).await {
+                tracing::debug!(error = %e, reason, "could not record event");
+            }
+        });
     }
 
     /// Brings what runs in line with the pod spec.
