@@ -96,6 +96,13 @@ fn context(cli: &Cli) -> Result<Context> {
 
 #[tokio::main]
 async fn main() {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`flotilla get pods | head -1`) instead of failing on the broken pipe.
+    // SAFETY: SIG_DFL installs no handler code, and nothing else in the process has set one for
+    // SIGPIPE, so no handler is replaced while it could run.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
