@@ -73,7 +73,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
         // Node heartbeats (Leases) live in memory: they are renewed every few seconds, are
         // re-created by their agents after a restart, and would otherwise be most of what an
         // idle cluster writes to its (often SD-card) disk.
-        let options = store::EmbeddedOptions { volatile_prefixes: vec!["/registry/leases/".into()], ..Default::default() };
+        let options = store::EmbeddedOptions { volatile_prefixes: vec![api::ResourceType::of::<api::Lease>().key_prefix()], ..Default::default() };
         Arc::new(store::embedded::EmbeddedStore::open_with(&path, options).with_context(|| format!("opening the store at {}", path.display()))?)
     } else {
         Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)

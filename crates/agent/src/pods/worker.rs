@@ -95,7 +95,7 @@ impl Worker {
         format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
     }
 
-    async fn event(&self, pod: &Pod, warning: bool, reason: &str, message: &str) {
+    fn event(&self, pod: &Pod, warning: bool, reason: &str, message: &str) {
         let mut involved = api::k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -128,7 +128,7 @@ impl Worker {
                     self.network = Some((info.ip, info.netns_path));
                 }
                 Err(e) => {
-                    self.event(pod, true, "FailedCreatePodSandBox", &format!("setting up the pod network: {e}")).await;
+                    self.event(pod, true, "FailedCreatePodSandBox", &format!("setting up the pod network: {e}"));
                     return;
                 }
             }
@@ -142,7 +142,7 @@ impl Worker {
             let Some(i) = self.tracks.iter().position(|t| t.name == container.name) else { continue };
             let track = &self.tracks[i];
             if track.running() && !track.spec_hash.is_empty() && track.spec_hash != spec_hash(container) {
-                self.event(pod, false, "Killing", &format!("Container {} definition changed, will be restarted", container.name)).await;
+                self.event(pod, false, "Killing", &format!("Container {} definition changed, will be restarted", container.name));
                 self.kill(i, pod, Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30) as u64));
                 continue;
             }
@@ -209,7 +209,7 @@ impl Worker {
             Ok((image, pulled)) => {
                 let reference = container.image.clone().unwrap_or_default();
                 let message = if pulled { format!("Successfully pulled image \"{reference}\"") } else { format!("Container image \"{reference}\" already present on machine") };
-                self.event(pod, false, "Pulled", &message).await;
+                self.event(pod, false, "Pulled", &message);
                 image
             }
             Err(e) => return self.failed_start(pod, i, e.reason, &e.message).await,
@@ -233,7 +233,7 @@ impl Worker {
                 track.startup = ProbeTrack { due: initial(&container.startup_probe), ..Default::default() };
                 let attempt = track.attempt;
                 self.watch_exit(&container.name, attempt, pid);
-                self.event(pod, false, "Started", &format!("Started container {}", container.name)).await;
+                self.event(pod, false, "Started", &format!("Started container {}", container.name));
             }
             Err(e) => self.failed_start(pod, i, e.reason, &e.message).await,
         }
@@ -248,7 +248,7 @@ impl Worker {
         };
         track.phase = Phase::Waiting { reason: waiting_reason.to_string(), message: message.to_string() };
         track.start_at = Some(Instant::now() + delay.max(Duration::from_millis(500)));
-        self.event(pod, true, "Failed", &format!("Error: {message}")).await;
+        self.event(pod, true, "Failed", &format!("Error: {message}"));
     }
 
     fn next_backoff(&mut self, i: usize) -> Duration {
@@ -301,7 +301,7 @@ impl Worker {
             Phase::Waiting { reason: "CrashLoopBackOff".into(), message }
         };
         if !delay.is_zero() {
-            self.event(pod, true, "BackOff", &format!("Back-off restarting failed container {name}")).await;
+            self.event(pod, true, "BackOff", &format!("Back-off restarting failed container {name}"));
         }
     }
 
@@ -389,7 +389,7 @@ impl Worker {
             ProbeKind::Startup => "Startup",
         };
         if let ProbeResult::Failure(why) = &result {
-            self.event(pod, true, "Unhealthy", &format!("{kind_name} probe failed: {why}")).await;
+            self.event(pod, true, "Unhealthy", &format!("{kind_name} probe failed: {why}"));
         }
         let track = &mut self.tracks[i];
         match kind {
@@ -410,7 +410,7 @@ impl Worker {
             ProbeKind::Liveness | ProbeKind::Startup if failures >= failure_threshold => {
                 track.liveness.failures = 0;
                 track.startup.failures = 0;
-                self.event(pod, false, "Killing", &format!("Container {name} failed {} probe, will be restarted", kind_name.to_ascii_lowercase())).await;
+                self.event(pod, false, "Killing", &format!("Container {name} failed {} probe, will be restarted", kind_name.to_ascii_lowercase()));
                 let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
                 self.kill(i, pod, grace);
             }
@@ -453,7 +453,7 @@ impl Worker {
             let id = container_id(&self.uid, &track.name);
             if let Phase::Running { pid, .. } = track.phase {
                 if let Some(pod) = pod {
-                    self.event(pod, false, "Killing", &format!("Stopping container {}", track.name)).await;
+                    self.event(pod, false, "Killing", &format!("Stopping container {}", track.name));
                 }
                 let runtime = self.ctx.runtime.clone();
                 stops.push(async move {

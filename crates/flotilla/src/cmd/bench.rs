@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, args: &BenchArgs) -> Result<()> {
 const NAMESPACE: &str = "flotilla-bench";
 
 fn pods_type() -> &'static ResourceType {
-    api::kinds::lookup_kind("v1", "Pod").expect("pods are a known kind")
+    ResourceType::of::<api::Pod>()
 }
 
 fn bench_pod(name: &str, image: &str) -> Value {
@@ -157,7 +157,7 @@ fn percentiles(samples: &mut [Duration]) -> String {
 }
 
 async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
-    let namespaces = api::kinds::lookup_kind("v1", "Namespace").expect("namespaces are a known kind");
+    let namespaces = ResourceType::of::<api::Namespace>();
     if let Err(e) = ctx.client.create(namespaces, None, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})).await {
         if !e.is_conflict() {
             return Err(e.into());

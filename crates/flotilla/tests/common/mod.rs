@@ -339,13 +339,8 @@ impl Cluster {
             found.push(format!("runc container {id} ({status})"));
         }
         let agent_dir = self.agent_dir();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        for line in mountinfo.lines() {
-            if let Some(point) = line.split(' ').nth(4) {
-                if point.starts_with(agent_dir.to_str().unwrap()) {
-                    found.push(format!("mount {point}"));
-                }
-            }
+        for point in mounts_under(&agent_dir) {
+            found.push(format!("mount {point}"));
         }
         let netns: BTreeSet<String> = std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
         let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
@@ -424,9 +419,7 @@ impl Cluster {
                 self.pod_uids.insert(e.file_name().to_string_lossy().into_owned());
             }
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let agent_dir = self.agent_dir();
-        let mut points: Vec<&str> = mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(agent_dir.to_str().unwrap())).collect();
+        let mut points = mounts_under(&self.agent_dir());
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in points {
             let _ = Command::new("umount").arg("-l").arg(p).output();
@@ -438,6 +431,12 @@ impl Cluster {
         }
         let _ = Command::new("ip").args(["link", "delete", &self.bridge]).output();
     }
+}
+
+/// The mount points at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(dir)).map(str::to_string).collect()
 }
 
 fn cgroup_roots() -> Vec<PathBuf> {
