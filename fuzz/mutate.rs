@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The files of `fuzz/corpus/<target>`, sorted by name, with their contents.
 pub fn seed_corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("listing the corpus").path())
@@ -17,10 +15,7 @@ pub fn seed_corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "{} holds no seeds", dir.display());
-    files
-        .into_iter()
-        .map(|p| (p.clone(), fs::read(&p).expect("reading a seed")))
-        .collect()
+    files.into_iter().map(|p| (p.clone(), fs::read(&p).expect("reading a seed"))).collect()
 }
 
 /// Runs `body` on every seed of `target`, naming the seed that fails.
@@ -34,20 +29,14 @@ pub fn run_seeds(target: &str, body: fn(&[u8])) {
 /// Runs `body` on `count` mutants of the seeds of `target`, generated from `seed` with `tokens`.
 /// A failing mutant is saved under the test's temporary directory for `cargo fuzz run` to replay.
 pub fn run_mutants(target: &str, seed: u64, count: usize, tokens: &[&[u8]], body: fn(&[u8])) {
-    let seeds: Vec<Vec<u8>> = seed_corpus(target)
-        .into_iter()
-        .map(|(_, data)| data)
-        .collect();
+    let seeds: Vec<Vec<u8>> = seed_corpus(target).into_iter().map(|(_, data)| data).collect();
     let mut mutator = Mutator::new(seed);
     for i in 0..count {
         let data = mutator.mutant(&seeds, tokens);
         if std::panic::catch_unwind(|| body(&data)).is_err() {
             let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{target}-mutant-{i}"));
             fs::write(&saved, &data).expect("saving the failing mutant");
-            panic!(
-                "mutant {i} of the {target} corpus failed; input saved to {}",
-                saved.display()
-            );
+            panic!("mutant {i} of the {target} corpus failed; input saved to {}", saved.display());
         }
     }
 }
@@ -92,8 +81,7 @@ impl Mutator {
                 }
                 1 if !data.is_empty() => {
                     let i = self.below(data.len());
-                    data[i] =
-                        [0, 0xff, 0x7f, 0x80, b'/', b'.', b'\n', b' ', b'0', b'7'][self.below(10)];
+                    data[i] = [0, 0xff, 0x7f, 0x80, b'/', b'.', b'\n', b' ', b'0', b'7'][self.below(10)];
                 }
                 2 if !tokens.is_empty() => {
                     let token = tokens[self.below(tokens.len())];

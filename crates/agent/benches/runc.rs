@@ -7,22 +7,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::runtime::{
-    become_subreaper, container_cgroups_path, remove_pod_cgroups, wait_exit, write_bundle,
-    ContainerRuntime, ContainerSpec, ExitOutcome, OciRuntime,
+    become_subreaper, container_cgroups_path, remove_pod_cgroups, wait_exit, write_bundle, ContainerRuntime, ContainerSpec, ExitOutcome, OciRuntime,
 };
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return; // built and run by `cargo test --all-targets`: starting containers is for `cargo bench`.
     }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this benchmark starts containers: run it as root"
-    );
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(50);
+    assert!(nix::unistd::geteuid().is_root(), "this benchmark starts containers: run it as root");
+    let runs: usize = std::env::var("RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
     become_subreaper().expect("subreaper");
     let dir = tempfile::tempdir().expect("tempdir");
     let rootfs = dir.path().join("rootfs");
@@ -51,10 +44,7 @@ fn main() {
         assert!(status.success(), "runc run failed");
         started.elapsed()
     });
-    report(
-        "raw `runc run` (create+start+exit+delete, foreground)",
-        &raw,
-    );
+    report("raw `runc run` (create+start+exit+delete, foreground)", &raw);
 
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let log = dir.path().join("c.log");

@@ -18,10 +18,7 @@ pub fn log_path(pod_log_dir: &Path, container: &str, restart: i32) -> PathBuf {
 /// The newest (or, with `previous`, the one before) log file of a container.
 pub fn find_log(pod_log_dir: &Path, container: &str, previous: bool) -> Option<PathBuf> {
     let dir = pod_log_dir.join(container);
-    let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-        .collect();
+    let mut numbers: Vec<i32> = std::fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok()).collect();
     numbers.sort_unstable();
     let pick = if previous { numbers.iter().rev().nth(1) } else { numbers.last() };
     pick.map(|n| dir.join(format!("{n}.log")))
@@ -172,7 +169,9 @@ mod tests {
         let all: Vec<u8> = read_log(p.clone(), false, Some(2), std::future::pending()).map(|b| b.unwrap().to_vec()).concat().await;
         assert_eq!(all, b"b\nc\n");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut follow = Box::pin(read_log(p.clone(), true, None, async move { let _ = stop_rx.await; }));
+        let mut follow = Box::pin(read_log(p.clone(), true, None, async move {
+            let _ = stop_rx.await;
+        }));
         assert_eq!(follow.next().await.unwrap().unwrap(), Bytes::from_static(b"a\nb\nc\n"));
         use std::io::Write;
         std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"d\n").unwrap();

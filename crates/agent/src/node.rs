@@ -37,7 +37,15 @@ pub fn describe(config: &AgentConfig, port: u16) -> Node {
     let labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname".to_string(), config.node_name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
-        ("kubernetes.io/arch".to_string(), match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }.to_string()),
+        (
+            "kubernetes.io/arch".to_string(),
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                a => a,
+            }
+            .to_string(),
+        ),
     ]
     .into();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();

@@ -22,12 +22,9 @@ pub enum ProbeResult {
 pub fn resolve_port(port: &IntOrString, container: &Container) -> Option<u16> {
     match port {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
-        IntOrString::String(name) => container
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .and_then(|p| u16::try_from(p.container_port).ok()),
+        IntOrString::String(name) => {
+            container.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name.as_str())).and_then(|p| u16::try_from(p.container_port).ok())
+        }
     }
 }
 
@@ -43,12 +40,20 @@ pub async fn run(probe: &Probe, container: &Container, pod_ip: IpAddr, runtime: 
         };
     }
     if let Some(http) = probe.http_get.as_ref() {
-        let Some(port) = resolve_port(&http.port, container) else { return ProbeResult::Failure(format!("port {:?} is not a port of the container", http.port)) };
+        let Some(port) = resolve_port(&http.port, container) else {
+            return ProbeResult::Failure(format!("port {:?} is not a port of the container", http.port));
+        };
         let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
         let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         let url = format!("{scheme}://{host}:{port}{path}");
-        let client = match reqwest::Client::builder().timeout(timeout).danger_accept_invalid_certs(true).redirect(reqwest::redirect::Policy::none()).no_proxy().build() {
+        let client = match reqwest::Client::builder()
+            .timeout(timeout)
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+        {
             Ok(c) => c,
             Err(e) => return ProbeResult::Failure(e.to_string()),
         };

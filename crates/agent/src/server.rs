@@ -58,10 +58,8 @@ pub async fn start(addr: SocketAddr, tls_dir: &Path, logs_dir: PathBuf, token: S
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("binding the agent endpoint on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let state = LogState { logs_dir, token: Arc::new(token) };
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .with_state(state);
+    let app =
+        Router::new().route("/healthz", get(|| async { "ok" })).route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs)).with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {
         loop {
@@ -87,7 +85,9 @@ async fn container_logs(
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
     let prefix = format!("{namespace}_{pod}_");
-    let pod_dir = std::fs::read_dir(&state.logs_dir).ok().and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))));
+    let pod_dir = std::fs::read_dir(&state.logs_dir)
+        .ok()
+        .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))));
     let Some(pod_dir) = pod_dir else {
         return (StatusCode::NOT_FOUND, format!("no logs for pod {namespace}/{pod} on this node")).into_response();
     };

@@ -10,10 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::network::{host_veth_name, netns_name, NetworkConfig, PodNetwork};
-use agent::runtime::{
-    become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, write_bundle,
-    ContainerRuntime, ContainerSpec, OciRuntime,
-};
+use agent::runtime::{become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, write_bundle, ContainerRuntime, ContainerSpec, OciRuntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -30,14 +27,9 @@ struct TestNet {
 impl TestNet {
     fn new(subnet: u8) -> Self {
         assert!(nix::unistd::geteuid().is_root(), "network tests need root");
-        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-            .iter()
-            .any(|p| Path::new(p).is_file());
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].iter().any(|p| Path::new(p).is_file());
         assert!(ip, "`ip` is missing: apt-get install iproute2");
-        assert!(
-            Path::new(BUSYBOX).is_file(),
-            "{BUSYBOX} is missing: apt-get install busybox-static"
-        );
+        assert!(Path::new(BUSYBOX).is_file(), "{BUSYBOX} is missing: apt-get install busybox-static");
         let dir = tempfile::tempdir().expect("tempdir");
         let bridge = format!("flt{subnet}x{}", std::process::id() % 10_000);
         let mut config = NetworkConfig::new(dir.path());
@@ -46,13 +38,7 @@ impl TestNet {
         // Forwarding is a host-wide switch; pods on one bridge and the host need none.
         config.enable_ip_forward = false;
         let net = PodNetwork::new(config).expect("pod network");
-        TestNet {
-            net,
-            dir,
-            bridge,
-            subnet,
-            pods: Vec::new(),
-        }
+        TestNet { net, dir, bridge, subnet, pods: Vec::new() }
     }
 
     /// A pod uid whose first 12 characters (the netns name) are unique to this test run.
@@ -78,10 +64,7 @@ impl Drop for TestNet {
 }
 
 fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|err| err.to_string())?;
+    let out = Command::new("ip").args(args).output().map_err(|err| err.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -107,10 +90,7 @@ impl Httpd {
         std::fs::create_dir_all(root).expect("www dir");
         std::fs::write(root.join("index.html"), body).expect("index.html");
         let root = root.to_str().expect("utf-8 path");
-        let child = in_netns(ns, &["httpd", "-f", "-p", "8080", "-h", root])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start busybox httpd");
+        let child = in_netns(ns, &["httpd", "-f", "-p", "8080", "-h", root]).stdout(Stdio::null()).spawn().expect("start busybox httpd");
         Httpd(child)
     }
 }
@@ -128,15 +108,9 @@ async fn http_get(ip: IpAddr) -> String {
     loop {
         match tokio::net::TcpStream::connect((ip, 8080)).await {
             Ok(mut stream) => {
-                stream
-                    .write_all(b"GET / HTTP/1.0\r\n\r\n")
-                    .await
-                    .expect("send request");
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("send request");
                 let mut response = String::new();
-                stream
-                    .read_to_string(&mut response)
-                    .await
-                    .expect("read response");
+                stream.read_to_string(&mut response).await.expect("read response");
                 return response;
             }
             Err(err) if Instant::now() < deadline => {
@@ -161,33 +135,18 @@ async fn two_pods_reach_each_other_and_the_host_reaches_both() {
     let (ns_a, ns_b) = (netns_name(&uid_a), netns_name(&uid_b));
     assert_eq!(a.netns_path, Path::new("/run/netns").join(&ns_a));
 
-    let ping = in_netns(&ns_a, &["ping", "-c", "1", "-W", "5", &b.ip.to_string()])
-        .output()
-        .expect("ping");
-    assert!(
-        ping.status.success(),
-        "a cannot ping b: {}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    let ping = in_netns(&ns_a, &["ping", "-c", "1", "-W", "5", &b.ip.to_string()]).output().expect("ping");
+    assert!(ping.status.success(), "a cannot ping b: {}", String::from_utf8_lossy(&ping.stdout));
 
     let _server_a = Httpd::start(&ns_a, &t.dir.path().join("www-a"), "hello from a");
     let _server_b = Httpd::start(&ns_b, &t.dir.path().join("www-b"), "hello from b");
     assert!(http_get(a.ip).await.ends_with("hello from a"));
     assert!(http_get(b.ip).await.ends_with("hello from b"));
     let url = format!("http://{}:8080/", a.ip);
-    let fetched = in_netns(&ns_b, &["wget", "-q", "-O", "-", &url])
-        .output()
-        .expect("wget");
-    assert_eq!(
-        String::from_utf8_lossy(&fetched.stdout),
-        "hello from a",
-        "b → a over the bridge"
-    );
+    let fetched = in_netns(&ns_b, &["wget", "-q", "-O", "-", &url]).output().expect("wget");
+    assert_eq!(String::from_utf8_lossy(&fetched.stdout), "hello from a", "b → a over the bridge");
 
-    let routes = Command::new("ip")
-        .args(["-n", &ns_a, "route", "show", "default"])
-        .output()
-        .expect("route");
+    let routes = Command::new("ip").args(["-n", &ns_a, "route", "show", "default"]).output().expect("route");
     assert!(String::from_utf8_lossy(&routes.stdout).contains("via 10.199.11.1"));
 }
 
@@ -199,13 +158,9 @@ async fn hundred_concurrent_setups_get_distinct_addresses_and_teardown_leaves_no
     let started = Instant::now();
     let infos = futures::future::join_all(uids.iter().map(|uid| t.net.setup(uid))).await;
     eprintln!("100 concurrent setups took {:?}", started.elapsed());
-    let ips: HashSet<IpAddr> = infos
-        .into_iter()
-        .map(|info| info.expect("setup").ip)
-        .collect();
+    let ips: HashSet<IpAddr> = infos.into_iter().map(|info| info.expect("setup").ip).collect();
     assert_eq!(ips.len(), 100, "an address was handed out twice");
-    let reserved =
-        ["10.199.12.0", "10.199.12.1", "10.199.12.255"].map(|ip| ip.parse::<IpAddr>().expect("ip"));
+    let reserved = ["10.199.12.0", "10.199.12.1", "10.199.12.255"].map(|ip| ip.parse::<IpAddr>().expect("ip"));
     assert!(reserved.iter().all(|ip| !ips.contains(ip)));
     assert_eq!(t.net.allocations().expect("allocations").len(), 100);
     let listed = netns_list();
@@ -214,9 +169,7 @@ async fn hundred_concurrent_setups_get_distinct_addresses_and_teardown_leaves_no
     assert_eq!(ports.lines().count(), 100);
 
     let results = futures::future::join_all(uids.iter().map(|uid| t.net.teardown(uid))).await;
-    results
-        .into_iter()
-        .for_each(|result| result.expect("teardown"));
+    results.into_iter().for_each(|result| result.expect("teardown"));
     assert_leaves_nothing(&t, &uids);
 }
 
@@ -234,16 +187,10 @@ async fn allocations_survive_a_restart_and_teardown_is_idempotent() {
     let restarted = t.reopen();
     assert_eq!(restarted.allocations().expect("allocations"), before);
     for (uid, info) in uids.iter().zip(&infos) {
-        assert_eq!(
-            &restarted.setup(uid).await.expect("setup after restart"),
-            info
-        );
+        assert_eq!(&restarted.setup(uid).await.expect("setup after restart"), info);
     }
     let newcomer = t.pod_uid(3);
-    let fresh = restarted
-        .setup(&newcomer)
-        .await
-        .expect("new pod after restart");
+    let fresh = restarted.setup(&newcomer).await.expect("new pod after restart");
     assert!(infos.iter().all(|info| info.ip != fresh.ip));
 
     for uid in uids.iter().chain([&newcomer]) {
@@ -258,24 +205,12 @@ fn assert_leaves_nothing(t: &TestNet, uids: &[String]) {
     let listed = netns_list();
     let links = ip(&["-o", "link", "show"]).expect("ip link");
     for uid in uids {
-        assert!(
-            !listed.contains(&netns_name(uid)),
-            "netns of {uid} left behind"
-        );
-        assert!(
-            !links.contains(&format!(" {}@", host_veth_name(uid))),
-            "veth of {uid} left behind"
-        );
+        assert!(!listed.contains(&netns_name(uid)), "netns of {uid} left behind");
+        assert!(!links.contains(&format!(" {}@", host_veth_name(uid))), "veth of {uid} left behind");
     }
-    assert_eq!(
-        ip(&["-o", "link", "show", "master", &t.bridge]).expect("bridge ports"),
-        ""
-    );
+    assert_eq!(ip(&["-o", "link", "show", "master", &t.bridge]).expect("bridge ports"), "");
     assert!(t.net.allocations().expect("allocations").is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path().join("ipam"))
-        .expect("ipam dir")
-        .flatten()
-        .collect();
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path().join("ipam")).expect("ipam dir").flatten().collect();
     assert!(leftovers.is_empty(), "state dir not empty: {leftovers:?}");
 }
 
@@ -283,8 +218,7 @@ fn assert_leaves_nothing(t: &TestNet, uids: &[String]) {
 async fn container_in_a_pod_network_serves_the_host() {
     let mut t = TestNet::new(14);
     become_subreaper().expect("subreaper");
-    let runtime = OciRuntime::new("runc", t.dir.path().join("runc"))
-        .unwrap_or_else(|err| panic!("runc is required: apt-get install runc ({err})"));
+    let runtime = OciRuntime::new("runc", t.dir.path().join("runc")).unwrap_or_else(|err| panic!("runc is required: apt-get install runc ({err})"));
     t.net.ensure_bridge().await.expect("bridge");
     let uid = t.pod_uid(1);
     let info = t.net.setup(&uid).await.expect("pod network setup");
@@ -297,28 +231,18 @@ async fn container_in_a_pod_network_serves_the_host() {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
     }
     std::fs::write(rootfs.join("www/index.html"), "served from a container").expect("index");
-    let mut spec = ContainerSpec::new(
-        ["httpd", "-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-        &rootfs,
-    );
+    let mut spec = ContainerSpec::new(["httpd", "-f", "-p", "8080", "-h", "/www"].map(String::from).to_vec(), &rootfs);
     spec.netns = Some(info.netns_path.clone());
     spec.cgroups_path = container_cgroups_path(&uid, "web").expect("cgroups path");
     let bundle = t.dir.path().join("bundle");
     write_bundle(&bundle, &spec).expect("bundle");
     let id = format!("{}-web", &uid[..12]);
-    let pid = runtime
-        .start(&id, &bundle, &t.dir.path().join("web.log"))
-        .await
-        .expect("start");
+    let pid = runtime.start(&id, &bundle, &t.dir.path().join("web.log")).await.expect("start");
 
     let _kill_on_failure = ContainerGuard(&runtime, &id);
     let response = http_get(info.ip).await;
     assert!(response.ends_with("served from a container"), "{response}");
-    stop(&runtime, &id, pid, Duration::from_millis(500))
-        .await
-        .expect("stop");
+    stop(&runtime, &id, pid, Duration::from_millis(500)).await.expect("stop");
     remove_pod_cgroups(&uid).expect("remove cgroups");
     t.net.teardown(&uid).await.expect("teardown");
     assert_leaves_nothing(&t, &[uid]);
@@ -330,8 +254,6 @@ struct ContainerGuard<'a>(&'a OciRuntime, &'a str);
 impl Drop for ContainerGuard<'_> {
     fn drop(&mut self) {
         let root = format!("--root={}", self.0.root().display());
-        let _ = Command::new(self.0.binary())
-            .args([root.as_str(), "delete", "--force", self.1])
-            .output();
+        let _ = Command::new(self.0.binary()).args([root.as_str(), "delete", "--force", self.1]).output();
     }
 }

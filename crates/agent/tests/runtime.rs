@@ -5,18 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::runtime::{
-    become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, wait_exit, write_bundle,
-    BindMount, ContainerRuntime, ContainerSpec, ContainerStatus, ExitOutcome, OciRuntime,
-    RuntimeError,
+    become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, wait_exit, write_bundle, BindMount, ContainerRuntime, ContainerSpec, ContainerStatus,
+    ExitOutcome, OciRuntime, RuntimeError,
 };
 
 /// Containers run one test at a time so the zombie check at the end of each test is exact.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: &[&str] = &[
-    "sh", "echo", "sleep", "cat", "ps", "touch", "hostname", "true",
-];
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat", "ps", "touch", "hostname", "true"];
 
 /// A runc state root, a rootfs and a pod uid, all private to one test.
 struct Fixture {
@@ -28,10 +25,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         assert!(nix::unistd::geteuid().is_root(), "runtime tests need root");
-        assert!(
-            Path::new(BUSYBOX).is_file(),
-            "{BUSYBOX} is missing: apt-get install busybox-static"
-        );
+        assert!(Path::new(BUSYBOX).is_file(), "{BUSYBOX} is missing: apt-get install busybox-static");
         become_subreaper().expect("become child subreaper");
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = match OciRuntime::new("runc", dir.path().join("runc-state")) {
@@ -44,22 +38,14 @@ impl Fixture {
         }
         std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
         for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-                .expect("symlink");
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
         }
         let pod_uid = format!("rt{}", uuid::Uuid::new_v4().simple());
-        Fixture {
-            dir,
-            runtime,
-            pod_uid,
-        }
+        Fixture { dir, runtime, pod_uid }
     }
 
     fn spec(&self, container: &str, script: &str) -> ContainerSpec {
-        let mut spec = ContainerSpec::new(
-            vec!["sh".into(), "-c".into(), script.into()],
-            self.dir.path().join("rootfs"),
-        );
+        let mut spec = ContainerSpec::new(vec!["sh".into(), "-c".into(), script.into()], self.dir.path().join("rootfs"));
         spec.cgroups_path = container_cgroups_path(&self.pod_uid, container).expect("cgroups path");
         spec.hostname = Some(container.to_string());
         spec
@@ -71,25 +57,14 @@ impl Fixture {
         write_bundle(&bundle, spec).expect("write bundle");
         let id = format!("{}-{container}", &self.pod_uid[..14]);
         let log = self.dir.path().join(format!("{container}.log"));
-        let pid = self
-            .runtime
-            .start(&id, &bundle, &log)
-            .await
-            .expect("start container");
+        let pid = self.runtime.start(&id, &bundle, &log).await.expect("start container");
         (id, pid, log)
     }
 
     async fn exec(&self, id: &str, argv: &[&str]) -> (i32, String) {
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let out = self
-            .runtime
-            .exec(id, &argv, Duration::from_secs(10))
-            .await
-            .expect("exec");
-        (
-            out.exit_code,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = self.runtime.exec(id, &argv, Duration::from_secs(10)).await.expect("exec");
+        (out.exit_code, String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -100,9 +75,7 @@ impl Drop for Fixture {
         if let Ok(entries) = std::fs::read_dir(self.runtime.root()) {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
-                let _ = std::process::Command::new(self.runtime.binary())
-                    .args([&format!("--root={root}"), "delete", "--force", &id])
-                    .output();
+                let _ = std::process::Command::new(self.runtime.binary()).args([&format!("--root={root}"), "delete", "--force", &id]).output();
             }
         }
         let _ = remove_pod_cgroups(&self.pod_uid);
@@ -130,9 +103,7 @@ fn pod_cgroup_dirs(pod_uid: &str) -> Vec<PathBuf> {
         .expect("/sys/fs/cgroup")
         .flatten()
         .map(|hierarchy| hierarchy.path().join(format!("flotilla/pod{pod_uid}")))
-        .chain([PathBuf::from(format!(
-            "/sys/fs/cgroup/flotilla/pod{pod_uid}"
-        ))])
+        .chain([PathBuf::from(format!("/sys/fs/cgroup/flotilla/pod{pod_uid}"))])
         .filter(|dir| dir.exists())
         .collect()
 }
@@ -140,23 +111,9 @@ fn pod_cgroup_dirs(pod_uid: &str) -> Vec<PathBuf> {
 /// A cgroup file of the container: the v1 controller hierarchy if mounted, else cgroup v2.
 fn cgroup_value(cgroups_path: &str, v1: (&str, &str), v2: &str) -> String {
     let relative = cgroups_path.trim_start_matches('/');
-    let v1_path = Path::new("/sys/fs/cgroup")
-        .join(v1.0)
-        .join(relative)
-        .join(v1.1);
-    let path = if Path::new("/sys/fs/cgroup")
-        .join(v1.0)
-        .join("cgroup.procs")
-        .exists()
-    {
-        v1_path
-    } else {
-        Path::new("/sys/fs/cgroup").join(relative).join(v2)
-    };
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
-        .trim()
-        .to_string()
+    let v1_path = Path::new("/sys/fs/cgroup").join(v1.0).join(relative).join(v1.1);
+    let path = if Path::new("/sys/fs/cgroup").join(v1.0).join("cgroup.procs").exists() { v1_path } else { Path::new("/sys/fs/cgroup").join(relative).join(v2) };
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display())).trim().to_string()
 }
 
 #[tokio::test]
@@ -175,10 +132,7 @@ async fn exit_code_and_log_of_a_short_container() {
     fx.runtime.delete(&id).await.expect("delete");
     let (id, pid, _) = fx.start("short", &spec).await;
     assert_eq!(wait_exit(pid).await, ExitOutcome::Exited(3));
-    assert_eq!(
-        std::fs::read_to_string(&log).expect("log"),
-        "hello\noops\nhello\noops\n"
-    );
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "hello\noops\nhello\noops\n");
 
     fx.runtime.delete(&id).await.expect("delete");
     fx.runtime.delete(&id).await.expect("delete is idempotent");
@@ -197,59 +151,28 @@ async fn running_container_execs_and_stops_on_sigterm() {
     let (id, pid, _) = fx.start("server", &spec).await;
 
     let state = fx.runtime.state(&id).await.expect("state").expect("known");
-    assert_eq!(
-        (state.status, state.pid),
-        (ContainerStatus::Running, Some(pid))
-    );
+    assert_eq!((state.status, state.pid), (ContainerStatus::Running, Some(pid)));
     let listed = fx.runtime.list().await.expect("list");
-    assert!(
-        listed
-            .iter()
-            .any(|c| c.id == id && c.status == ContainerStatus::Running),
-        "{listed:?}"
-    );
+    assert!(listed.iter().any(|c| c.id == id && c.status == ContainerStatus::Running), "{listed:?}");
 
-    let pgid = |pid: u32| {
-        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).expect("pgid")
-    };
-    assert_ne!(
-        pgid(pid),
-        pgid(std::process::id()),
-        "Ctrl-C on the agent must not reach containers"
-    );
+    let pgid = |pid: u32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).expect("pgid");
+    assert_ne!(pgid(pid), pgid(std::process::id()), "Ctrl-C on the agent must not reach containers");
 
     assert_eq!(fx.exec(&id, &["echo", "x"]).await, (0, "x\n".to_string()));
     assert_eq!(fx.exec(&id, &["sh", "-c", "exit 5"]).await.0, 5);
     assert_eq!(fx.exec(&id, &["hostname"]).await.1, "server\n");
 
     let argv = vec!["sleep".to_string(), "77".to_string()];
-    let err = fx
-        .runtime
-        .exec(&id, &argv, Duration::from_millis(500))
-        .await
-        .expect_err("timeout");
+    let err = fx.runtime.exec(&id, &argv, Duration::from_millis(500)).await.expect_err("timeout");
     assert!(matches!(err, RuntimeError::ExecTimeout { .. }), "{err}");
     let (_, ps) = fx.exec(&id, &["ps"]).await;
-    assert!(
-        !ps.contains("sleep 77"),
-        "timed-out exec still running:\n{ps}"
-    );
+    assert!(!ps.contains("sleep 77"), "timed-out exec still running:\n{ps}");
 
     let started = Instant::now();
-    let outcome = stop(&fx.runtime, &id, pid, Duration::from_secs(20))
-        .await
-        .expect("stop");
+    let outcome = stop(&fx.runtime, &id, pid, Duration::from_secs(20)).await.expect("stop");
     assert_eq!(outcome, ExitOutcome::Exited(0), "the TERM trap ran");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        fx.runtime.state(&id).await.expect("state"),
-        None,
-        "stop deletes"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(fx.runtime.state(&id).await.expect("state"), None, "stop deletes");
     remove_pod_cgroups(&fx.pod_uid).expect("remove cgroups");
     assert_eq!(zombie_children(), Vec::<u32>::new());
 }
@@ -261,9 +184,7 @@ async fn container_ignoring_sigterm_is_killed_after_the_grace() {
     let spec = fx.spec("stubborn", "trap '' TERM; sleep 1000");
     let (id, pid, _) = fx.start("stubborn", &spec).await;
     let started = Instant::now();
-    let outcome = stop(&fx.runtime, &id, pid, Duration::from_secs(1))
-        .await
-        .expect("stop");
+    let outcome = stop(&fx.runtime, &id, pid, Duration::from_secs(1)).await.expect("stop");
     assert_eq!(outcome, ExitOutcome::Signaled(libc::SIGKILL));
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(fx.runtime.state(&id).await.expect("state"), None);
@@ -283,25 +204,13 @@ async fn limits_are_applied_and_pod_cgroups_removed() {
     let (id, pid, _) = fx.start("limited", &spec).await;
 
     let path = spec.cgroups_path.as_str();
-    assert_eq!(
-        cgroup_value(path, ("memory", "memory.limit_in_bytes"), "memory.max"),
-        "67108864"
-    );
+    assert_eq!(cgroup_value(path, ("memory", "memory.limit_in_bytes"), "memory.max"), "67108864");
     assert_eq!(cgroup_value(path, ("pids", "pids.max"), "pids.max"), "32");
     let quota = cgroup_value(path, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
-    assert!(
-        quota == "50000" || quota == "50000 100000",
-        "cpu quota {quota}"
-    );
-    assert!(
-        !pod_cgroup_dirs(&fx.pod_uid).is_empty(),
-        "runc created the pod cgroups"
-    );
+    assert!(quota == "50000" || quota == "50000 100000", "cpu quota {quota}");
+    assert!(!pod_cgroup_dirs(&fx.pod_uid).is_empty(), "runc created the pod cgroups");
 
-    fx.runtime
-        .delete(&id)
-        .await
-        .expect("delete a running container");
+    fx.runtime.delete(&id).await.expect("delete a running container");
     assert_eq!(wait_exit(pid).await, ExitOutcome::Signaled(libc::SIGKILL));
     remove_pod_cgroups(&fx.pod_uid).expect("remove cgroups");
     remove_pod_cgroups(&fx.pod_uid).expect("idempotent");
@@ -317,68 +226,27 @@ async fn secure_defaults_bind_mounts_and_readonly_rootfs() {
     std::fs::write(&hosts, "10.0.0.9 web\n").expect("hosts file");
     let mut spec = fx.spec("locked", "sleep 1000");
     spec.readonly_rootfs = true;
-    spec.mounts.push(BindMount {
-        source: hosts,
-        destination: "/etc/hosts".into(),
-        readonly: true,
-    });
+    spec.mounts.push(BindMount { source: hosts, destination: "/etc/hosts".into(), readonly: true });
     spec.user.additional_gids = vec![10];
     let (id, pid, _) = fx.start("locked", &spec).await;
 
-    assert_eq!(
-        fx.exec(&id, &["cat", "/etc/hosts"]).await.1,
-        "10.0.0.9 web\n"
-    );
-    assert_ne!(
-        fx.exec(&id, &["touch", "/newfile"]).await.0,
-        0,
-        "rootfs is read-only"
-    );
-    assert_ne!(
-        fx.exec(&id, &["touch", "/etc/hosts"]).await.0,
-        0,
-        "bind mount is read-only"
-    );
-    assert_eq!(
-        fx.exec(&id, &["touch", "/dev/shm/ok"]).await.0,
-        0,
-        "/dev/shm is writable"
-    );
+    assert_eq!(fx.exec(&id, &["cat", "/etc/hosts"]).await.1, "10.0.0.9 web\n");
+    assert_ne!(fx.exec(&id, &["touch", "/newfile"]).await.0, 0, "rootfs is read-only");
+    assert_ne!(fx.exec(&id, &["touch", "/etc/hosts"]).await.0, 0, "bind mount is read-only");
+    assert_eq!(fx.exec(&id, &["touch", "/dev/shm/ok"]).await.0, 0, "/dev/shm is writable");
     let (_, status) = fx.exec(&id, &["cat", "/proc/self/status"]).await;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or("")
-            .to_string()
-    };
-    assert_eq!(
-        field("CapEff:"),
-        "00000000a80425fb",
-        "Docker's default capabilities"
-    );
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_string();
+    assert_eq!(field("CapEff:"), "00000000a80425fb", "Docker's default capabilities");
     assert_eq!(field("CapBnd:"), "00000000a80425fb");
     assert_eq!(field("NoNewPrivs:"), "1");
     assert_eq!(field("Seccomp:"), "2", "seccomp filter active");
     assert_eq!(field("Groups:"), "10");
     let (_, kcore) = fx.exec(&id, &["cat", "/proc/kcore"]).await;
     assert!(kcore.is_empty(), "/proc/kcore is masked");
-    assert_ne!(
-        fx.exec(&id, &["sh", "-c", "echo 1 > /proc/sys/kernel/domainname"])
-            .await
-            .0,
-        0
-    );
+    assert_ne!(fx.exec(&id, &["sh", "-c", "echo 1 > /proc/sys/kernel/domainname"]).await.0, 0);
 
-    let outcome = stop(&fx.runtime, &id, pid, Duration::from_millis(200))
-        .await
-        .expect("stop");
-    assert_eq!(
-        outcome,
-        ExitOutcome::Signaled(libc::SIGKILL),
-        "sleep as PID 1 ignores SIGTERM"
-    );
+    let outcome = stop(&fx.runtime, &id, pid, Duration::from_millis(200)).await.expect("stop");
+    assert_eq!(outcome, ExitOutcome::Signaled(libc::SIGKILL), "sleep as PID 1 ignores SIGTERM");
     remove_pod_cgroups(&fx.pod_uid).expect("remove cgroups");
     assert_eq!(zombie_children(), Vec::<u32>::new());
 }
@@ -387,14 +255,8 @@ async fn secure_defaults_bind_mounts_and_readonly_rootfs() {
 async fn failures_name_the_container_and_missing_ones_are_not_errors() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new();
-    assert_eq!(
-        fx.runtime.state("no-such-container").await.expect("state"),
-        None
-    );
-    fx.runtime
-        .delete("no-such-container")
-        .await
-        .expect("delete of a missing container");
+    assert_eq!(fx.runtime.state("no-such-container").await.expect("state"), None);
+    fx.runtime.delete("no-such-container").await.expect("delete of a missing container");
     assert!(fx.runtime.list().await.expect("list").is_empty());
 
     let spec = fx.spec("broken", "true");
@@ -402,16 +264,9 @@ async fn failures_name_the_container_and_missing_ones_are_not_errors() {
     broken.args = vec!["/bin/not-there".into()];
     let bundle = fx.dir.path().join("bundle-broken");
     write_bundle(&bundle, &broken).expect("bundle");
-    let err = fx
-        .runtime
-        .start("broken-1", &bundle, &fx.dir.path().join("broken.log"))
-        .await
-        .expect_err("no such executable");
+    let err = fx.runtime.start("broken-1", &bundle, &fx.dir.path().join("broken.log")).await.expect_err("no such executable");
     let text = err.to_string();
-    assert!(
-        text.contains("broken-1") && text.contains("not-there"),
-        "{text}"
-    );
+    assert!(text.contains("broken-1") && text.contains("not-there"), "{text}");
     // The runtime's last words reach the container log too: `logs` shows why it never ran.
     let log = std::fs::read_to_string(fx.dir.path().join("broken.log")).expect("log");
     assert!(log.contains("not-there"), "{log}");

@@ -23,4 +23,3 @@ pub fn build(involved: ObjectReference, component: &str, warning: bool, reason: 
         ..Default::default()
     }
 }
-

@@ -26,10 +26,7 @@ impl FieldError {
     /// A field whose value is not one of the supported choices.
     pub fn not_supported(path: impl Into<String>, value: impl fmt::Display, supported: &[&str]) -> Self {
         let choices: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
-        FieldError {
-            path: path.into(),
-            message: format!("Unsupported value: \"{value}\": supported values: {}", choices.join(", ")),
-        }
+        FieldError { path: path.into(), message: format!("Unsupported value: \"{value}\": supported values: {}", choices.join(", ")) }
     }
 
     /// A field the schema does not have.
@@ -65,7 +62,11 @@ impl FieldErrors {
 
     /// `Ok(())` when empty, the errors otherwise.
     pub fn into_result(self) -> Result<(), FieldErrors> {
-        if self.0.is_empty() { Ok(()) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -84,7 +85,11 @@ impl std::error::Error for FieldErrors {}
 
 /// Builds child paths: `join("spec", "containers")` → `spec.containers`.
 pub fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
 }
 
 /// Builds indexed paths: `index("spec.containers", 0)` → `spec.containers[0]`.

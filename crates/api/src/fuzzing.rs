@@ -81,7 +81,7 @@ fn show(result: Result<(), FieldErrors>) {
 
 fn round_trips<K: DeserializeOwned + Serialize + PartialEq + Debug>(object: &K) {
     let encoded = serde_json::to_value(object).expect("a decoded object encodes");
-    let again: K = crate::manifest::decode(&encoded)
-        .unwrap_or_else(|errors| panic!("the encoded form of a decoded object does not decode: {errors}\n{encoded}"));
+    let again: K =
+        crate::manifest::decode(&encoded).unwrap_or_else(|errors| panic!("the encoded form of a decoded object does not decode: {errors}\n{encoded}"));
     assert_eq!(&again, object, "decode(encode(object)) changed the object");
 }

@@ -84,16 +84,17 @@ pub fn requests(spec: &PodSpec) -> Requests {
         }
     };
     let sum = spec.containers.iter().fold(Requests::default(), |acc, c| acc + of(c.resources.as_ref()));
-    let init = spec.init_containers.iter().flatten().map(|c| of(c.resources.as_ref())).fold(Requests::default(), |a, b| Requests {
-        cpu_millis: a.cpu_millis.max(b.cpu_millis),
-        memory_bytes: a.memory_bytes.max(b.memory_bytes),
-    });
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| of(c.resources.as_ref()))
+        .fold(Requests::default(), |a, b| Requests { cpu_millis: a.cpu_millis.max(b.cpu_millis), memory_bytes: a.memory_bytes.max(b.memory_bytes) });
     let overhead = spec.overhead.as_ref().map(|o| Requests {
         cpu_millis: o.get("cpu").and_then(|q| quantity::millis(&q.0).ok()).unwrap_or(0),
         memory_bytes: o.get("memory").and_then(|q| quantity::units(&q.0).ok()).unwrap_or(0),
     });
-    Requests { cpu_millis: sum.cpu_millis.max(init.cpu_millis), memory_bytes: sum.memory_bytes.max(init.memory_bytes) }
-        + overhead.unwrap_or_default()
+    Requests { cpu_millis: sum.cpu_millis.max(init.cpu_millis), memory_bytes: sum.memory_bytes.max(init.memory_bytes) } + overhead.unwrap_or_default()
 }
 
 /// A short stable hash of a pod template, used as the `pod-template-hash` label that tells

@@ -56,7 +56,11 @@ fn parse_milli(text: &str) -> Result<i128, QuantityError> {
             if !(-18..=18).contains(&exp) {
                 return Err(err("exponent out of range"));
             }
-            if exp >= 0 { (10i128.pow(exp as u32), 1) } else { (1, 10i128.pow((-exp) as u32)) }
+            if exp >= 0 {
+                (10i128.pow(exp as u32), 1)
+            } else {
+                (1, 10i128.pow((-exp) as u32))
+            }
         }
         _ => return Err(err("unknown suffix")),
     };

@@ -130,10 +130,12 @@ fn split_set<'a>(term: &'a str, op: &str) -> Option<(&'a str, SetValues)> {
 }
 
 fn checked_key(key: &str) -> Result<String, String> {
-    let valid = !key.is_empty()
-        && key.len() <= 317
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    if valid { Ok(key.to_string()) } else { Err(format!("\"{key}\" is not a valid label key")) }
+    let valid = !key.is_empty() && key.len() <= 317 && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if valid {
+        Ok(key.to_string())
+    } else {
+        Err(format!("\"{key}\" is not a valid label key"))
+    }
 }
 
 #[cfg(test)]

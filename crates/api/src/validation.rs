@@ -11,11 +11,7 @@ use crate::{quantity, Deployment, ObjectMeta, Pod};
 
 /// Checks a DNS-1123 label (`web-1`): lower-case alphanumerics and `-`, at most 63.
 pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-') && !s.ends_with('-')
 }
 
 /// Checks a DNS-1123 subdomain (`web.example-1`): labels joined by dots, at most 253.
@@ -199,7 +195,11 @@ pub fn deployment(d: &Deployment) -> Result<(), FieldErrors> {
         Ok(sel) => {
             let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
             if !sel.matches(&template_labels) {
-                errors.push(FieldError::invalid("spec.template.metadata.labels", format!("{template_labels:?}"), "`selector` does not match template `labels`"));
+                errors.push(FieldError::invalid(
+                    "spec.template.metadata.labels",
+                    format!("{template_labels:?}"),
+                    "`selector` does not match template `labels`",
+                ));
             }
         }
     }

@@ -126,7 +126,11 @@ pub fn authorize(user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
         ("events", None) => matches!(info.verb.as_str(), "create" | "update" | "patch"),
         _ => false,
     };
-    if allowed { Ok(()) } else { Err(forbidden()) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(forbidden())
+    }
 }
 
 /// Writes `text` to `path` with mode 0600 (secrets: tokens, keys).

@@ -40,7 +40,9 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "kind": t.kind, "verbs": verbs, "shortNames": t.short_names,
         }));
         if matches!(t.kind, "Pod" | "Deployment" | "Node" | "Namespace") {
-            list.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "update"]}));
+            list.push(
+                json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "update"]}),
+            );
         }
         if t.kind == "Pod" {
             list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));

@@ -46,7 +46,11 @@ impl ListFilter {
             };
             const FIELDS: [&str; 5] = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "involvedObject.name"];
             if !FIELDS.contains(&path.trim()) {
-                return Err(ApiError::BadRequest(format!("field selector \"{term}\": \"{}\" is not a supported field; use one of {}", path.trim(), FIELDS.join(", "))));
+                return Err(ApiError::BadRequest(format!(
+                    "field selector \"{term}\": \"{}\" is not a supported field; use one of {}",
+                    path.trim(),
+                    FIELDS.join(", ")
+                )));
             }
             terms.push((path.trim().to_string(), value.trim().to_string(), equal));
         }
@@ -60,10 +64,7 @@ impl ListFilter {
 
     /// True when the object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object
-            .pointer("/metadata/labels")
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .unwrap_or_default();
+        let labels = object.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
         self.labels.matches(&labels)
             && self.fields.iter().all(|(path, value, equal)| {
                 let pointer = format!("/{}", path.replace('.', "/"));
@@ -123,7 +124,11 @@ impl Registry {
     }
 
     fn namespace<'a>(rt: &ResourceType, ns: Option<&'a str>) -> Option<&'a str> {
-        if rt.namespaced { ns } else { None }
+        if rt.namespaced {
+            ns
+        } else {
+            None
+        }
     }
 
     /// One object.
@@ -252,10 +257,7 @@ impl Registry {
             }
         }
         let bound = object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let grace = opts
-            .grace_period_seconds
-            .or_else(|| object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-            .unwrap_or(30);
+        let grace = opts.grace_period_seconds.or_else(|| object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30);
         let graceful = rt.kind == "Pod" && bound && grace > 0;
         if graceful {
             if object.pointer("/metadata/deletionTimestamp").is_some() {

@@ -58,7 +58,9 @@ impl Metrics {
         for ((verb, resource, code), (count, _)) in map.iter() {
             let _ = writeln!(out, "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {count}");
         }
-        out.push_str("# HELP apiserver_request_duration_seconds_sum Total time spent serving requests.\n# TYPE apiserver_request_duration_seconds_sum counter\n");
+        out.push_str(
+            "# HELP apiserver_request_duration_seconds_sum Total time spent serving requests.\n# TYPE apiserver_request_duration_seconds_sum counter\n",
+        );
         for ((verb, resource, code), (_, seconds)) in map.iter() {
             let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {seconds:.6}");
         }

@@ -40,7 +40,11 @@ fn read(path: &Path) -> Result<String, TlsError> {
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
     let io = |source| TlsError::Io { path: path.to_path_buf(), source };
-    if secret { crate::auth::write_secret(path, text).map_err(io) } else { std::fs::write(path, text).map_err(io) }
+    if secret {
+        crate::auth::write_secret(path, text).map_err(io)
+    } else {
+        std::fs::write(path, text).map_err(io)
+    }
 }
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {

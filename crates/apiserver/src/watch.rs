@@ -53,9 +53,5 @@ pub async fn serve(registry: &Registry, rt: &ResourceType, ns: Option<&str>, que
     });
     let deadline = tokio::time::sleep(timeout);
     let body = initial.chain(live).take_until(deadline);
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_default())
+    Ok(Response::builder().header("content-type", "application/json").header("cache-control", "no-cache").body(Body::from_stream(body)).unwrap_or_default())
 }

@@ -105,9 +105,8 @@ impl Kubeconfig {
 
     /// Reads a kubeconfig file.
     pub fn load(path: &Path) -> Result<Kubeconfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!("cannot read kubeconfig {}: {e}; start a cluster with `flotilla up` or pass --kubeconfig", path.display())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read kubeconfig {}: {e}; start a cluster with `flotilla up` or pass --kubeconfig", path.display()))?;
         serde_yaml::from_str(&text).map_err(|e| format!("kubeconfig {} is not valid: {e}", path.display()))
     }
 
@@ -120,16 +119,26 @@ impl Kubeconfig {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The current context's server, CA PEM and token.
     pub fn current(&self) -> Result<(String, Option<String>, String), String> {
-        let context = self.contexts.iter().find(|c| c.name == self.current_context).ok_or_else(|| format!("context \"{}\" is not in the kubeconfig", self.current_context))?;
-        let cluster = self.clusters.iter().find(|c| c.name == context.context.cluster).ok_or_else(|| format!("cluster \"{}\" is not in the kubeconfig", context.context.cluster))?;
-        let user = self.users.iter().find(|u| u.name == context.context.user).ok_or_else(|| format!("user \"{}\" is not in the kubeconfig", context.context.user))?;
+        let context = self
+            .contexts
+            .iter()
+            .find(|c| c.name == self.current_context)
+            .ok_or_else(|| format!("context \"{}\" is not in the kubeconfig", self.current_context))?;
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.name == context.context.cluster)
+            .ok_or_else(|| format!("cluster \"{}\" is not in the kubeconfig", context.context.cluster))?;
+        let user =
+            self.users.iter().find(|u| u.name == context.context.user).ok_or_else(|| format!("user \"{}\" is not in the kubeconfig", context.context.user))?;
         let ca = match cluster.cluster.certificate_authority_data.as_deref() {
             Some(data) => Some(
                 String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| format!("certificate-authority-data: {e}"))?)

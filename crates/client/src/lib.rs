@@ -89,7 +89,8 @@ impl Client {
     pub fn new(server: &str, ca_pem: Option<&str>, token: &str) -> Result<Client, ClientError> {
         let mut builder = reqwest::Client::builder().use_rustls_tls().tcp_nodelay(true).pool_idle_timeout(std::time::Duration::from_secs(60));
         if let Some(pem) = ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| ClientError::Config(format!("the kubeconfig's CA certificate is unreadable: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| ClientError::Config(format!("the kubeconfig's CA certificate is unreadable: {e}")))?;
             builder = builder.add_root_certificate(cert).tls_built_in_root_certs(false);
         }
         let http = builder.build().map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;

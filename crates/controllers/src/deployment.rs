@@ -104,10 +104,7 @@ pub fn plan(deployment: &Deployment, pods: &[Arc<Pod>]) -> Plan {
     let active: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).filter(|p| !is_terminating(p) && !matches!(api::pod::phase(p), "Failed" | "Succeeded")).collect();
     let (new, old): (Vec<&Pod>, Vec<&Pod>) = active.iter().partition(|p| is_new(p));
     let ready_total = active.iter().filter(|p| is_ready(p)).count();
-    let mut plan = Plan {
-        status: Counts { replicas: active.len() as i32, updated: new.len() as i32, ready: ready_total as i32 },
-        ..Default::default()
-    };
+    let mut plan = Plan { status: Counts { replicas: active.len() as i32, updated: new.len() as i32, ready: ready_total as i32 }, ..Default::default() };
     // Oldest-last ordering for deletion: not-ready pods go first, then the newest.
     let by_deletion_preference = |pods: &[&Pod]| -> Vec<String> {
         let mut sorted: Vec<&Pod> = pods.to_vec();

@@ -150,7 +150,14 @@ impl<K: Typed + Clone> Informer<K> {
     /// Every object in a namespace.
     pub fn list_namespace(&self, ns: &str) -> Vec<Arc<K>> {
         let prefix = format!("{ns}/");
-        self.inner.cache.read().unwrap_or_else(|e| e.into_inner()).range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect()
+        self.inner
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 

@@ -35,9 +35,7 @@ pub async fn run(registry: Registry, caches: Caches, recorder: Recorder) {
 }
 
 fn pending(pod: &Pod) -> bool {
-    node_name(pod).is_none()
-        && !is_terminating(pod)
-        && pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).is_none_or(|s| s == "default-scheduler")
+    node_name(pod).is_none() && !is_terminating(pod) && pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).is_none_or(|s| s == "default-scheduler")
 }
 
 /// Schedules every pending pod once, oldest first.

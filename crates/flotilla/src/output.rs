@@ -42,7 +42,11 @@ pub fn print_structured(value: &Value, format: &str) -> anyhow::Result<()> {
 
 /// `deployment.apps/web` as kubectl names objects in messages.
 pub fn object_name(rt: &ResourceType, name: &str) -> String {
-    if rt.group.is_empty() { format!("{}/{name}", rt.kind.to_ascii_lowercase()) } else { format!("{}.{}/{name}", rt.kind.to_ascii_lowercase(), rt.group) }
+    if rt.group.is_empty() {
+        format!("{}/{name}", rt.kind.to_ascii_lowercase())
+    } else {
+        format!("{}.{}/{name}", rt.kind.to_ascii_lowercase(), rt.group)
+    }
 }
 
 /// The string at a JSON pointer, or "".
@@ -59,7 +63,11 @@ pub fn pod_status(pod: &Value) -> String {
     if reason.is_empty() {
         reason = "Pending".into();
     }
-    if let Some(r) = pod.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| s(c, "/type") == "PodScheduled" && s(c, "/status") == "False")) {
+    if let Some(r) = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| s(c, "/type") == "PodScheduled" && s(c, "/status") == "False"))
+    {
         return s(r, "/reason").to_string();
     }
     for c in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {

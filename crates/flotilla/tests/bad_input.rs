@@ -80,10 +80,14 @@ fn bad_input_gets_a_status_naming_the_problem_and_changes_nothing() {
     let pods = "/api/v1/namespaces/default/pods";
     let (code, created) = api.json("POST", pods, &pod("keeper"));
     assert_eq!(code, 201, "{created}");
-    let (code, _) = api.json("POST", "/apis/apps/v1/namespaces/default/deployments", &json!({
+    let (code, _) = api.json(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        &json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kept"},
         "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "kept"}},
-                 "template": {"metadata": {"labels": {"app": "kept"}}, "spec": {"containers": [{"name": "c", "image": IMAGE}]}}}}));
+                 "template": {"metadata": {"labels": {"app": "kept"}}, "spec": {"containers": [{"name": "c", "image": IMAGE}]}}}}),
+    );
     assert_eq!(code, 201);
     // Let the scheduler record that the pod fits nowhere, so nothing else changes it.
     common::wait_for(Duration::from_secs(10), "the Unschedulable condition", || {

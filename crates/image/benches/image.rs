@@ -12,19 +12,14 @@ fn import_and_unpack(c: &mut Criterion) {
     let layout = dir.path().join("layout");
     busybox_layout(&layout, "1");
     let mut group = c.benchmark_group("busybox");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
 
     group.bench_function("import_oci_layout", |b| {
         b.iter_batched(
             || tempfile::tempdir_in(dir.path()).expect("store dir"),
             |root| {
                 let store = ImageStore::open(root.path()).expect("open store");
-                store
-                    .import(&layout, Some("bench/busybox:1"))
-                    .expect("import");
+                store.import(&layout, Some("bench/busybox:1")).expect("import");
                 root
             },
             criterion::BatchSize::PerIteration,
@@ -36,10 +31,7 @@ fn import_and_unpack(c: &mut Criterion) {
             || {
                 let root = tempfile::tempdir_in(dir.path()).expect("store dir");
                 let store = ImageStore::open(root.path()).expect("open store");
-                let record = store
-                    .import(&layout, Some("bench/busybox:1"))
-                    .expect("import")
-                    .remove(0);
+                let record = store.import(&layout, Some("bench/busybox:1")).expect("import").remove(0);
                 (root, store, record)
             },
             |(root, store, record)| {
@@ -53,10 +45,7 @@ fn import_and_unpack(c: &mut Criterion) {
     group.bench_function("prepare_layers_cached", |b| {
         let root = tempfile::tempdir_in(dir.path()).expect("store dir");
         let store = ImageStore::open(root.path()).expect("open store");
-        let record = store
-            .import(&layout, Some("bench/busybox:1"))
-            .expect("import")
-            .remove(0);
+        let record = store.import(&layout, Some("bench/busybox:1")).expect("import").remove(0);
         store.prepare_layers(&record).expect("unpack");
         b.iter(|| store.prepare_layers(&record).expect("cached"))
     });

@@ -54,10 +54,7 @@ pub enum BlobError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
-    move |source| BlobError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| BlobError::Io { path: path.to_path_buf(), source }
 }
 
 /// A directory of blobs named by their sha256.
@@ -72,10 +69,7 @@ impl BlobStore {
     pub fn open(dir: &Path, tmp: &Path) -> Result<Self, BlobError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         fs::create_dir_all(tmp).map_err(io_err(tmp))?;
-        Ok(BlobStore {
-            dir: dir.to_path_buf(),
-            tmp: tmp.to_path_buf(),
-        })
+        Ok(BlobStore { dir: dir.to_path_buf(), tmp: tmp.to_path_buf() })
     }
 
     /// Where the blob with `digest` lives.
@@ -85,23 +79,13 @@ impl BlobStore {
 
     /// Whether a blob of the descriptor's size is present (content is checked when read).
     pub fn contains(&self, desc: &Descriptor) -> bool {
-        fs::symlink_metadata(self.path(&desc.digest))
-            .is_ok_and(|m| m.is_file() && m.len() == desc.size)
+        fs::symlink_metadata(self.path(&desc.digest)).is_ok_and(|m| m.is_file() && m.len() == desc.size)
     }
 
     /// Starts writing the blob `desc` describes.
     pub fn writer(&self, desc: &Descriptor) -> Result<BlobWriter, BlobError> {
-        let file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&self.tmp)
-            .map_err(io_err(&self.tmp))?;
-        Ok(BlobWriter {
-            file,
-            hasher: Sha256::new(),
-            written: 0,
-            desc: desc.clone(),
-            dest: self.path(&desc.digest),
-        })
+        let file = tempfile::Builder::new().prefix("blob-").tempfile_in(&self.tmp).map_err(io_err(&self.tmp))?;
+        Ok(BlobWriter { file, hasher: Sha256::new(), written: 0, desc: desc.clone(), dest: self.path(&desc.digest) })
     }
 
     /// Copies `reader` into the store, failing without storing anything if it does not match `desc`.
@@ -113,12 +97,7 @@ impl BlobStore {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BlobError::Io {
-                        path: writer.dest.clone(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(BlobError::Io { path: writer.dest.clone(), source: e }),
             };
             writer.write_chunk(&buf[..n])?;
         }
@@ -136,15 +115,8 @@ impl BlobStore {
 
     /// Stores content whose digest nothing states in advance (docker-archive layers) under the
     /// digest it hashes to, and returns its descriptor.
-    pub fn put_unknown(
-        &self,
-        media_type: &str,
-        reader: impl Read,
-    ) -> Result<Descriptor, BlobError> {
-        let mut file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&self.tmp)
-            .map_err(io_err(&self.tmp))?;
+    pub fn put_unknown(&self, media_type: &str, reader: impl Read) -> Result<Descriptor, BlobError> {
+        let mut file = tempfile::Builder::new().prefix("blob-").tempfile_in(&self.tmp).map_err(io_err(&self.tmp))?;
         let mut hashing = HashingReader::new(reader);
         io::copy(&mut hashing, &mut file).map_err(io_err(file.path()))?;
         let size = hashing.count();
@@ -154,10 +126,7 @@ impl BlobStore {
         }
         file.as_file().sync_all().map_err(io_err(file.path()))?;
         let dest = self.path(&desc.digest);
-        file.persist(&dest).map_err(|e| BlobError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        file.persist(&dest).map_err(|e| BlobError::Io { path: dest.clone(), source: e.error })?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(desc)
     }
@@ -165,18 +134,12 @@ impl BlobStore {
     /// Reads a small blob (manifest, config) fully and verifies it.
     pub fn read_verified(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>, BlobError> {
         if desc.size > limit {
-            return Err(BlobError::TooLarge {
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit,
-            });
+            return Err(BlobError::TooLarge { digest: desc.digest.clone(), size: desc.size, limit });
         }
         let mut reader = self.open_verified(desc)?;
         let mut bytes = Vec::with_capacity(desc.size as usize);
         let path = self.path(&desc.digest);
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| reader.error_or(e, &path))?;
+        reader.read_to_end(&mut bytes).map_err(|e| reader.error_or(e, &path))?;
         reader.finish()?;
         Ok(bytes)
     }
@@ -185,13 +148,8 @@ impl BlobStore {
     pub fn open_verified(&self, desc: &Descriptor) -> Result<VerifyingReader<File>, BlobError> {
         let path = self.path(&desc.digest);
         let file = File::open(&path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => BlobError::Missing {
-                digest: desc.digest.clone(),
-            },
-            _ => BlobError::Io {
-                path: path.clone(),
-                source,
-            },
+            io::ErrorKind::NotFound => BlobError::Missing { digest: desc.digest.clone() },
+            _ => BlobError::Io { path: path.clone(), source },
         })?;
         Ok(VerifyingReader::new(file, desc))
     }
@@ -201,11 +159,7 @@ impl BlobStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::parse(&format!("sha256:{n}")).ok())
-            {
+            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
                 out.push(d);
             }
         }
@@ -248,26 +202,15 @@ impl BlobWriter {
         if self.written != self.desc.size || actual != self.desc.digest {
             return Err(self.corrupt(actual.to_string()));
         }
-        self.file
-            .as_file()
-            .sync_all()
-            .map_err(io_err(self.file.path()))?;
+        self.file.as_file().sync_all().map_err(io_err(self.file.path()))?;
         let dest = self.dest;
-        self.file.persist(&dest).map_err(|e| BlobError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        self.file.persist(&dest).map_err(|e| BlobError::Io { path: dest.clone(), source: e.error })?;
         let dir = dest.parent().unwrap_or(Path::new("/"));
         sync_dir(dir).map_err(io_err(dir))
     }
 
     fn corrupt(&self, actual_digest: String) -> BlobError {
-        BlobError::Corrupt {
-            digest: self.desc.digest.clone(),
-            expected_size: self.desc.size,
-            actual_size: self.written,
-            actual_digest,
-        }
+        BlobError::Corrupt { digest: self.desc.digest.clone(), expected_size: self.desc.size, actual_size: self.written, actual_digest }
     }
 }
 
@@ -282,11 +225,7 @@ pub struct VerifyingReader<R> {
 impl<R: Read> VerifyingReader<R> {
     /// Wraps `inner`, which should yield exactly the content `desc` describes.
     pub fn new(inner: R, desc: &Descriptor) -> Self {
-        VerifyingReader {
-            inner: HashingReader::new(inner),
-            desc: desc.clone(),
-            overflowed: false,
-        }
+        VerifyingReader { inner: HashingReader::new(inner), desc: desc.clone(), overflowed: false }
     }
 
     /// Reads whatever is left, then checks size and digest.
@@ -299,17 +238,8 @@ impl<R: Read> VerifyingReader<R> {
         let expected_size = self.desc.size;
         let actual = self.inner.digest();
         if self.overflowed || size != expected_size || actual != digest {
-            let actual_digest = if self.overflowed {
-                "unknown".to_string()
-            } else {
-                actual.to_string()
-            };
-            return Err(BlobError::Corrupt {
-                digest,
-                expected_size,
-                actual_size: size,
-                actual_digest,
-            });
+            let actual_digest = if self.overflowed { "unknown".to_string() } else { actual.to_string() };
+            return Err(BlobError::Corrupt { digest, expected_size, actual_size: size, actual_digest });
         }
         Ok(())
     }
@@ -324,10 +254,7 @@ impl<R: Read> VerifyingReader<R> {
                 actual_digest: "unknown".to_string(),
             }
         } else {
-            BlobError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            }
+            BlobError::Io { path: path.to_path_buf(), source: e }
         }
     }
 
@@ -340,18 +267,12 @@ impl<R: Read> VerifyingReader<R> {
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.overflowed {
-            return Err(io::Error::other(format!(
-                "blob {} is larger than its descriptor says",
-                self.desc.digest
-            )));
+            return Err(io::Error::other(format!("blob {} is larger than its descriptor says", self.desc.digest)));
         }
         let n = self.inner.read(buf)?;
         if self.inner.count() > self.desc.size {
             self.overflowed = true;
-            return Err(io::Error::other(format!(
-                "blob {} is larger than its descriptor's {} bytes",
-                self.desc.digest, self.desc.size
-            )));
+            return Err(io::Error::other(format!("blob {} is larger than its descriptor's {} bytes", self.desc.digest, self.desc.size)));
         }
         Ok(n)
     }

@@ -82,11 +82,7 @@ impl ConfigFile {
     /// Parses a config blob (already verified against its descriptor).
     pub(crate) fn parse(bytes: &[u8], digest: &Digest) -> Result<Self, ManifestError> {
         let file: ConfigFile =
-            serde_json::from_slice(bytes).map_err(|source| ManifestError::Malformed {
-                what: "config",
-                digest: digest.to_string(),
-                source,
-            })?;
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Malformed { what: "config", digest: digest.to_string(), source })?;
         if file.rootfs.kind != "layers" {
             return Err(ManifestError::UnsupportedMediaType {
                 digest: digest.to_string(),
@@ -130,8 +126,7 @@ mod tests {
                        "ExposedPorts": {"8080/tcp": {}, "53/udp": {}}, "StopSignal": "SIGTERM"},
             "rootfs": {"type": "layers", "diff_ids": [diff]}
         });
-        let file =
-            ConfigFile::parse(&serde_json::to_vec(&doc).unwrap(), &Digest::of(b"c")).unwrap();
+        let file = ConfigFile::parse(&serde_json::to_vec(&doc).unwrap(), &Digest::of(b"c")).unwrap();
         let c = file.image_config();
         assert_eq!(c.entrypoint, ["/bin/sh", "-c"]);
         assert!(c.cmd.is_empty());

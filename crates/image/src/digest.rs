@@ -32,23 +32,14 @@ impl Digest {
     /// Parses and validates a digest string.
     pub fn parse(s: &str) -> Result<Self, DigestError> {
         let Some((algorithm, encoded)) = s.split_once(':') else {
-            return Err(DigestError::Malformed {
-                digest: s.to_string(),
-            });
+            return Err(DigestError::Malformed { digest: s.to_string() });
         };
         if algorithm != "sha256" {
-            return Err(DigestError::UnsupportedAlgorithm {
-                digest: s.to_string(),
-            });
+            return Err(DigestError::UnsupportedAlgorithm { digest: s.to_string() });
         }
-        let valid_hex = encoded.len() == 64
-            && encoded
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid_hex = encoded.len() == 64 && encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid_hex {
-            return Err(DigestError::Malformed {
-                digest: s.to_string(),
-            });
+            return Err(DigestError::Malformed { digest: s.to_string() });
         }
         Ok(Digest(s.to_string()))
     }
@@ -101,11 +92,7 @@ pub(crate) struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingReader { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// Reads the rest of the stream, so the digest covers trailing bytes a consumer ignored.
@@ -140,27 +127,12 @@ mod tests {
     #[test]
     fn parses_sha256_and_rejects_others() {
         let d = Digest::of(b"hello");
-        assert_eq!(
-            d.as_str(),
-            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
+        assert_eq!(d.as_str(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
-        assert!(matches!(
-            Digest::parse("sha512:abcd"),
-            Err(DigestError::UnsupportedAlgorithm { .. })
-        ));
-        assert!(matches!(
-            Digest::parse("sha256:ABCD"),
-            Err(DigestError::Malformed { .. })
-        ));
-        assert!(matches!(
-            Digest::parse(&d.as_str().to_uppercase().replace("SHA256", "sha256")),
-            Err(DigestError::Malformed { .. })
-        ));
-        assert!(matches!(
-            Digest::parse("nocolon"),
-            Err(DigestError::Malformed { .. })
-        ));
+        assert!(matches!(Digest::parse("sha512:abcd"), Err(DigestError::UnsupportedAlgorithm { .. })));
+        assert!(matches!(Digest::parse("sha256:ABCD"), Err(DigestError::Malformed { .. })));
+        assert!(matches!(Digest::parse(&d.as_str().to_uppercase().replace("SHA256", "sha256")), Err(DigestError::Malformed { .. })));
+        assert!(matches!(Digest::parse("nocolon"), Err(DigestError::Malformed { .. })));
         assert!(serde_json::from_str::<Digest>("\"sha256:../../etc/passwd\"").is_err());
     }
 }

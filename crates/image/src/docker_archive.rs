@@ -10,9 +10,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigFile;
 use crate::import::{open_in, read_small, ImportError};
-use crate::manifest::{
-    Manifest, MAX_DOCUMENT_SIZE, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
-};
+use crate::manifest::{Manifest, MAX_DOCUMENT_SIZE, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST};
 use crate::refs::ImageRecord;
 use crate::store::ImageStore;
 use crate::ImageError;
@@ -28,28 +26,13 @@ struct ArchiveImage {
 }
 
 /// Imports every image in the docker-archive at `dir` (or the only one, as `name`).
-pub(crate) fn import(
-    store: &ImageStore,
-    dir: &Path,
-    origin: &Path,
-    name: Option<&str>,
-) -> Result<Vec<ImageRecord>, ImageError> {
-    let invalid = |file: &str, reason: String| ImportError::Invalid {
-        path: origin.join(file),
-        reason,
-    };
+pub(crate) fn import(store: &ImageStore, dir: &Path, origin: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, ImageError> {
+    let invalid = |file: &str, reason: String| ImportError::Invalid { path: origin.join(file), reason };
     let images: Vec<ArchiveImage> =
-        serde_json::from_slice(&read_small(dir, "manifest.json", MAX_DOCUMENT_SIZE)?)
-            .map_err(|e| invalid("manifest.json", e.to_string()))?;
+        serde_json::from_slice(&read_small(dir, "manifest.json", MAX_DOCUMENT_SIZE)?).map_err(|e| invalid("manifest.json", e.to_string()))?;
     match (images.len(), name) {
         (0, _) => return Err(invalid("manifest.json", "lists no images".to_string()).into()),
-        (n, Some(_)) if n > 1 => {
-            return Err(invalid(
-                "manifest.json",
-                format!("lists {n} images; a name can be given to only one"),
-            )
-            .into())
-        }
+        (n, Some(_)) if n > 1 => return Err(invalid("manifest.json", format!("lists {n} images; a name can be given to only one")).into()),
         _ => {}
     }
     let mut records = Vec::new();
@@ -59,11 +42,7 @@ pub(crate) fn import(
             None => image.repo_tags.clone().unwrap_or_default(),
         };
         if names.is_empty() {
-            return Err(ImportError::NameRequired {
-                path: origin.to_path_buf(),
-                reason: format!("image {} has no RepoTags", image.config),
-            }
-            .into());
+            return Err(ImportError::NameRequired { path: origin.to_path_buf(), reason: format!("image {} has no RepoTags", image.config) }.into());
         }
         let manifest = store_image(store, dir, origin, image)?;
         for name in names {
@@ -74,33 +53,21 @@ pub(crate) fn import(
 }
 
 /// Stores the config and layers of one image plus an OCI manifest for them; returns the manifest.
-fn store_image(
-    store: &ImageStore,
-    dir: &Path,
-    origin: &Path,
-    image: &ArchiveImage,
-) -> Result<crate::Descriptor, ImageError> {
+fn store_image(store: &ImageStore, dir: &Path, origin: &Path, image: &ArchiveImage) -> Result<crate::Descriptor, ImageError> {
     let config_bytes = read_small(dir, &image.config, MAX_DOCUMENT_SIZE)?;
     let config_desc = store.blobs.put_bytes(OCI_CONFIG, &config_bytes)?;
     let config = ConfigFile::parse(&config_bytes, &config_desc.digest)?;
     if config.rootfs.diff_ids.len() != image.layers.len() {
         return Err(ImportError::Invalid {
             path: origin.join(&image.config),
-            reason: format!(
-                "{} diff_ids for {} layers",
-                config.rootfs.diff_ids.len(),
-                image.layers.len()
-            ),
+            reason: format!("{} diff_ids for {} layers", config.rootfs.diff_ids.len(), image.layers.len()),
         }
         .into());
     }
     let mut layers = Vec::with_capacity(image.layers.len());
     for (path, diff_id) in image.layers.iter().zip(&config.rootfs.diff_ids) {
         let mut file = open_in(dir, path)?;
-        let io_err = |source| ImportError::Io {
-            path: origin.join(path),
-            source,
-        };
+        let io_err = |source| ImportError::Io { path: origin.join(path), source };
         let mut magic = [0u8; 4];
         let got = file.read(&mut magic).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -115,25 +82,13 @@ fn store_image(
         if media_type == OCI_LAYER_TAR && desc.digest != *diff_id {
             return Err(ImportError::Invalid {
                 path: origin.join(path),
-                reason: format!(
-                    "layer hashes to {} but the config's diff_id is {diff_id}",
-                    desc.digest
-                ),
+                reason: format!("layer hashes to {} but the config's diff_id is {diff_id}", desc.digest),
             }
             .into());
         }
         layers.push(desc);
     }
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_string()),
-        config: config_desc,
-        layers,
-        annotations: BTreeMap::new(),
-    };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImportError::Invalid {
-        path: origin.to_path_buf(),
-        reason: format!("serializing manifest: {e}"),
-    })?;
+    let manifest = Manifest { schema_version: 2, media_type: Some(OCI_MANIFEST.to_string()), config: config_desc, layers, annotations: BTreeMap::new() };
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImportError::Invalid { path: origin.to_path_buf(), reason: format!("serializing manifest: {e}") })?;
     Ok(store.blobs.put_bytes(OCI_MANIFEST, &bytes)?)
 }

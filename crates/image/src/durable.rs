@@ -11,9 +11,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Atomically replaces `path` with `bytes`: readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

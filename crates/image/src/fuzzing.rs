@@ -13,10 +13,7 @@ use crate::unpack::{unpack_layer, Limits};
 mod tar_bytes;
 
 /// Small bounds so one input cannot make a run slow (a gzip bomb, a million empty entries).
-const FUZZ_LIMITS: Limits = Limits {
-    max_bytes: 1 << 20,
-    max_entries: 512,
-};
+const FUZZ_LIMITS: Limits = Limits { max_bytes: 1 << 20, max_entries: 512 };
 
 /// A sibling of the layer root that a layer could reach only by escaping: `../outside/...`.
 const OUTSIDE: &str = "outside";
@@ -64,35 +61,16 @@ fn unpack_in_sandbox(data: &[u8]) {
 
     let mut names: Vec<String> = fs::read_dir(tmp.path())
         .expect("the sandbox still exists")
-        .map(|e| {
-            e.expect("listing the sandbox")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("listing the sandbox").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [OUTSIDE, ROOT],
-        "the unpack added or removed entries beside its root ({result:?})"
-    );
+    assert_eq!(names, [OUTSIDE, ROOT], "the unpack added or removed entries beside its root ({result:?})");
     let root_meta = fs::symlink_metadata(&root).expect("the layer root still exists");
-    assert!(
-        root_meta.is_dir(),
-        "the layer root is no longer a directory"
-    );
+    assert!(root_meta.is_dir(), "the layer root is no longer a directory");
     let after = snapshot(&outside);
-    let changed: Vec<_> = before
-        .keys()
-        .chain(after.keys())
-        .filter(|path| before.get(*path) != after.get(*path))
-        .map(|path| (path, before.get(path), after.get(path)))
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "the unpack changed {OUTSIDE}/ beside its root ({result:?}): {changed:#?}"
-    );
+    let changed: Vec<_> =
+        before.keys().chain(after.keys()).filter(|path| before.get(*path) != after.get(*path)).map(|path| (path, before.get(path), after.get(path))).collect();
+    assert!(changed.is_empty(), "the unpack changed {OUTSIDE}/ beside its root ({result:?}): {changed:#?}");
     make_removable(&root);
 }
 
@@ -114,15 +92,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
             meta.mtime_nsec(),
         );
         if meta.is_file() {
-            facts.push_str(&format!(
-                " content={:?}",
-                fs::read(&path).expect("reading outside file")
-            ));
+            facts.push_str(&format!(" content={:?}", fs::read(&path).expect("reading outside file")));
         } else if meta.file_type().is_symlink() {
-            facts.push_str(&format!(
-                " target={:?}",
-                fs::read_link(&path).expect("reading outside link")
-            ));
+            facts.push_str(&format!(" target={:?}", fs::read_link(&path).expect("reading outside link")));
         } else if meta.is_dir() {
             for entry in fs::read_dir(&path).expect("listing outside directory") {
                 pending.push(entry.expect("listing outside directory").path());

@@ -65,49 +65,29 @@ impl ImageStore {
     /// docker-archives by their `RepoTags`. A tag-only ref name (`latest`) needs `name`.
     pub fn import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, ImageError> {
         let _gc = self.gc_shared()?;
-        let meta = fs::metadata(path).map_err(|source| ImportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let meta = fs::metadata(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
         if meta.is_dir() {
             return self.import_dir(path, path, name);
         }
         let staging = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(self.root.join("tmp"))
-            .map_err(|source| ImportError::Io {
-                path: self.root.join("tmp"),
-                source,
-            })?;
-        let file = File::open(path).map_err(|source| ImportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let extract_err = |source| ImportError::Extract {
-            path: path.to_path_buf(),
-            source,
-        };
+            .map_err(|source| ImportError::Io { path: self.root.join("tmp"), source })?;
+        let file = File::open(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+        let extract_err = |source| ImportError::Extract { path: path.to_path_buf(), source };
         let tar = decompress(file).map_err(|source| extract_err(UnpackError::Stream { source }))?;
         unpack_tar(tar, staging.path(), &self.limits, Whiteouts::Keep).map_err(extract_err)?;
         self.import_dir(staging.path(), path, name)
     }
 
-    fn import_dir(
-        &self,
-        dir: &Path,
-        origin: &Path,
-        name: Option<&str>,
-    ) -> Result<Vec<ImageRecord>, ImageError> {
+    fn import_dir(&self, dir: &Path, origin: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, ImageError> {
         let has = |file: &str| resolve_in(dir, file).is_ok_and(|p| p.is_file());
         if has("index.json") {
             layout::import(self, dir, origin, name)
         } else if has("manifest.json") {
             docker_archive::import(self, dir, origin, name)
         } else {
-            Err(ImportError::NotAnImage {
-                path: origin.to_path_buf(),
-            }
-            .into())
+            Err(ImportError::NotAnImage { path: origin.to_path_buf() }.into())
         }
     }
 }
@@ -128,9 +108,7 @@ pub(crate) fn resolve_in(root: &Path, rel: &str) -> io::Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    return Err(io::Error::other(format!(
-                        "too many symlinks resolving {rel}"
-                    )));
+                    return Err(io::Error::other(format!("too many symlinks resolving {rel}")));
                 }
                 let target = fs::read_link(&candidate)?;
                 if target.is_absolute() {
@@ -158,36 +136,19 @@ fn components(path: &Path) -> VecDeque<OsString> {
 
 /// Reads a small metadata file of an image directory, at most `limit` bytes.
 pub(crate) fn read_small(dir: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, ImportError> {
-    let path = resolve_in(dir, rel).map_err(|source| ImportError::Io {
-        path: dir.join(rel),
-        source,
-    })?;
-    let file = File::open(&path).map_err(|source| ImportError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let path = resolve_in(dir, rel).map_err(|source| ImportError::Io { path: dir.join(rel), source })?;
+    let file = File::open(&path).map_err(|source| ImportError::Io { path: path.clone(), source })?;
     let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| ImportError::Io {
-            path: path.clone(),
-            source,
-        })?;
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|source| ImportError::Io { path: path.clone(), source })?;
     if bytes.len() as u64 > limit {
-        return Err(ImportError::Invalid {
-            path,
-            reason: format!("larger than {limit} bytes"),
-        });
+        return Err(ImportError::Invalid { path, reason: format!("larger than {limit} bytes") });
     }
     Ok(bytes)
 }
 
 /// Opens a content file of an image directory.
 pub(crate) fn open_in(dir: &Path, rel: &str) -> Result<File, ImportError> {
-    let path = resolve_in(dir, rel).map_err(|source| ImportError::Io {
-        path: dir.join(rel),
-        source,
-    })?;
+    let path = resolve_in(dir, rel).map_err(|source| ImportError::Io { path: dir.join(rel), source })?;
     File::open(&path).map_err(|source| ImportError::Io { path, source })
 }
 
@@ -208,10 +169,7 @@ mod tests {
         symlink("loop", root.join("loop")).unwrap();
         assert_eq!(resolve_in(root, "a/rel").unwrap(), root.join("a/b/data"));
         assert_eq!(resolve_in(root, "abs/data").unwrap(), root.join("a/b/data"));
-        assert_eq!(
-            resolve_in(root, "escape/passwd").unwrap(),
-            root.join("etc/passwd")
-        );
+        assert_eq!(resolve_in(root, "escape/passwd").unwrap(), root.join("etc/passwd"));
         assert_eq!(resolve_in(root, "../../x").unwrap(), root.join("x"));
         assert!(resolve_in(root, "loop").is_err());
     }

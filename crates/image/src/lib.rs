@@ -39,8 +39,8 @@ pub use digest::{Digest, DigestError};
 pub use import::ImportError;
 pub use layout::{CONTAINERD_NAME, REF_NAME};
 pub use manifest::{
-    Descriptor, Document, Index, Manifest, ManifestError, Platform, DOCKER_CONFIG, DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
+    Descriptor, Document, Index, Manifest, ManifestError, Platform, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
 };
 pub use overlay::{mount_overlay, overlay_options, unmount, KernelMounter, Mounter, OverlayError};
 pub use reference::{normalize_reference, Reference, ReferenceError, DEFAULT_REGISTRY};

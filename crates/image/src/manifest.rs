@@ -100,13 +100,7 @@ pub struct Descriptor {
 impl Descriptor {
     /// A descriptor with no platform or annotations.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Descriptor {
-            media_type: media_type.to_string(),
-            digest,
-            size,
-            platform: None,
-            annotations: BTreeMap::new(),
-        }
+        Descriptor { media_type: media_type.to_string(), digest, size, platform: None, annotations: BTreeMap::new() }
     }
 }
 
@@ -132,17 +126,11 @@ impl Platform {
             "powerpc64" => "ppc64le",
             other => other,
         };
-        Platform {
-            architecture: architecture.to_string(),
-            os: "linux".to_string(),
-            variant: None,
-        }
+        Platform { architecture: architecture.to_string(), os: "linux".to_string(), variant: None }
     }
 
     fn matches(&self, other: &Platform) -> bool {
-        self.os == other.os
-            && self.architecture == other.architecture
-            && (self.variant.is_none() || self.variant == other.variant)
+        self.os == other.os && self.architecture == other.architecture && (self.variant.is_none() || self.variant == other.variant)
     }
 }
 
@@ -211,22 +199,11 @@ struct Probe {
 }
 
 /// Parses a manifest or index; `hint` is the media type from the descriptor or HTTP header.
-pub fn parse_document(
-    bytes: &[u8],
-    digest: &Digest,
-    hint: &str,
-) -> Result<Document, ManifestError> {
-    let malformed = |what, source| ManifestError::Malformed {
-        what,
-        digest: digest.to_string(),
-        source,
-    };
+pub fn parse_document(bytes: &[u8], digest: &Digest, hint: &str) -> Result<Document, ManifestError> {
+    let malformed = |what, source| ManifestError::Malformed { what, digest: digest.to_string(), source };
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| malformed("manifest", e))?;
     let media_type = probe.media_type.clone().unwrap_or_else(|| hint.to_string());
-    let unsupported = |media_type: String| ManifestError::UnsupportedMediaType {
-        digest: digest.to_string(),
-        media_type,
-    };
+    let unsupported = |media_type: String| ManifestError::UnsupportedMediaType { digest: digest.to_string(), media_type };
     let is_index = match media_type.as_str() {
         OCI_INDEX | DOCKER_MANIFEST_LIST => true,
         OCI_MANIFEST | DOCKER_MANIFEST => false,
@@ -234,56 +211,26 @@ pub fn parse_document(
         other => return Err(unsupported(other.to_string())),
     };
     if probe.schema_version != Some(2) {
-        return Err(unsupported(format!(
-            "{media_type} (schemaVersion {:?})",
-            probe.schema_version
-        )));
+        return Err(unsupported(format!("{media_type} (schemaVersion {:?})", probe.schema_version)));
     }
     if is_index {
-        serde_json::from_slice(bytes)
-            .map(Document::Index)
-            .map_err(|e| malformed("index", e))
+        serde_json::from_slice(bytes).map(Document::Index).map_err(|e| malformed("index", e))
     } else {
-        let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| malformed("manifest", e))?;
-        if let Some(layer) = manifest
-            .layers
-            .iter()
-            .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
-        {
-            return Err(ManifestError::UnsupportedMediaType {
-                digest: layer.digest.to_string(),
-                media_type: layer.media_type.clone(),
-            });
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| malformed("manifest", e))?;
+        if let Some(layer) = manifest.layers.iter().find(|l| !LAYER_TYPES.contains(&l.media_type.as_str())) {
+            return Err(ManifestError::UnsupportedMediaType { digest: layer.digest.to_string(), media_type: layer.media_type.clone() });
         }
         Ok(Document::Image(manifest))
     }
 }
 
 /// Picks the entry of `index` for `platform`.
-pub fn select_platform<'a>(
-    index: &'a Index,
-    index_digest: &Digest,
-    platform: &Platform,
-) -> Result<&'a Descriptor, ManifestError> {
-    index
-        .manifests
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
-        .ok_or_else(|| ManifestError::NoMatchingPlatform {
-            digest: index_digest.to_string(),
-            platform: platform.to_string(),
-            available: index
-                .manifests
-                .iter()
-                .map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+pub fn select_platform<'a>(index: &'a Index, index_digest: &Digest, platform: &Platform) -> Result<&'a Descriptor, ManifestError> {
+    index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p))).ok_or_else(|| ManifestError::NoMatchingPlatform {
+        digest: index_digest.to_string(),
+        platform: platform.to_string(),
+        available: index.manifests.iter().map(|d| d.platform.as_ref().map_or_else(|| "unknown".to_string(), |p| p.to_string())).collect::<Vec<_>>().join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -298,37 +245,21 @@ mod tests {
     fn detects_index_and_manifest_and_refuses_schema1() {
         let manifest = serde_json::json!({"schemaVersion": 2, "config": {"mediaType": OCI_CONFIG, "digest": d(1), "size": 3}, "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": d(2), "size": 5}]});
         let bytes = serde_json::to_vec(&manifest).unwrap();
-        assert!(
-            matches!(parse_document(&bytes, &d(0), OCI_MANIFEST), Ok(Document::Image(m)) if m.layers.len() == 1)
-        );
-        assert!(matches!(
-            parse_document(&bytes, &d(0), ""),
-            Ok(Document::Image(_))
-        ));
+        assert!(matches!(parse_document(&bytes, &d(0), OCI_MANIFEST), Ok(Document::Image(m)) if m.layers.len() == 1));
+        assert!(matches!(parse_document(&bytes, &d(0), ""), Ok(Document::Image(_))));
         let index = serde_json::json!({"schemaVersion": 2, "manifests": []});
-        assert!(matches!(
-            parse_document(&serde_json::to_vec(&index).unwrap(), &d(0), ""),
-            Ok(Document::Index(_))
-        ));
+        assert!(matches!(parse_document(&serde_json::to_vec(&index).unwrap(), &d(0), ""), Ok(Document::Index(_))));
         let schema1 = br#"{"schemaVersion": 1, "name": "x", "fsLayers": []}"#;
-        assert!(matches!(
-            parse_document(schema1, &d(0), ""),
-            Err(ManifestError::UnsupportedMediaType { .. })
-        ));
+        assert!(matches!(parse_document(schema1, &d(0), ""), Err(ManifestError::UnsupportedMediaType { .. })));
         let helm = serde_json::json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": d(1), "size": 3}, "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": d(2), "size": 5}]});
-        let err =
-            parse_document(&serde_json::to_vec(&helm).unwrap(), &d(0), OCI_MANIFEST).unwrap_err();
+        let err = parse_document(&serde_json::to_vec(&helm).unwrap(), &d(0), OCI_MANIFEST).unwrap_err();
         assert!(err.to_string().contains("helm.chart"), "{err}");
     }
 
     #[test]
     fn selects_linux_for_the_host_arch() {
         let entry = |arch: &str, n| Descriptor {
-            platform: Some(Platform {
-                architecture: arch.into(),
-                os: "linux".into(),
-                variant: None,
-            }),
+            platform: Some(Platform { architecture: arch.into(), os: "linux".into(), variant: None }),
             ..Descriptor::new(OCI_MANIFEST, d(n), 1)
         };
         let index = Index {
@@ -337,22 +268,10 @@ mod tests {
             manifests: vec![entry("s390x", 1), entry("arm64", 2), entry("amd64", 3)],
             annotations: BTreeMap::new(),
         };
-        let amd64 = Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            variant: None,
-        };
+        let amd64 = Platform { architecture: "amd64".into(), os: "linux".into(), variant: None };
         assert_eq!(select_platform(&index, &d(0), &amd64).unwrap().digest, d(3));
-        let riscv = Platform {
-            architecture: "riscv64".into(),
-            ..amd64
-        };
-        let err = select_platform(&index, &d(0), &riscv)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("linux/riscv64") && err.contains("linux/s390x"),
-            "{err}"
-        );
+        let riscv = Platform { architecture: "riscv64".into(), ..amd64 };
+        let err = select_platform(&index, &d(0), &riscv).unwrap_err().to_string();
+        assert!(err.contains("linux/riscv64") && err.contains("linux/s390x"), "{err}");
     }
 }

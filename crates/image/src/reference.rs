@@ -34,10 +34,7 @@ pub struct Reference {
 
 /// Parses `r` and fills in the defaults: `busybox` becomes `docker.io/library/busybox:latest`.
 pub fn normalize_reference(r: &str) -> Result<Reference, ReferenceError> {
-    let fail = |reason: &str| ReferenceError {
-        reference: r.to_string(),
-        reason: reason.to_string(),
-    };
+    let fail = |reason: &str| ReferenceError { reference: r.to_string(), reason: reason.to_string() };
     if r.is_empty() {
         return Err(fail("empty"));
     }
@@ -53,9 +50,7 @@ pub fn normalize_reference(r: &str) -> Result<Reference, ReferenceError> {
         Some(i) => {
             let tag = &name_and_tag[last_slash + i + 1..];
             if !valid_tag(tag) {
-                return Err(fail(&format!(
-                    "tag {tag:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
-                )));
+                return Err(fail(&format!("tag {tag:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")));
             }
             (&name_and_tag[..last_slash + i], Some(tag.to_string()))
         }
@@ -65,23 +60,13 @@ pub fn normalize_reference(r: &str) -> Result<Reference, ReferenceError> {
         Some((first, rest)) if looks_like_registry(first) => (first.to_string(), rest.to_string()),
         _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
     };
-    let registry = if registry == "index.docker.io" {
-        DEFAULT_REGISTRY.to_string()
-    } else {
-        registry
-    };
+    let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
     if !valid_registry(&registry) {
         return Err(fail(&format!("registry {registry:?} is not a host[:port]")));
     }
-    let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
-        format!("library/{repository}")
-    } else {
-        repository
-    };
+    let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') { format!("library/{repository}") } else { repository };
     if let Some(bad) = repository.split('/').find(|c| !valid_path_component(c)) {
-        return Err(fail(&format!(
-            "repository component {bad:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
-        )));
+        return Err(fail(&format!("repository component {bad:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'")));
     }
     if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
         return Err(fail("name longer than 255 characters"));
@@ -90,12 +75,7 @@ pub fn normalize_reference(r: &str) -> Result<Reference, ReferenceError> {
         (None, None) => Some(DEFAULT_TAG.to_string()),
         (tag, _) => tag,
     };
-    Ok(Reference {
-        registry,
-        repository,
-        tag,
-        digest,
-    })
+    Ok(Reference { registry, repository, tag, digest })
 }
 
 impl Reference {
@@ -124,11 +104,7 @@ impl Reference {
 
     /// The same repository pinned to `digest`, without a tag.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            tag: None,
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Reference { tag: None, digest: Some(digest), ..self.clone() }
     }
 }
 
@@ -154,10 +130,7 @@ impl std::str::FromStr for Reference {
 
 /// Docker's rule: the first component names a registry when it has a `.` or a `:`, or is `localhost`.
 fn looks_like_registry(component: &str) -> bool {
-    component.contains('.')
-        || component.contains(':')
-        || component == "localhost"
-        || component.bytes().any(|b| b.is_ascii_uppercase())
+    component.contains('.') || component.contains(':') || component == "localhost" || component.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 fn valid_registry(registry: &str) -> bool {
@@ -165,11 +138,7 @@ fn valid_registry(registry: &str) -> bool {
         let Some((v6, after)) = rest.split_once(']') else {
             return false;
         };
-        if v6.is_empty()
-            || !v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return false;
         }
         match after {
@@ -188,15 +157,9 @@ fn valid_registry(registry: &str) -> bool {
     let host_ok = host.is_empty() && registry.starts_with('[')
         || (!host.is_empty()
             && host.split('.').all(|label| {
-                !label.is_empty()
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             }));
-    let port_ok = port.is_empty() && !registry.ends_with(':')
-        || (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_empty() && !registry.ends_with(':') || (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -230,8 +193,7 @@ fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
 }
 
 #[cfg(test)]

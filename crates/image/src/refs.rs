@@ -61,47 +61,25 @@ pub(crate) struct RefIndex {
 
 impl RefIndex {
     pub(crate) fn new(root: &Path) -> Self {
-        RefIndex {
-            path: root.join("refs.json"),
-            lock: root.join("refs.lock"),
-        }
+        RefIndex { path: root.join("refs.json"), lock: root.join("refs.lock") }
     }
 
     /// All records by name. Lock-free: the file is only ever replaced whole by rename.
     pub(crate) fn load(&self) -> Result<BTreeMap<String, ImageRecord>, RefsError> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice::<IndexFile>(&bytes)
-                .map(|f| f.images)
-                .map_err(|source| RefsError::Corrupt {
-                    path: self.path.clone(),
-                    source,
-                }),
+            Ok(bytes) => serde_json::from_slice::<IndexFile>(&bytes).map(|f| f.images).map_err(|source| RefsError::Corrupt { path: self.path.clone(), source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(RefsError::Io {
-                path: self.path.clone(),
-                source,
-            }),
+            Err(source) => Err(RefsError::Io { path: self.path.clone(), source }),
         }
     }
 
     /// Read-modify-write under the exclusive index lock; the change is durable when this returns.
-    pub(crate) fn update<T>(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<String, ImageRecord>) -> T,
-    ) -> Result<T, RefsError> {
+    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut BTreeMap<String, ImageRecord>) -> T) -> Result<T, RefsError> {
         let _lock = FileLock::exclusive(&self.lock)?;
         let mut images = self.load()?;
         let out = change(&mut images);
-        let bytes = serde_json::to_vec_pretty(&IndexFile { images }).map_err(|source| {
-            RefsError::Corrupt {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
-        write_atomic(&self.path, &bytes).map_err(|source| RefsError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        let bytes = serde_json::to_vec_pretty(&IndexFile { images }).map_err(|source| RefsError::Corrupt { path: self.path.clone(), source })?;
+        write_atomic(&self.path, &bytes).map_err(|source| RefsError::Io { path: self.path.clone(), source })?;
         Ok(out)
     }
 }
@@ -123,16 +101,8 @@ impl FileLock {
     }
 
     fn lock(path: &Path, how: FlockArg) -> Result<Self, RefsError> {
-        let io_err = |source| RefsError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err)?;
+        let io_err = |source| RefsError::Io { path: path.to_path_buf(), source };
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err)?;
         let lock = Flock::lock(file, how).map_err(|(_, errno)| io_err(errno.into()))?;
         Ok(FileLock { _lock: lock })
     }
@@ -162,9 +132,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..25 {
                         let name = format!("r/{t}-{i}");
-                        index
-                            .update(|m| m.insert(name.clone(), record(&name)))
-                            .unwrap();
+                        index.update(|m| m.insert(name.clone(), record(&name))).unwrap();
                     }
                 });
             }

@@ -7,9 +7,7 @@ mod client;
 use std::net::IpAddr;
 
 use crate::digest::Digest;
-use crate::manifest::{
-    parse_document, select_platform, Descriptor, Document, ManifestError, Platform,
-};
+use crate::manifest::{parse_document, select_platform, Descriptor, Document, ManifestError, Platform};
 use crate::reference::normalize_reference;
 use crate::refs::ImageRecord;
 use crate::store::ImageStore;
@@ -31,11 +29,7 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions {
-            platform: Platform::host(),
-            insecure_registries: Vec::new(),
-            credentials: None,
-        }
+        PullOptions { platform: Platform::host(), insecure_registries: Vec::new(), credentials: None }
     }
 }
 
@@ -50,10 +44,7 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
@@ -109,23 +100,14 @@ pub enum RegistryError {
 impl ImageStore {
     /// Pulls `reference` (normalized: `busybox` means `docker.io/library/busybox:latest`) and
     /// records it under its normalized name. Every blob is verified before it is stored.
-    pub async fn pull(
-        &self,
-        reference: &str,
-        opts: &PullOptions,
-    ) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(&self, reference: &str, opts: &PullOptions) -> Result<ImageRecord, ImageError> {
         let reference = normalize_reference(reference)?;
         let _gc = self.gc_shared()?;
         let mut client = Client::new(&reference, opts)?;
         let mut selector = reference.manifest_selector();
         let mut expected: Option<Descriptor> = None;
         for _ in 0..=MAX_INDEX_DEPTH {
-            let (bytes, media_type) = client
-                .manifest(
-                    &selector,
-                    reference.digest.as_ref().filter(|_| expected.is_none()),
-                )
-                .await?;
+            let (bytes, media_type) = client.manifest(&selector, reference.digest.as_ref().filter(|_| expected.is_none())).await?;
             let desc = match expected.take() {
                 Some(desc) => desc,
                 None => Descriptor::new(&media_type, Digest::of(&bytes), bytes.len() as u64),
@@ -156,9 +138,7 @@ pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
     };
-    insecure.iter().any(|i| i == registry || i == host)
-        || host == "localhost"
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    insecure.iter().any(|i| i == registry || i == host) || host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -174,13 +154,7 @@ mod tests {
         assert!(!plain_http_allowed("docker.io", &[]));
         assert!(!plain_http_allowed("10.0.0.1:5000", &[]));
         assert!(!plain_http_allowed("localhost.evil.com", &[]));
-        assert!(plain_http_allowed(
-            "10.0.0.1:5000",
-            &["10.0.0.1:5000".to_string()]
-        ));
-        assert!(plain_http_allowed(
-            "registry.lan:5000",
-            &["registry.lan".to_string()]
-        ));
+        assert!(plain_http_allowed("10.0.0.1:5000", &["10.0.0.1:5000".to_string()]));
+        assert!(plain_http_allowed("registry.lan:5000", &["registry.lan".to_string()]));
     }
 }

@@ -21,10 +21,7 @@ pub struct SnapshotError {
 }
 
 fn snap_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SnapshotError { path: path.to_path_buf(), source }
 }
 
 /// The chain ids of a layer stack: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
@@ -33,9 +30,7 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     for diff in diff_ids {
         let next = match out.last() {
             None => diff.clone(),
-            Some(parent) => {
-                Digest::from_hasher(Sha256::new_with_prefix(format!("{parent} {diff}")))
-            }
+            Some(parent) => Digest::from_hasher(Sha256::new_with_prefix(format!("{parent} {diff}"))),
         };
         out.push(next);
     }
@@ -52,10 +47,7 @@ pub(crate) struct Snapshots {
 impl Snapshots {
     pub(crate) fn open(dir: &Path, tmp: &Path) -> Result<Self, SnapshotError> {
         fs::create_dir_all(dir).map_err(snap_err(dir))?;
-        Ok(Snapshots {
-            dir: dir.to_path_buf(),
-            tmp: tmp.to_path_buf(),
-        })
+        Ok(Snapshots { dir: dir.to_path_buf(), tmp: tmp.to_path_buf() })
     }
 
     pub(crate) fn path(&self, chain_id: &Digest) -> PathBuf {
@@ -64,26 +56,17 @@ impl Snapshots {
 
     /// Returns the snapshot for `chain_id`, first running `fill` on an empty staging directory if
     /// it does not exist yet. A crash or error leaves only staging debris, never a partial snapshot.
-    pub(crate) fn ensure(
-        &self,
-        chain_id: &Digest,
-        fill: impl FnOnce(&Path) -> Result<(), ImageError>,
-    ) -> Result<PathBuf, ImageError> {
+    pub(crate) fn ensure(&self, chain_id: &Digest, fill: impl FnOnce(&Path) -> Result<(), ImageError>) -> Result<PathBuf, ImageError> {
         let dest = self.path(chain_id);
         if dest.is_dir() {
             return Ok(dest);
         }
-        let staging = tempfile::Builder::new()
-            .prefix("snapshot-")
-            .tempdir_in(&self.tmp)
-            .map_err(snap_err(&self.tmp))?;
-        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
-            .map_err(snap_err(staging.path()))?;
+        let staging = tempfile::Builder::new().prefix("snapshot-").tempdir_in(&self.tmp).map_err(snap_err(&self.tmp))?;
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755)).map_err(snap_err(staging.path()))?;
         fill(staging.path())?;
         // Everything written into the staging dir must be on disk before the rename makes it visible.
         let dir = fs::File::open(staging.path()).map_err(snap_err(staging.path()))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
-            .map_err(|e| snap_err(staging.path())(e.into()))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| snap_err(staging.path())(e.into()))?;
         match fs::rename(staging.path(), &dest) {
             Ok(()) => {
                 let _ = staging.keep();
@@ -101,11 +84,7 @@ impl Snapshots {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(snap_err(&self.dir))? {
             let entry = entry.map_err(snap_err(&self.dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::parse(&format!("sha256:{n}")).ok())
-            {
+            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
                 out.push(d);
             }
         }
@@ -116,9 +95,7 @@ impl Snapshots {
     /// under its real name.
     pub(crate) fn remove(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
         let dest = self.path(chain_id);
-        let doomed = self
-            .tmp
-            .join(format!("doomed-{}-{}", chain_id.hex(), std::process::id()));
+        let doomed = self.tmp.join(format!("doomed-{}-{}", chain_id.hex(), std::process::id()));
         match fs::rename(&dest, &doomed) {
             Ok(()) => fs::remove_dir_all(&doomed).map_err(snap_err(&doomed)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -159,14 +136,9 @@ mod tests {
             })
             .unwrap();
         assert!(path.join("whole").exists());
-        let again = snaps
-            .ensure(&id, |_| panic!("cached snapshots are not unpacked again"))
-            .unwrap();
+        let again = snaps.ensure(&id, |_| panic!("cached snapshots are not unpacked again")).unwrap();
         assert_eq!(again, path);
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o755
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
         snaps.remove(&id).unwrap();
         assert!(snaps.list().unwrap().is_empty());
     }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::blobs::BlobStore;
 use crate::config::{ConfigFile, ImageConfig};
 use crate::digest::{Digest, HashingReader};
-use crate::manifest::{
-    parse_document, Descriptor, Document, Manifest, MAX_DOCUMENT_SIZE, OCI_MANIFEST,
-};
+use crate::manifest::{parse_document, Descriptor, Document, Manifest, MAX_DOCUMENT_SIZE, OCI_MANIFEST};
 use crate::reference::normalize_reference;
 use crate::refs::{FileLock, ImageRecord, RefIndex};
 use crate::snapshots::{chain_ids, Snapshots};
@@ -43,9 +41,7 @@ pub enum StoreError {
         diff_ids: usize,
     },
     /// An unpacked layer's content does not hash to the config's diff id.
-    #[error(
-        "layer {layer}: uncompressed content hashes to {actual}, but the config says {expected}"
-    )]
+    #[error("layer {layer}: uncompressed content hashes to {actual}, but the config says {expected}")]
     DiffIdMismatch {
         /// The layer blob.
         layer: Digest,
@@ -93,10 +89,7 @@ pub struct ImageStore {
 impl ImageStore {
     /// Opens the store at `root`, creating its directories if needed.
     pub fn open(root: &Path) -> Result<Self, ImageError> {
-        fs::create_dir_all(root).map_err(|source| StoreError::Io {
-            path: root.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(root).map_err(|source| StoreError::Io { path: root.to_path_buf(), source })?;
         let tmp = root.join("tmp");
         let store = ImageStore {
             root: root.to_path_buf(),
@@ -117,18 +110,11 @@ impl ImageStore {
         };
         let cutoff = std::time::SystemTime::now() - STALE_STAGING;
         for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff);
+            let stale = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
             if stale {
                 let path = entry.path();
                 tracing::debug!(path = %path.display(), "removing stale staging entry");
-                let _ = if path.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
+                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
             }
         }
     }
@@ -158,24 +144,15 @@ impl ImageStore {
     /// config digest (`sha256:...`), or by a unique hex prefix of at least 12 characters of either.
     pub fn resolve(&self, reference: &str) -> Result<Option<ImageRecord>, ImageError> {
         let images = self.refs.load()?;
-        let by_digest = |want: &dyn Fn(&str) -> bool| {
-            images
-                .values()
-                .find(|r| want(&r.digest) || want(&r.config_digest))
-                .cloned()
-        };
+        let by_digest = |want: &dyn Fn(&str) -> bool| images.values().find(|r| want(&r.digest) || want(&r.config_digest)).cloned();
         if let Ok(digest) = Digest::parse(reference) {
             return Ok(by_digest(&|d| d == digest.as_str()));
         }
-        let is_hex_prefix =
-            reference.len() >= 12 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_hex_prefix = reference.len() >= 12 && reference.bytes().all(|b| b.is_ascii_hexdigit());
         if is_hex_prefix {
             let prefix = format!("sha256:{}", reference.to_ascii_lowercase());
-            let matches: BTreeSet<_> = images
-                .values()
-                .filter(|r| r.digest.starts_with(&prefix) || r.config_digest.starts_with(&prefix))
-                .map(|r| r.digest.clone())
-                .collect();
+            let matches: BTreeSet<_> =
+                images.values().filter(|r| r.digest.starts_with(&prefix) || r.config_digest.starts_with(&prefix)).map(|r| r.digest.clone()).collect();
             if matches.len() == 1 {
                 return Ok(by_digest(&|d| matches.contains(d)));
             }
@@ -186,10 +163,7 @@ impl ImageStore {
         }
         Ok(r.digest.as_ref().and_then(|digest| {
             let repo = r.repository_name();
-            images
-                .values()
-                .find(|rec| rec.digest == digest.as_str() && rec.name.starts_with(&repo))
-                .cloned()
+            images.values().find(|rec| rec.digest == digest.as_str() && rec.name.starts_with(&repo)).cloned()
         }))
     }
 
@@ -212,15 +186,8 @@ impl ImageStore {
         let (manifest, config) = self.load_image(image)?;
         let chains = chain_ids(&config.rootfs.diff_ids);
         let mut dirs = Vec::with_capacity(chains.len());
-        for ((layer, diff_id), chain_id) in manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .zip(&chains)
-        {
-            let dir = self.snapshots.ensure(chain_id, |staging| {
-                self.unpack_verified(layer, diff_id, staging)
-            })?;
+        for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids).zip(&chains) {
+            let dir = self.snapshots.ensure(chain_id, |staging| self.unpack_verified(layer, diff_id, staging))?;
             dirs.push(dir);
         }
         dirs.reverse();
@@ -230,59 +197,30 @@ impl ImageStore {
     /// Removes a name (or, for a digest, every name of that image), then deletes blobs and
     /// snapshots no remaining image uses. Callers must not remove images whose layers are mounted.
     pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
-        let target = self
-            .resolve(reference)?
-            .ok_or_else(|| StoreError::NotFound {
-                reference: reference.to_string(),
-            })?;
+        let target = self.resolve(reference)?.ok_or_else(|| StoreError::NotFound { reference: reference.to_string() })?;
         // Removing by exact name drops that name; by digest (or prefix, or name@digest) drops the image.
         let by_name = normalize_reference(reference).is_ok_and(|r| r.to_string() == target.name);
         let _gc = FileLock::exclusive(&self.root.join("gc.lock"))?;
         let remaining = self.refs.update(|images| {
-            images.retain(|name, rec| {
-                if by_name {
-                    *name != target.name
-                } else {
-                    rec.digest != target.digest
-                }
-            });
+            images.retain(|name, rec| if by_name { *name != target.name } else { rec.digest != target.digest });
             images.clone()
         })?;
         self.collect_garbage(&remaining)
     }
 
     /// Records `name` → the image manifest `manifest` (whose blobs must all be stored already).
-    pub(crate) fn commit_image(
-        &self,
-        name: &str,
-        manifest: &Descriptor,
-    ) -> Result<ImageRecord, ImageError> {
+    pub(crate) fn commit_image(&self, name: &str, manifest: &Descriptor) -> Result<ImageRecord, ImageError> {
         let name = normalize_reference(name)?.to_string();
-        let probe = ImageRecord {
-            name: name.clone(),
-            digest: manifest.digest.to_string(),
-            config_digest: String::new(),
-            size: manifest.size,
-            created: None,
-        };
+        let probe = ImageRecord { name: name.clone(), digest: manifest.digest.to_string(), config_digest: String::new(), size: manifest.size, created: None };
         let (m, config) = self.load_image(&probe)?;
         for layer in &m.layers {
             if !self.blobs.contains(layer) {
-                return Err(crate::BlobError::Missing {
-                    digest: layer.digest.clone(),
-                }
-                .into());
+                return Err(crate::BlobError::Missing { digest: layer.digest.clone() }.into());
             }
         }
         let size = manifest.size + m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>();
-        let record = ImageRecord {
-            config_digest: m.config.digest.to_string(),
-            size,
-            created: config.created,
-            ..probe
-        };
-        self.refs
-            .update(|images| images.insert(name, record.clone()))?;
+        let record = ImageRecord { config_digest: m.config.digest.to_string(), size, created: config.created, ..probe };
+        self.refs.update(|images| images.insert(name, record.clone()))?;
         Ok(record)
     }
 
@@ -299,9 +237,7 @@ impl ImageStore {
             Document::Image(m) => m,
             Document::Index(_) => return Err(StoreError::NotAnImage { digest }.into()),
         };
-        let config_bytes = self
-            .blobs
-            .read_verified(&manifest.config, MAX_DOCUMENT_SIZE)?;
+        let config_bytes = self.blobs.read_verified(&manifest.config, MAX_DOCUMENT_SIZE)?;
         let config = ConfigFile::parse(&config_bytes, &manifest.config.digest)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(StoreError::LayerCountMismatch {
@@ -320,42 +256,24 @@ impl ImageStore {
     fn blob_size(&self, digest: &Digest) -> Result<u64, ImageError> {
         match fs::metadata(self.blobs.path(digest)) {
             Ok(m) => Ok(m.len().min(MAX_DOCUMENT_SIZE + 1)),
-            Err(_) => Err(crate::BlobError::Missing {
-                digest: digest.clone(),
-            }
-            .into()),
+            Err(_) => Err(crate::BlobError::Missing { digest: digest.clone() }.into()),
         }
     }
 
-    fn unpack_verified(
-        &self,
-        layer: &Descriptor,
-        diff_id: &Digest,
-        staging: &Path,
-    ) -> Result<(), ImageError> {
+    fn unpack_verified(&self, layer: &Descriptor, diff_id: &Digest, staging: &Path) -> Result<(), ImageError> {
         let mut blob = self.blobs.open_verified(layer)?;
         let unpacked = (|| {
             let tar = decompress(&mut blob).map_err(|source| UnpackError::Stream { source })?;
             let mut hashing = HashingReader::new(tar);
             unpack_tar(&mut hashing, staging, &self.limits, Whiteouts::Overlay)?;
-            hashing
-                .drain()
-                .map_err(|source| UnpackError::Stream { source })?;
+            hashing.drain().map_err(|source| UnpackError::Stream { source })?;
             Ok::<_, UnpackError>(hashing.digest())
         })();
         // A corrupt blob explains any unpack failure better than the failure itself.
         blob.finish()?;
-        let actual = unpacked.map_err(|source| StoreError::Layer {
-            layer: layer.digest.clone(),
-            source,
-        })?;
+        let actual = unpacked.map_err(|source| StoreError::Layer { layer: layer.digest.clone(), source })?;
         if actual != *diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                layer: layer.digest.clone(),
-                expected: diff_id.clone(),
-                actual,
-            }
-            .into());
+            return Err(StoreError::DiffIdMismatch { layer: layer.digest.clone(), expected: diff_id.clone(), actual }.into());
         }
         Ok(())
     }
@@ -377,21 +295,11 @@ impl ImageStore {
             blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
             chains.extend(chain_ids(&config.rootfs.diff_ids));
         }
-        for digest in self
-            .blobs
-            .list()?
-            .into_iter()
-            .filter(|d| !blobs.contains(d))
-        {
+        for digest in self.blobs.list()?.into_iter().filter(|d| !blobs.contains(d)) {
             tracing::debug!(%digest, "removing unreferenced blob");
             self.blobs.remove(&digest)?;
         }
-        for chain in self
-            .snapshots
-            .list()?
-            .into_iter()
-            .filter(|c| !chains.contains(c))
-        {
+        for chain in self.snapshots.list()?.into_iter().filter(|c| !chains.contains(c)) {
             tracing::debug!(%chain, "removing unreferenced snapshot");
             self.snapshots.remove(&chain)?;
         }

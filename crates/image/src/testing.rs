@@ -14,15 +14,12 @@ use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::layout::REF_NAME;
-use crate::manifest::{
-    Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
-};
+use crate::manifest::{Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 
 /// Busybox applets linked in the test image's `/bin`.
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "sh", "ash", "httpd", "echo", "sleep", "cat", "ls", "wget", "nc", "true", "false", "env", "id",
-    "ps", "kill", "mkdir", "rm", "touch", "test", "[", "grep", "hostname", "ip", "ifconfig",
-    "printf", "pwd", "uname", "date",
+    "sh", "ash", "httpd", "echo", "sleep", "cat", "ls", "wget", "nc", "true", "false", "env", "id", "ps", "kill", "mkdir", "rm", "touch", "test", "[", "grep",
+    "hostname", "ip", "ifconfig", "printf", "pwd", "uname", "date",
 ];
 const BUSYBOX: &str = "/bin/busybox";
 const MTIME: u64 = 1_700_000_000;
@@ -33,9 +30,7 @@ pub fn require_tool(binary: &str, apt_package: &str) -> PathBuf {
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{binary}` is not installed: run `apt-get install {apt_package}`")
-        })
+        .unwrap_or_else(|| panic!("`{binary}` is not installed: run `apt-get install {apt_package}`"))
 }
 
 /// A Debian `docker-registry` serving plain HTTP on loopback, with storage in a temp dir; killed
@@ -69,10 +64,7 @@ impl Registry {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for the registry");
             let storage = dir.path().join("storage");
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}\n",
@@ -90,12 +82,7 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .expect("spawn docker-registry");
-            let mut registry = Registry {
-                addr,
-                storage,
-                child,
-                _dir: dir,
-            };
+            let mut registry = Registry { addr, storage, child, _dir: dir };
             if registry.wait_ready(Duration::from_secs(20)) {
                 return registry;
             }
@@ -116,10 +103,7 @@ impl Registry {
                 let mut answer = [0u8; 16];
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 // Any HTTP answer will do: a registry with auth answers 401.
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_exact(&mut answer).is_ok()
-                    && answer.starts_with(b"HTTP/1.")
-                {
+                if stream.write_all(request.as_bytes()).is_ok() && stream.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.") {
                     return true;
                 }
             }
@@ -137,21 +121,12 @@ impl Registry {
         let skopeo = require_tool("skopeo", "skopeo");
         let reference = format!("{}/{repository}:{push_tag}", self.addr);
         let out = Command::new(skopeo)
-            .args([
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                "--insecure-policy",
-            ])
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--insecure-policy"])
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{reference}"))
             .output()
             .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo push failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "skopeo push failed: {}", String::from_utf8_lossy(&out.stderr));
         reference
     }
 }
@@ -170,8 +145,7 @@ impl Drop for Registry {
 /// # Panics
 /// If `/bin/busybox` is missing (Debian `busybox-static`) or the layout cannot be written.
 pub fn busybox_layout(dir: &Path, tag: &str) -> Descriptor {
-    let busybox = fs::read(BUSYBOX)
-        .unwrap_or_else(|_| panic!("{BUSYBOX} is missing: run `apt-get install busybox-static`"));
+    let busybox = fs::read(BUSYBOX).unwrap_or_else(|_| panic!("{BUSYBOX} is missing: run `apt-get install busybox-static`"));
     write_layout(dir, tag, &[busybox_layer_tar(&busybox)], &["sh"])
 }
 
@@ -193,11 +167,7 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], cmd: &[&str]) -> 
     for tar in layers {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(tar).expect("gzip in memory");
-        layer_descs.push(put_blob(
-            dir,
-            OCI_LAYER_GZIP,
-            &gz.finish().expect("gzip in memory"),
-        ));
+        layer_descs.push(put_blob(dir, OCI_LAYER_GZIP, &gz.finish().expect("gzip in memory")));
     }
     let manifest = Manifest {
         schema_version: 2,
@@ -206,11 +176,7 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], cmd: &[&str]) -> 
         layers: layer_descs,
         annotations: BTreeMap::new(),
     };
-    let desc = put_blob(
-        dir,
-        OCI_MANIFEST,
-        &serde_json::to_vec(&manifest).expect("manifest json"),
-    );
+    let desc = put_blob(dir, OCI_MANIFEST, &serde_json::to_vec(&manifest).expect("manifest json"));
     tag_layout(dir, tag, &desc);
     desc
 }
@@ -233,27 +199,18 @@ pub fn put_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> Descriptor {
 /// If the index cannot be written.
 pub fn tag_layout(dir: &Path, tag: &str, desc: &Descriptor) {
     let index_path = dir.join("index.json");
-    let mut index: Index = fs::read(&index_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Index {
-            schema_version: 2,
-            media_type: Some(OCI_INDEX.to_string()),
-            manifests: vec![],
-            annotations: BTreeMap::new(),
-        });
-    index
-        .manifests
-        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+    let mut index: Index = fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Index {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.to_string()),
+        manifests: vec![],
+        annotations: BTreeMap::new(),
+    });
+    index.manifests.retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
     let mut entry = desc.clone();
-    entry
-        .annotations
-        .insert(REF_NAME.to_string(), tag.to_string());
+    entry.annotations.insert(REF_NAME.to_string(), tag.to_string());
     index.manifests.push(entry);
-    fs::write(&index_path, serde_json::to_vec(&index).expect("index json"))
-        .expect("write index.json");
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .expect("write oci-layout");
+    fs::write(&index_path, serde_json::to_vec(&index).expect("index json")).expect("write index.json");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
 }
 
 fn busybox_layer_tar(busybox: &[u8]) -> Vec<u8> {
@@ -269,35 +226,20 @@ fn busybox_layer_tar(busybox: &[u8]) -> Vec<u8> {
         h
     };
     let mut add = |path: &str, mut h: tar::Header, data: &[u8]| {
-        builder
-            .append_data(&mut h, path, data)
-            .expect("tar in memory");
+        builder.append_data(&mut h, path, data).expect("tar in memory");
     };
     add("bin/", header(tar::EntryType::Directory, 0o755, 0), b"");
-    add(
-        "bin/busybox",
-        header(tar::EntryType::Regular, 0o755, busybox.len() as u64),
-        busybox,
-    );
+    add("bin/busybox", header(tar::EntryType::Regular, 0o755, busybox.len() as u64), busybox);
     for applet in BUSYBOX_APPLETS {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         h.set_link_name("busybox").expect("short link name");
         add(&format!("bin/{applet}"), h, b"");
     }
     add("etc/", header(tar::EntryType::Directory, 0o755, 0), b"");
-    let passwd =
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-    add(
-        "etc/passwd",
-        header(tar::EntryType::Regular, 0o644, passwd.len() as u64),
-        passwd,
-    );
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    add("etc/passwd", header(tar::EntryType::Regular, 0o644, passwd.len() as u64), passwd);
     let group = b"root:x:0:\nnogroup:x:65534:\n";
-    add(
-        "etc/group",
-        header(tar::EntryType::Regular, 0o644, group.len() as u64),
-        group,
-    );
+    add("etc/group", header(tar::EntryType::Regular, 0o644, group.len() as u64), group);
     add("root/", header(tar::EntryType::Directory, 0o700, 0), b"");
     add("tmp/", header(tar::EntryType::Directory, 0o1777, 0), b"");
     builder.into_inner().expect("tar in memory")

@@ -32,10 +32,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bytes: 32 << 30,
-            max_entries: 1_000_000,
-        }
+        Limits { max_bytes: 32 << 30, max_entries: 1_000_000 }
     }
 }
 
@@ -113,33 +110,17 @@ pub(crate) enum Whiteouts {
 /// Unpacks a layer (tar, tar+gzip or tar+zstd) into `dest`, an existing directory, in overlay form.
 ///
 /// Safe on arbitrary bytes: bad input is an error, never a write outside `dest`.
-pub fn unpack_layer(
-    reader: impl Read,
-    dest: &Path,
-    limits: &Limits,
-) -> Result<UnpackStats, crate::ImageError> {
+pub fn unpack_layer(reader: impl Read, dest: &Path, limits: &Limits) -> Result<UnpackStats, crate::ImageError> {
     let tar = decompress(reader).map_err(|source| UnpackError::Stream { source })?;
     Ok(unpack_tar(tar, dest, limits, Whiteouts::Overlay)?)
 }
 
 /// Unpacks an uncompressed tar stream into `dest`.
-pub(crate) fn unpack_tar(
-    reader: impl Read,
-    dest: &Path,
-    limits: &Limits,
-    whiteouts: Whiteouts,
-) -> Result<UnpackStats, UnpackError> {
+pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, limits: &Limits, whiteouts: Whiteouts) -> Result<UnpackStats, UnpackError> {
     let root = Root::new(dest)?;
-    let cap = limits
-        .max_bytes
-        .saturating_add(limits.max_entries.saturating_mul(PER_ENTRY_OVERHEAD));
+    let cap = limits.max_bytes.saturating_add(limits.max_entries.saturating_mul(PER_ENTRY_OVERHEAD));
     let progress = Rc::new(Progress::default());
-    let capped = CappedReader {
-        inner: reader,
-        remaining: cap,
-        cap,
-        progress: Rc::clone(&progress),
-    };
+    let capped = CappedReader { inner: reader, remaining: cap, cap, progress: Rc::clone(&progress) };
     let mut archive = tar::Archive::new(capped);
     let mut stats = UnpackStats::default();
     let mut dir_times = Vec::new();
@@ -152,11 +133,7 @@ pub(crate) fn unpack_tar(
             Some(Ok(entry)) => entry,
             // Some writers (umoci 0.4) omit the last entry's padding and the end-of-archive
             // blocks; the content itself is complete, so that ending is accepted.
-            Some(Err(_))
-                if progress.eof.get()
-                    && progress.consumed.get() == last_data_end
-                    && stats.entries > 0 =>
-            {
+            Some(Err(_)) if progress.eof.get() && progress.consumed.get() == last_data_end && stats.entries > 0 => {
                 tracing::debug!("layer ends without tar padding or end-of-archive blocks");
                 break;
             }
@@ -165,16 +142,11 @@ pub(crate) fn unpack_tar(
         let data_end = entry.raw_file_position().saturating_add(entry.size());
         stats.entries += 1;
         if stats.entries > limits.max_entries {
-            return Err(UnpackError::TooManyEntries {
-                limit: limits.max_entries,
-            });
+            return Err(UnpackError::TooManyEntries { limit: limits.max_entries });
         }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let refuse = |reason: &str| UnpackError::Refused {
-            entry: name.clone(),
-            reason: reason.to_string(),
-        };
+        let refuse = |reason: &str| UnpackError::Refused { entry: name.clone(), reason: reason.to_string() };
         let rel = clean_path(&raw).map_err(refuse)?;
         let kind = entry.header().entry_type();
         if whiteouts == Whiteouts::Overlay {
@@ -206,32 +178,22 @@ pub(crate) fn unpack_tar(
                 let size = entry.size();
                 stats.bytes = stats.bytes.saturating_add(size);
                 if stats.bytes > limits.max_bytes {
-                    return Err(UnpackError::TooLarge {
-                        limit: limits.max_bytes,
-                        entry: name,
-                    });
+                    return Err(UnpackError::TooLarge { limit: limits.max_bytes, entry: name });
                 }
                 root.file(&rel, &mut entry, &meta, &name)?;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse("symlink without a target"))?;
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("symlink without a target"))?;
                 root.symlink(&rel, OsStr::from_bytes(&target), &meta, &name)?;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse("hardlink without a target"))?;
-                let target =
-                    clean_path(&target).map_err(|r| refuse(&format!("hardlink target {r}")))?;
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("hardlink without a target"))?;
+                let target = clean_path(&target).map_err(|r| refuse(&format!("hardlink target {r}")))?;
                 root.hardlink(&rel, &target, &name)?;
             }
             EntryType::Char | EntryType::Block => {
                 let (major, minor) = (entry.header().device_major(), entry.header().device_minor());
-                let is_overlay_whiteout = kind == EntryType::Char
-                    && matches!((major, minor), (Ok(Some(0)), Ok(Some(0))))
-                    && whiteouts == Whiteouts::Overlay;
+                let is_overlay_whiteout = kind == EntryType::Char && matches!((major, minor), (Ok(Some(0)), Ok(Some(0)))) && whiteouts == Whiteouts::Overlay;
                 if !is_overlay_whiteout {
                     return Err(refuse("device nodes are not allowed in layers"));
                 }
@@ -292,20 +254,13 @@ impl<R: Read> Read for CappedReader<R> {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
                 0 => Ok(0),
-                _ => Err(io::Error::other(format!(
-                    "tar stream larger than {} bytes",
-                    self.cap
-                ))),
+                _ => Err(io::Error::other(format!("tar stream larger than {} bytes", self.cap))),
             };
         }
-        let len = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let len = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..len])?;
         self.remaining -= n as u64;
-        self.progress
-            .consumed
-            .set(self.progress.consumed.get() + n as u64);
+        self.progress.consumed.set(self.progress.consumed.get() + n as u64);
         if n == 0 && len > 0 {
             self.progress.eof.set(true);
         }

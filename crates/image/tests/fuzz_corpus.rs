@@ -53,11 +53,5 @@ fn entry_list_seeds_do_not_escape_the_root() {
 
 #[test]
 fn mutants_of_the_entry_list_seeds_do_not_escape_the_root() {
-    mutate::run_mutants(
-        "layer_entries",
-        0xe7_7a1e5,
-        1500,
-        &[],
-        image::fuzzing::layer_entries,
-    );
+    mutate::run_mutants("layer_entries", 0xe7_7a1e5, 1500, &[], image::fuzzing::layer_entries);
 }

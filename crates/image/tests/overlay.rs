@@ -19,10 +19,7 @@ impl Drop for Mounted<'_> {
 
 #[test]
 fn whiteouts_and_opaque_dirs_hide_lower_content_in_the_mounted_rootfs() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "overlay mounts need root: run the tests as root"
-    );
+    assert!(nix::unistd::geteuid().is_root(), "overlay mounts need root: run the tests as root");
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let base = layer(&[
@@ -57,28 +54,15 @@ fn whiteouts_and_opaque_dirs_hide_lower_content_in_the_mounted_rootfs() {
     mount_overlay(&lower, &upper, &work, &target).unwrap();
     let guard = Mounted(&target);
     assert_eq!(fs::read(target.join("etc/hostname")).unwrap(), b"top");
-    assert!(
-        !target.join("etc/deleted").exists(),
-        "whiteout hides the lower file"
-    );
-    let mut cache: Vec<_> = fs::read_dir(target.join("var/cache"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    assert!(!target.join("etc/deleted").exists(), "whiteout hides the lower file");
+    let mut cache: Vec<_> = fs::read_dir(target.join("var/cache")).unwrap().map(|e| e.unwrap().file_name()).collect();
     cache.sort();
     assert_eq!(cache, ["fresh"], "opaque dir hides lower entries");
     fs::write(target.join("etc/written"), b"rw").unwrap();
     drop(guard);
     assert!(!target.join("etc").exists(), "unmounted");
-    assert_eq!(
-        fs::read(upper.join("etc/written")).unwrap(),
-        b"rw",
-        "writes land in the upper dir"
-    );
-    assert!(
-        lower.iter().all(|l| !l.join("etc/written").exists()),
-        "layers stay untouched"
-    );
+    assert_eq!(fs::read(upper.join("etc/written")).unwrap(), b"rw", "writes land in the upper dir");
+    assert!(lower.iter().all(|l| !l.join("etc/written").exists()), "layers stay untouched");
 }
 
 #[test]
@@ -98,12 +82,7 @@ fn a_corrupted_stored_layer_is_rejected_by_digest_and_leaves_no_snapshot() {
     let err = store.prepare_layers(&image).unwrap_err();
     assert!(matches!(err, ImageError::Blob(_)), "{err:?}");
     assert!(err.to_string().contains(digest.as_str()), "{err}");
-    assert_eq!(
-        fs::read_dir(store.root().join("snapshots"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(fs::read_dir(store.root().join("snapshots")).unwrap().count(), 0);
 }
 
 #[test]
@@ -112,35 +91,17 @@ fn a_layer_that_does_not_match_its_diff_id_is_rejected() {
     let layout = dir.path().join("layout");
     let manifest = write_layout(&layout, "1", &[layer(&[("f", Some(b"content"))])], &["sh"]);
     // Point the config's diff_id elsewhere (and re-hash config and manifest so the blobs are valid).
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(manifest.digest.as_str())).unwrap()).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(m["config"]["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(blob(manifest.digest.as_str())).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(blob(m["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
     config["rootfs"]["diff_ids"][0] = serde_json::json!(image::Digest::of(b"something else"));
-    let config_desc = image::testing::put_blob(
-        &layout,
-        image::OCI_CONFIG,
-        &serde_json::to_vec(&config).unwrap(),
-    );
+    let config_desc = image::testing::put_blob(&layout, image::OCI_CONFIG, &serde_json::to_vec(&config).unwrap());
     m["config"] = serde_json::to_value(&config_desc).unwrap();
-    let manifest = image::testing::put_blob(
-        &layout,
-        image::OCI_MANIFEST,
-        &serde_json::to_vec(&m).unwrap(),
-    );
+    let manifest = image::testing::put_blob(&layout, image::OCI_MANIFEST, &serde_json::to_vec(&m).unwrap());
     image::testing::tag_layout(&layout, "1", &manifest);
 
     let (_tmp, store) = store();
     let image = store.import(&layout, Some("x")).unwrap().remove(0);
     let err = store.prepare_layers(&image).unwrap_err();
-    assert!(
-        matches!(err, ImageError::Store(StoreError::DiffIdMismatch { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::Store(StoreError::DiffIdMismatch { .. })), "{err}");
 }

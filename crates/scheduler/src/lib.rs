@@ -41,10 +41,7 @@ impl NodeInfo {
     pub fn from_node(node: &Node) -> NodeInfo {
         let status = node.status.as_ref();
         let alloc = |name: &str| status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())).and_then(|m| m.get(name)).map(|q| q.0.clone());
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .is_some_and(|c| c.status == "True");
+        let ready = status.and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).is_some_and(|c| c.status == "True");
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),

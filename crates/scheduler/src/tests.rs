@@ -20,7 +20,11 @@ fn pod(cpu: i64, mem: i64, selector: &[(&str, &str)]) -> Pod {
     let requests = [("cpu".to_string(), Quantity(format!("{cpu}m"))), ("memory".to_string(), Quantity(mem.to_string()))].into();
     Pod {
         spec: Some(PodSpec {
-            containers: vec![Container { name: "c".into(), resources: Some(ResourceRequirements { requests: Some(requests), ..Default::default() }), ..Default::default() }],
+            containers: vec![Container {
+                name: "c".into(),
+                resources: Some(ResourceRequirements { requests: Some(requests), ..Default::default() }),
+                ..Default::default()
+            }],
             node_selector: (!selector.is_empty()).then(|| selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         }),

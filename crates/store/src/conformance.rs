@@ -9,9 +9,7 @@ mod watch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use self::watch::{
-    compaction, concurrent_watchers, next_event, next_events, watch_future_revision, watch_replay_and_live,
-};
+pub use self::watch::{compaction, concurrent_watchers, next_event, next_events, watch_future_revision, watch_replay_and_live};
 use crate::{KeyValue, Revision, Store, StoreError};
 
 /// Runs every check, each under its own keys below a root unique to this run. Compaction runs

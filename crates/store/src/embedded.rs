@@ -173,10 +173,7 @@ impl EmbeddedStore {
         if let Err(mpsc::error::SendError(request)) = requests.send(WriteRequest { op, reply }).await {
             return Err(gone(&request.op).into());
         }
-        answer.await.map_err(|_| EmbeddedError::WriterGone {
-            path: self.shared.path.clone(),
-            action: "receive a write's outcome".into(),
-        })?
+        answer.await.map_err(|_| EmbeddedError::WriterGone { path: self.shared.path.clone(), action: "receive a write's outcome".into() })?
     }
 
     /// Runs `read` on the blocking pool; `action` names it in errors.
@@ -187,9 +184,7 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let shared = Arc::clone(&self.shared);
         let path = shared.path.clone();
-        let outcome = tokio::task::spawn_blocking(move || read(&shared))
-            .await
-            .map_err(|source| EmbeddedError::Task { path: path.clone(), source })?;
+        let outcome = tokio::task::spawn_blocking(move || read(&shared)).await.map_err(|source| EmbeddedError::Task { path: path.clone(), source })?;
         outcome.map_err(|source| EmbeddedError::Storage { path, action: action(), source }.into())
     }
 }
@@ -225,10 +220,7 @@ fn prepare(db: &Database, retained_revisions: u64, prefixes: &VolatilePrefixes) 
 
 /// Removes the stored keys under the volatile prefixes (written while a prefix was durable);
 /// returns how many there were.
-fn drop_volatile_rows(
-    kv: &mut redb::Table<&'static str, (i64, i64, &'static [u8])>,
-    prefixes: &VolatilePrefixes,
-) -> Result<usize, redb::Error> {
+fn drop_volatile_rows(kv: &mut redb::Table<&'static str, (i64, i64, &'static [u8])>, prefixes: &VolatilePrefixes) -> Result<usize, redb::Error> {
     let mut keys = Vec::new();
     for prefix in prefixes.iter() {
         for entry in kv.range::<&str>(prefix..)? {
@@ -282,9 +274,8 @@ impl Store for EmbeddedStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue), StoreError> {
         let written = self.write(key, KeyChange::Delete { expected }).await?;
-        let removed = written.removed.ok_or_else(|| {
-            StoreError::Backend(format!("embedded store {}: delete of {key} removed nothing", self.path().display()))
-        })?;
+        let removed =
+            written.removed.ok_or_else(|| StoreError::Backend(format!("embedded store {}: delete of {key} removed nothing", self.path().display())))?;
         Ok((written.revision, removed))
     }
 

@@ -6,10 +6,7 @@ mod watch;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
-};
+use etcd_client::{Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
 use self::watch::EtcdWatcher;
 use crate::{KeyValue, Revision, Store, StoreError, WatchStream};
@@ -89,8 +86,7 @@ impl EtcdStore {
     }
 
     fn unexpected(&self, action: impl Into<String>, problem: impl Into<String>) -> StoreError {
-        EtcdError::Unexpected { endpoints: self.endpoints.clone(), action: action.into(), problem: problem.into() }
-            .into()
+        EtcdError::Unexpected { endpoints: self.endpoints.clone(), action: action.into(), problem: problem.into() }.into()
     }
 
     /// Our key-value for an etcd one, stripping the prefix.
@@ -126,12 +122,7 @@ impl EtcdStore {
 pub(crate) fn convert_key_value(prefix: &str, kv: &etcd_client::KeyValue) -> Result<KeyValue, String> {
     let full = std::str::from_utf8(kv.key()).map_err(|_| format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key())))?;
     let key = full.strip_prefix(prefix).ok_or_else(|| format!("key {full} lies outside prefix {prefix}"))?;
-    Ok(KeyValue {
-        key: key.to_owned(),
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-    })
+    Ok(KeyValue { key: key.to_owned(), value: kv.value().to_vec(), create_revision: kv.create_revision(), mod_revision: kv.mod_revision() })
 }
 
 /// The first key after every key starting with `prefix`; `[0]` (the end of the keyspace) when
@@ -205,19 +196,14 @@ impl Store for EtcdStore {
         let full = self.full_key(key);
         // A missing key compares as mod revision 0: the version check keeps it missing.
         let txn = Txn::new()
-            .when([
-                Compare::version(full.clone(), CompareOp::Greater, 0),
-                Compare::mod_revision(full.clone(), CompareOp::Equal, expected),
-            ])
+            .when([Compare::version(full.clone(), CompareOp::Greater, 0), Compare::mod_revision(full.clone(), CompareOp::Equal, expected)])
             .and_then([TxnOp::put(full.clone(), value, None)])
             .or_else([TxnOp::get(full, None)]);
         let action = format!("update {key}");
         match self.txn(&action, txn).await? {
             Ok(response) => self.header_revision(&action, response.header()),
             Err(None) => Err(StoreError::NotFound { key: key.to_owned() }),
-            Err(Some(actual)) => {
-                Err(StoreError::Conflict { key: key.to_owned(), expected, actual: actual.mod_revision })
-            }
+            Err(Some(actual)) => Err(StoreError::Conflict { key: key.to_owned(), expected, actual: actual.mod_revision }),
         }
     }
 
@@ -227,10 +213,8 @@ impl Store for EtcdStore {
         if let Some(expected) = expected {
             compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, expected));
         }
-        let txn = Txn::new()
-            .when(compares)
-            .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
-            .or_else([TxnOp::get(full, None)]);
+        let txn =
+            Txn::new().when(compares).and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))]).or_else([TxnOp::get(full, None)]);
         let action = format!("delete {key}");
         let response = match self.txn(&action, txn).await? {
             Ok(response) => response,
@@ -285,9 +269,7 @@ impl Store for EtcdStore {
         match self.client.kv_client().compact(revision, Some(options)).await {
             Ok(_) => Ok(()),
             Err(error) if is_compacted(&error) => Ok(()),
-            Err(error) if is_future_revision(&error) => {
-                Err(StoreError::FutureRevision { requested: revision, current: self.revision().await? })
-            }
+            Err(error) if is_future_revision(&error) => Err(StoreError::FutureRevision { requested: revision, current: self.revision().await? }),
             Err(error) => Err(self.request_error(format!("compact to revision {revision}"))(error)),
         }
     }

@@ -150,11 +150,7 @@ impl EtcdServer {
                 return Ok(());
             }
             if started.elapsed() > STARTUP_TIMEOUT {
-                return Err(EtcdServerError::Unhealthy {
-                    endpoint: self.endpoint.clone(),
-                    waited: STARTUP_TIMEOUT,
-                    log_tail: self.log_tail(),
-                });
+                return Err(EtcdServerError::Unhealthy { endpoint: self.endpoint.clone(), waited: STARTUP_TIMEOUT, log_tail: self.log_tail() });
             }
             std::thread::sleep(Duration::from_millis(25));
         }

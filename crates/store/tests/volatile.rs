@@ -46,21 +46,11 @@ async fn passes_the_conformance_suite_with_volatile_and_durable_keys_mixed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     let root = unique_root();
-    let volatile: Vec<String> = [
-        "revisions/",
-        "create/",
-        "list/a/",
-        "list/ab",
-        "watch/a",
-        "watch/c",
-        "watch-sibling/",
-        "concurrent/w1/",
-        "compaction/k2",
-        "compaction/k4",
-    ]
-    .iter()
-    .map(|suffix| format!("{root}/{suffix}"))
-    .collect();
+    let volatile: Vec<String> =
+        ["revisions/", "create/", "list/a/", "list/ab", "watch/a", "watch/c", "watch-sibling/", "concurrent/w1/", "compaction/k2", "compaction/k4"]
+            .iter()
+            .map(|suffix| format!("{root}/{suffix}"))
+            .collect();
     let prefixes: Vec<&str> = volatile.iter().map(String::as_str).collect();
     let store = open(&path, &prefixes);
     conformance::run_all_under(&store, &root).await;
@@ -70,8 +60,7 @@ async fn passes_the_conformance_suite_with_volatile_and_durable_keys_mixed() {
     drop(store);
     let store = open(&path, &prefixes);
     let (after, _) = store.list(&format!("{root}/")).await.unwrap();
-    let durable: Vec<KeyValue> =
-        before.iter().filter(|kv| !volatile.iter().any(|p| kv.key.starts_with(p))).cloned().collect();
+    let durable: Vec<KeyValue> = before.iter().filter(|kv| !volatile.iter().any(|p| kv.key.starts_with(p))).cloned().collect();
     assert!(!durable.is_empty() && durable.len() < before.len(), "the run wrote keys of both kinds");
     assert_eq!(after, durable);
 }
@@ -172,11 +161,8 @@ async fn watches_replay_both_kinds_in_revision_order_within_the_retention() {
     // Revisions 5..=12 are kept, volatile and durable alike.
     assert_compacted(store.watch("/", 3).await, "watch past the retention");
     let mut watch = store.watch("/", 4).await.unwrap();
-    let replayed: Vec<(String, Revision)> = next_events(&mut watch, 8, "retained history")
-        .await
-        .into_iter()
-        .map(|event| (event.kv.key, event.kv.mod_revision))
-        .collect();
+    let replayed: Vec<(String, Revision)> =
+        next_events(&mut watch, 8, "retained history").await.into_iter().map(|event| (event.kv.key, event.kv.mod_revision)).collect();
     assert_eq!(replayed, written[4..]);
 
     store.compact(10).await.unwrap();
@@ -221,8 +207,7 @@ async fn listings_under_concurrent_writes_show_both_kinds_as_of_their_revision()
         for (_, key, value) in log.iter().take_while(|(revision, ..)| *revision <= at) {
             state.insert(*key, value.to_string());
         }
-        let seen: BTreeMap<&str, String> =
-            listed.iter().map(|kv| (kv.key.as_str(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
+        let seen: BTreeMap<&str, String> = listed.iter().map(|kv| (kv.key.as_str(), String::from_utf8_lossy(&kv.value).into_owned())).collect();
         assert_eq!(seen, state, "listing at revision {at}");
     }
 }

@@ -10,10 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use store::conformance::{next_event, next_events, unique_root};
 use store::testing::EtcdServer;
-use store::{
-    EmbeddedOptions, EmbeddedStore, EtcdStore, EventKind, KeyValue, Revision, Store, StoreError, WatchEvent,
-    WatchStream,
-};
+use store::{EmbeddedOptions, EmbeddedStore, EtcdStore, EventKind, KeyValue, Revision, Store, StoreError, WatchEvent, WatchStream};
 
 /// Key names under the case root; the last one lies outside the watched prefix.
 const KEYS: [&str; 4] = ["/w/a", "/w/b", "/w/c/1", "/wx"];
@@ -21,14 +18,29 @@ const WATCHERS: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { key: usize, value: u8 },
-    Update { key: usize, value: u8, stale: bool },
+    Create {
+        key: usize,
+        value: u8,
+    },
+    Update {
+        key: usize,
+        value: u8,
+        stale: bool,
+    },
     /// `None`: unconditional; `Some(stale)`: expecting the current (or a stale) revision.
-    Delete { key: usize, expect: Option<bool> },
+    Delete {
+        key: usize,
+        expect: Option<bool>,
+    },
     /// The watcher takes up to `count` of the changes waiting for it.
-    Read { watcher: usize, count: usize },
+    Read {
+        watcher: usize,
+        count: usize,
+    },
     /// The watcher drops its stream and watches again from the last revision it saw.
-    Reconnect { watcher: usize },
+    Reconnect {
+        watcher: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -68,21 +68,13 @@ impl FakeNetlink {
 
     /// A link, if it exists.
     pub fn link(&self, ns: Netns<'_>, name: &str) -> Option<FakeLink> {
-        self.lock()
-            .links
-            .get(&(ns_key(ns), name.to_string()))
-            .cloned()
+        self.lock().links.get(&(ns_key(ns), name.to_string())).cloned()
     }
 
     /// Names of the links in a namespace.
     pub fn links(&self, ns: Netns<'_>) -> Vec<String> {
         let key = ns_key(ns);
-        self.lock()
-            .links
-            .keys()
-            .filter(|(n, _)| *n == key)
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.lock().links.keys().filter(|(n, _)| *n == key).map(|(_, l)| l.clone()).collect()
     }
 
     /// The default route of a namespace.
@@ -101,19 +93,13 @@ impl FakeNetlink {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn call(&self, text: String) -> Result<MutexGuard<'_, State>, NetworkError> {
         let mut state = self.lock();
         state.calls.push(text.clone());
-        if state
-            .fail_on
-            .as_deref()
-            .is_some_and(|prefix| text.starts_with(prefix))
-        {
+        if state.fail_on.as_deref().is_some_and(|prefix| text.starts_with(prefix)) {
             state.fail_on = None;
             return Err(fail(&text, "injected failure"));
         }
@@ -122,23 +108,12 @@ impl FakeNetlink {
 }
 
 fn fail(command: &str, stderr: &str) -> NetworkError {
-    NetworkError::Command {
-        command: command.to_string(),
-        status: "exit status: 2".into(),
-        stderr: stderr.into(),
-    }
+    NetworkError::Command { command: command.to_string(), status: "exit status: 2".into(), stderr: stderr.into() }
 }
 
 impl State {
-    fn link_mut(
-        &mut self,
-        ns: Option<String>,
-        name: &str,
-        call: &str,
-    ) -> Result<&mut FakeLink, NetworkError> {
-        self.links
-            .get_mut(&(ns, name.to_string()))
-            .ok_or_else(|| fail(call, "Cannot find device"))
+    fn link_mut(&mut self, ns: Option<String>, name: &str, call: &str) -> Result<&mut FakeLink, NetworkError> {
+        self.links.get_mut(&(ns, name.to_string())).ok_or_else(|| fail(call, "Cannot find device"))
     }
 
     fn remove_link(&mut self, ns: Option<String>, name: &str) {
@@ -153,10 +128,7 @@ impl State {
 #[async_trait]
 impl Netlink for FakeNetlink {
     async fn netns_exists(&self, name: &str) -> Result<bool, NetworkError> {
-        Ok(self
-            .call(format!("netns_exists {name}"))?
-            .netns
-            .contains(name))
+        Ok(self.call(format!("netns_exists {name}"))?.netns.contains(name))
     }
 
     async fn add_netns(&self, name: &str) -> Result<(), NetworkError> {
@@ -165,13 +137,7 @@ impl Netlink for FakeNetlink {
         if !state.netns.insert(name.to_string()) {
             return Err(fail(&call, "File exists"));
         }
-        state.links.insert(
-            (Some(name.to_string()), "lo".into()),
-            FakeLink {
-                kind: "loopback",
-                ..Default::default()
-            },
-        );
+        state.links.insert((Some(name.to_string()), "lo".into()), FakeLink { kind: "loopback", ..Default::default() });
         Ok(())
     }
 
@@ -181,12 +147,7 @@ impl Netlink for FakeNetlink {
         if !state.netns.remove(name) {
             return Err(fail(&call, "No such file or directory"));
         }
-        let inside: Vec<String> = state
-            .links
-            .keys()
-            .filter(|(ns, _)| ns.as_deref() == Some(name))
-            .map(|(_, l)| l.clone())
-            .collect();
+        let inside: Vec<String> = state.links.keys().filter(|(ns, _)| ns.as_deref() == Some(name)).map(|(_, l)| l.clone()).collect();
         for link in inside {
             state.remove_link(Some(name.to_string()), &link);
         }
@@ -205,13 +166,7 @@ impl Netlink for FakeNetlink {
         if state.links.contains_key(&(None, name.to_string())) {
             return Err(fail(&call, "File exists"));
         }
-        state.links.insert(
-            (None, name.to_string()),
-            FakeLink {
-                kind: "bridge",
-                ..Default::default()
-            },
-        );
+        state.links.insert((None, name.to_string()), FakeLink { kind: "bridge", ..Default::default() });
         Ok(())
     }
 
@@ -222,21 +177,11 @@ impl Netlink for FakeNetlink {
         if !state.netns.contains(peer_netns) {
             return Err(fail(&call, "Invalid \"netns\" value"));
         }
-        if state.links.contains_key(&(None, host.to_string()))
-            || state.links.contains_key(&(ns.clone(), peer.to_string()))
-        {
+        if state.links.contains_key(&(None, host.to_string())) || state.links.contains_key(&(ns.clone(), peer.to_string())) {
             return Err(fail(&call, "File exists"));
         }
-        let host_end = FakeLink {
-            kind: "veth",
-            peer: Some((ns.clone(), peer.to_string())),
-            ..Default::default()
-        };
-        let peer_end = FakeLink {
-            kind: "veth",
-            peer: Some((None, host.to_string())),
-            ..Default::default()
-        };
+        let host_end = FakeLink { kind: "veth", peer: Some((ns.clone(), peer.to_string())), ..Default::default() };
+        let peer_end = FakeLink { kind: "veth", peer: Some((None, host.to_string())), ..Default::default() };
         state.links.insert((None, host.to_string()), host_end);
         state.links.insert((ns, peer.to_string()), peer_end);
         Ok(())
@@ -260,27 +205,16 @@ impl Netlink for FakeNetlink {
 
     async fn set_up(&self, ns: Netns<'_>, link: &str) -> Result<(), NetworkError> {
         let call = format!("set_up {ns:?} {link}");
-        self.call(call.clone())?
-            .link_mut(ns_key(ns), link, &call)?
-            .up = true;
+        self.call(call.clone())?.link_mut(ns_key(ns), link, &call)?.up = true;
         Ok(())
     }
 
     async fn addresses(&self, ns: Netns<'_>, link: &str) -> Result<Vec<Ipv4Net>, NetworkError> {
         let call = format!("addresses {ns:?} {link}");
-        Ok(self
-            .call(call.clone())?
-            .link_mut(ns_key(ns), link, &call)?
-            .addrs
-            .clone())
+        Ok(self.call(call.clone())?.link_mut(ns_key(ns), link, &call)?.addrs.clone())
     }
 
-    async fn add_address(
-        &self,
-        ns: Netns<'_>,
-        link: &str,
-        addr: Ipv4Net,
-    ) -> Result<(), NetworkError> {
+    async fn add_address(&self, ns: Netns<'_>, link: &str, addr: Ipv4Net) -> Result<(), NetworkError> {
         let call = format!("add_address {ns:?} {link} {addr}");
         let mut state = self.call(call.clone())?;
         let target = state.link_mut(ns_key(ns), link, &call)?;
@@ -291,17 +225,11 @@ impl Netlink for FakeNetlink {
         Ok(())
     }
 
-    async fn replace_default_route(
-        &self,
-        ns: Netns<'_>,
-        gateway: Ipv4Addr,
-    ) -> Result<(), NetworkError> {
+    async fn replace_default_route(&self, ns: Netns<'_>, gateway: Ipv4Addr) -> Result<(), NetworkError> {
         let call = format!("replace_default_route {ns:?} {gateway}");
         let mut state = self.call(call.clone())?;
         let key = ns_key(ns);
-        let reachable = state.links.iter().any(|((n, _), link)| {
-            *n == key && link.up && link.addrs.iter().any(|a| a.contains(&gateway))
-        });
+        let reachable = state.links.iter().any(|((n, _), link)| *n == key && link.up && link.addrs.iter().any(|a| a.contains(&gateway)));
         if !reachable {
             return Err(fail(&call, "Error: Nexthop has invalid gateway."));
         }

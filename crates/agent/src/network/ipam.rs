@@ -32,11 +32,7 @@ struct State {
 
 impl Ipam {
     /// Opens (creating) the allocation directory and loads what is recorded there.
-    pub(crate) fn open(
-        dir: PathBuf,
-        cidr: Ipv4Net,
-        gateway: Ipv4Addr,
-    ) -> Result<Self, NetworkError> {
+    pub(crate) fn open(dir: PathBuf, cidr: Ipv4Net, gateway: Ipv4Addr) -> Result<Self, NetworkError> {
         std::fs::create_dir_all(&dir).map_err(|source| io("create", &dir, source))?;
         let mut by_pod = HashMap::new();
         for (ip, pod) in read_allocations(&dir)? {
@@ -44,12 +40,7 @@ impl Ipam {
                 tracing::warn!(pod, %ip, %other, "pod holds two addresses; keeping {ip}");
             }
         }
-        Ok(Ipam {
-            dir,
-            cidr,
-            gateway,
-            state: Mutex::new(State { by_pod, next: 0 }),
-        })
+        Ok(Ipam { dir, cidr, gateway, state: Mutex::new(State { by_pod, next: 0 }) })
     }
 
     /// The pod's address: the one already recorded, or a newly claimed one. The flag says
@@ -66,10 +57,8 @@ impl Ipam {
             return Err(self.exhausted(pod_uid));
         }
         let claim = self.write_claim(pod_uid)?;
-        let result = (0..size)
-            .map(|offset| Ipv4Addr::from(first + (state.next + offset) % size))
-            .filter(|ip| *ip != self.gateway)
-            .find_map(
+        let result =
+            (0..size).map(|offset| Ipv4Addr::from(first + (state.next + offset) % size)).filter(|ip| *ip != self.gateway).find_map(
                 |ip| match std::fs::hard_link(&claim, self.dir.join(ip.to_string())) {
                     Ok(()) => Some(Ok(ip)),
                     Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => None,
@@ -113,29 +102,20 @@ impl Ipam {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes the pod uid to a private, fsync'd file that [`Self::allocate`] links into place.
     fn write_claim(&self, pod_uid: &str) -> Result<PathBuf, NetworkError> {
-        let path = self
-            .dir
-            .join(format!("{TEMP_PREFIX}{}-{pod_uid}", std::process::id()));
+        let path = self.dir.join(format!("{TEMP_PREFIX}{}-{pod_uid}", std::process::id()));
         let mut file = File::create(&path).map_err(|source| io("create", &path, source))?;
-        file.write_all(pod_uid.as_bytes())
-            .map_err(|source| io("write", &path, source))?;
-        file.sync_all()
-            .map_err(|source| io("sync", &path, source))?;
+        file.write_all(pod_uid.as_bytes()).map_err(|source| io("write", &path, source))?;
+        file.sync_all().map_err(|source| io("sync", &path, source))?;
         Ok(path)
     }
 
     fn exhausted(&self, pod_uid: &str) -> NetworkError {
-        NetworkError::PoolExhausted {
-            cidr: self.cidr,
-            pod_uid: pod_uid.to_string(),
-        }
+        NetworkError::PoolExhausted { cidr: self.cidr, pod_uid: pod_uid.to_string() }
     }
 }
 
@@ -155,8 +135,7 @@ fn read_allocations(dir: &Path) -> Result<Vec<(Ipv4Addr, String)>, NetworkError>
         let Ok(ip) = name.parse::<Ipv4Addr>() else {
             continue;
         };
-        let owner = std::fs::read_to_string(entry.path())
-            .map_err(|source| io("read", &entry.path(), source))?;
+        let owner = std::fs::read_to_string(entry.path()).map_err(|source| io("read", &entry.path(), source))?;
         allocations.push((ip, owner.trim().to_string()));
     }
     allocations.sort();
@@ -164,17 +143,11 @@ fn read_allocations(dir: &Path) -> Result<Vec<(Ipv4Addr, String)>, NetworkError>
 }
 
 fn sync_dir(dir: &Path) -> Result<(), NetworkError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| io("sync", dir, source))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| io("sync", dir, source))
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> NetworkError {
-    NetworkError::Io {
-        action,
-        path: path.into(),
-        source,
-    }
+    NetworkError::Io { action, path: path.into(), source }
 }
 
 #[cfg(test)]
@@ -191,17 +164,12 @@ mod tests {
     fn never_hands_out_gateway_network_or_broadcast_and_reports_exhaustion() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ipam = ipam(dir.path(), "10.1.2.0/29"); // .1 gateway, .2-.6 pods, .7 broadcast
-        let ips: Vec<_> = (0..5)
-            .map(|n| ipam.allocate(&format!("pod{n}")).expect("allocate").0)
-            .collect();
+        let ips: Vec<_> = (0..5).map(|n| ipam.allocate(&format!("pod{n}")).expect("allocate").0).collect();
         let expected: Vec<Ipv4Addr> = (2..=6).map(|host| Ipv4Addr::new(10, 1, 2, host)).collect();
         assert_eq!(ips, expected);
         let err = ipam.allocate("pod5").expect_err("pool is full");
         assert!(err.to_string().contains("10.1.2.0/29"), "{err}");
-        assert_eq!(
-            ipam.allocate("pod3").expect("idempotent"),
-            (Ipv4Addr::new(10, 1, 2, 5), false)
-        );
+        assert_eq!(ipam.allocate("pod3").expect("idempotent"), (Ipv4Addr::new(10, 1, 2, 5), false));
     }
 
     #[test]
@@ -215,31 +183,17 @@ mod tests {
         drop(first);
         let reopened = ipam(dir.path(), "10.1.3.0/24");
         assert_eq!(reopened.allocate("b").expect("known"), (b, false));
-        assert_eq!(
-            reopened.allocations().expect("list"),
-            vec![(b, "b".to_string())]
-        );
+        assert_eq!(reopened.allocations().expect("list"), vec![(b, "b".to_string())]);
     }
 
     #[test]
     fn two_allocators_on_one_directory_never_share_an_address() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (x, y) = (
-            ipam(dir.path(), "10.1.4.0/24"),
-            ipam(dir.path(), "10.1.4.0/24"),
-        );
+        let (x, y) = (ipam(dir.path(), "10.1.4.0/24"), ipam(dir.path(), "10.1.4.0/24"));
         let mut all: Vec<Ipv4Addr> = Vec::new();
         std::thread::scope(|scope| {
-            let hx = scope.spawn(|| {
-                (0..50)
-                    .map(|n| x.allocate(&format!("x{n}")).expect("x").0)
-                    .collect::<Vec<_>>()
-            });
-            let hy = scope.spawn(|| {
-                (0..50)
-                    .map(|n| y.allocate(&format!("y{n}")).expect("y").0)
-                    .collect::<Vec<_>>()
-            });
+            let hx = scope.spawn(|| (0..50).map(|n| x.allocate(&format!("x{n}")).expect("x").0).collect::<Vec<_>>());
+            let hy = scope.spawn(|| (0..50).map(|n| y.allocate(&format!("y{n}")).expect("y").0).collect::<Vec<_>>());
             all.extend(hx.join().expect("x thread"));
             all.extend(hy.join().expect("y thread"));
         });

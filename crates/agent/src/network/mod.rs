@@ -81,11 +81,7 @@ pub fn netns_name(pod_uid: &str) -> String {
 /// The host end of a pod's veth pair: `fl` + 10 hex digits of a hash of its uid.
 pub fn host_veth_name(pod_uid: &str) -> String {
     let digest = Sha256::digest(pod_uid.as_bytes());
-    let hex: String = digest
-        .iter()
-        .take(5)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let hex: String = digest.iter().take(5).map(|byte| format!("{byte:02x}")).collect();
     format!("fl{hex}")
 }
 
@@ -96,46 +92,20 @@ impl PodNetwork {
     }
 
     /// A pod network driven by `netlink` (a fake in unit tests).
-    pub fn with_netlink(
-        config: NetworkConfig,
-        netlink: Arc<dyn Netlink>,
-    ) -> Result<Self, NetworkError> {
-        let invalid = |field, value: String, reason| NetworkError::InvalidConfig {
-            field,
-            value,
-            reason,
-        };
-        let bridge_ok = !config.bridge.is_empty()
-            && config.bridge.len() <= 15
-            && config
-                .bridge
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    pub fn with_netlink(config: NetworkConfig, netlink: Arc<dyn Netlink>) -> Result<Self, NetworkError> {
+        let invalid = |field, value: String, reason| NetworkError::InvalidConfig { field, value, reason };
+        let bridge_ok =
+            !config.bridge.is_empty() && config.bridge.len() <= 15 && config.bridge.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !bridge_ok {
-            return Err(invalid(
-                "bridge",
-                config.bridge.clone(),
-                "use 1 to 15 letters, digits, '-', '_' or '.'",
-            ));
+            return Err(invalid("bridge", config.bridge.clone(), "use 1 to 15 letters, digits, '-', '_' or '.'"));
         }
         if config.cidr.prefix_len() > 30 {
-            return Err(invalid(
-                "cidr",
-                config.cidr.to_string(),
-                "needs room for a gateway and pods: /30 or wider",
-            ));
+            return Err(invalid("cidr", config.cidr.to_string(), "needs room for a gateway and pods: /30 or wider"));
         }
         let cidr = config.cidr.trunc();
         let gateway = Ipv4Addr::from(u32::from(cidr.network()) + 1);
         let ipam = Ipam::open(config.state_dir.join("ipam"), cidr, gateway)?;
-        Ok(PodNetwork {
-            config,
-            cidr,
-            gateway,
-            netlink,
-            ipam,
-            pod_locks: Mutex::default(),
-        })
+        Ok(PodNetwork { config, cidr, gateway, netlink, ipam, pod_locks: Mutex::default() })
     }
 
     /// The configuration in use.
@@ -174,10 +144,7 @@ impl PodNetwork {
         validate_pod_uid(pod_uid)?;
         let lock = self.pod_lock(pod_uid);
         let _guard = lock.lock().await;
-        let (ip, fresh) = self
-            .ipam
-            .allocate(pod_uid)
-            .map_err(|err| pod_error("allocate an address", pod_uid, err))?;
+        let (ip, fresh) = self.ipam.allocate(pod_uid).map_err(|err| pod_error("allocate an address", pod_uid, err))?;
         match self.wire(pod_uid, ip).await {
             Ok(info) => Ok(info),
             Err(err) => {
@@ -195,63 +162,35 @@ impl PodNetwork {
         let (nl, ns_name, veth) = (&self.netlink, netns_name(pod_uid), host_veth_name(pod_uid));
         let ns = Netns::Named(&ns_name);
         let step = |step| move |err| pod_error(step, pod_uid, err);
-        if !self
-            .netlink
-            .link_exists(Netns::Host, &self.config.bridge)
-            .await?
-        {
-            self.ensure_bridge()
-                .await
-                .map_err(step("create the bridge"))?;
+        if !self.netlink.link_exists(Netns::Host, &self.config.bridge).await? {
+            self.ensure_bridge().await.map_err(step("create the bridge"))?;
         }
         let addr = Ipv4Net::new(ip, self.cidr.prefix_len()).unwrap_or(self.cidr);
-        let info = PodNetworkInfo {
-            netns_path: Path::new(NETNS_DIR).join(&ns_name),
-            ip: IpAddr::V4(ip),
-            host_veth: veth.clone(),
-            gateway: IpAddr::V4(self.gateway),
-        };
+        let info =
+            PodNetworkInfo { netns_path: Path::new(NETNS_DIR).join(&ns_name), ip: IpAddr::V4(ip), host_veth: veth.clone(), gateway: IpAddr::V4(self.gateway) };
         if !nl.netns_exists(&ns_name).await? {
-            nl.add_netns(&ns_name)
-                .await
-                .map_err(step("create the network namespace"))?;
+            nl.add_netns(&ns_name).await.map_err(step("create the network namespace"))?;
             if !nl.link_exists(Netns::Host, &veth).await? {
                 // The usual case, a new pod: everything in as few round trips as possible.
-                nl.wire_new_pod(&veth, POD_INTERFACE, &ns_name, &self.config.bridge, addr, self.gateway)
-                    .await
-                    .map_err(step("wire the pod namespace"))?;
+                nl.wire_new_pod(&veth, POD_INTERFACE, &ns_name, &self.config.bridge, addr, self.gateway).await.map_err(step("wire the pod namespace"))?;
                 return Ok(info);
             }
         }
         if nl.link_exists(Netns::Host, &veth).await? && !nl.link_exists(ns, POD_INTERFACE).await? {
             // The other end died with an earlier namespace of this pod; start over.
-            nl.delete_link(&veth)
-                .await
-                .map_err(step("delete a stale veth"))?;
+            nl.delete_link(&veth).await.map_err(step("delete a stale veth"))?;
         }
         if !nl.link_exists(Netns::Host, &veth).await? {
-            nl.add_veth(&veth, POD_INTERFACE, &ns_name)
-                .await
-                .map_err(step("create the veth pair"))?;
+            nl.add_veth(&veth, POD_INTERFACE, &ns_name).await.map_err(step("create the veth pair"))?;
         }
-        nl.set_master(&veth, &self.config.bridge)
-            .await
-            .map_err(step("attach the veth to the bridge"))?;
-        nl.set_up(Netns::Host, &veth)
-            .await
-            .map_err(step("set the host veth up"))?;
+        nl.set_master(&veth, &self.config.bridge).await.map_err(step("attach the veth to the bridge"))?;
+        nl.set_up(Netns::Host, &veth).await.map_err(step("set the host veth up"))?;
         nl.set_up(ns, "lo").await.map_err(step("set lo up"))?;
         if !nl.addresses(ns, POD_INTERFACE).await?.contains(&addr) {
-            nl.add_address(ns, POD_INTERFACE, addr)
-                .await
-                .map_err(step("assign the pod address"))?;
+            nl.add_address(ns, POD_INTERFACE, addr).await.map_err(step("assign the pod address"))?;
         }
-        nl.set_up(ns, POD_INTERFACE)
-            .await
-            .map_err(step("set eth0 up"))?;
-        nl.replace_default_route(ns, self.gateway)
-            .await
-            .map_err(step("set the default route"))?;
+        nl.set_up(ns, POD_INTERFACE).await.map_err(step("set eth0 up"))?;
+        nl.replace_default_route(ns, self.gateway).await.map_err(step("set the default route"))?;
         Ok(info)
     }
 
@@ -264,10 +203,7 @@ impl PodNetwork {
             let _guard = lock.lock().await;
             self.unwire(pod_uid).await
         };
-        let mut locks = self
-            .pod_locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self.pod_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Only the map and this call hold it: nobody is waiting to set the pod up again.
         if Arc::strong_count(&lock) <= 2 {
             locks.remove(pod_uid);
@@ -279,36 +215,22 @@ impl PodNetwork {
         let (nl, ns_name, veth) = (&self.netlink, netns_name(pod_uid), host_veth_name(pod_uid));
         let step = |step| move |err| pod_error(step, pod_uid, err);
         if nl.link_exists(Netns::Host, &veth).await? {
-            nl.delete_link(&veth)
-                .await
-                .map_err(step("delete the veth pair"))?;
+            nl.delete_link(&veth).await.map_err(step("delete the veth pair"))?;
         }
         if nl.netns_exists(&ns_name).await? {
-            nl.delete_netns(&ns_name)
-                .await
-                .map_err(step("delete the network namespace"))?;
+            nl.delete_netns(&ns_name).await.map_err(step("delete the network namespace"))?;
         }
-        self.ipam
-            .release(pod_uid)
-            .map_err(step("release the address"))?;
+        self.ipam.release(pod_uid).map_err(step("release the address"))?;
         Ok(())
     }
 
     /// Every allocated address and the pod holding it, as recorded on disk.
     pub fn allocations(&self) -> Result<Vec<(IpAddr, String)>, NetworkError> {
-        Ok(self
-            .ipam
-            .allocations()?
-            .into_iter()
-            .map(|(ip, pod)| (IpAddr::V4(ip), pod))
-            .collect())
+        Ok(self.ipam.allocations()?.into_iter().map(|(ip, pod)| (IpAddr::V4(ip), pod)).collect())
     }
 
     fn pod_lock(&self, pod_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .pod_locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self.pod_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(pod_uid.to_string()).or_default().clone()
     }
 }
@@ -317,24 +239,16 @@ fn validate_pod_uid(pod_uid: &str) -> Result<(), NetworkError> {
     let valid = !pod_uid.is_empty()
         && pod_uid.len() <= 128
         && !pod_uid.starts_with(['-', '.'])
-        && pod_uid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && pod_uid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(())
     } else {
-        Err(NetworkError::InvalidPodUid {
-            pod_uid: pod_uid.to_string(),
-        })
+        Err(NetworkError::InvalidPodUid { pod_uid: pod_uid.to_string() })
     }
 }
 
 fn pod_error(step: &'static str, pod_uid: &str, source: NetworkError) -> NetworkError {
-    NetworkError::Pod {
-        step,
-        pod_uid: pod_uid.to_string(),
-        source: Box::new(source),
-    }
+    NetworkError::Pod { step, pod_uid: pod_uid.to_string(), source: Box::new(source) }
 }
 
 #[cfg(test)]

@@ -52,18 +52,9 @@ pub trait Netlink: Send + Sync {
     /// The IPv4 addresses on a link.
     async fn addresses(&self, ns: Netns<'_>, link: &str) -> Result<Vec<Ipv4Net>, NetworkError>;
     /// Adds an IPv4 address (with its broadcast address) to a link.
-    async fn add_address(
-        &self,
-        ns: Netns<'_>,
-        link: &str,
-        addr: Ipv4Net,
-    ) -> Result<(), NetworkError>;
+    async fn add_address(&self, ns: Netns<'_>, link: &str, addr: Ipv4Net) -> Result<(), NetworkError>;
     /// Sets the namespace's default route to `gateway`, replacing any other.
-    async fn replace_default_route(
-        &self,
-        ns: Netns<'_>,
-        gateway: Ipv4Addr,
-    ) -> Result<(), NetworkError>;
+    async fn replace_default_route(&self, ns: Netns<'_>, gateway: Ipv4Addr) -> Result<(), NetworkError>;
     /// Turns on IPv4 forwarding in the host namespace.
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError>;
 
@@ -98,17 +89,12 @@ impl IpRoute2 {
             .map(|dir| dir.join("ip"))
             .find(|candidate| candidate.is_file())
             .map(|binary| IpRoute2 { binary })
-            .ok_or(NetworkError::ToolNotFound {
-                tool: "ip",
-                package: "iproute2",
-            })
+            .ok_or(NetworkError::ToolNotFound { tool: "ip", package: "iproute2" })
     }
 
     /// Uses a specific `ip` binary.
     pub fn with_binary(binary: impl Into<PathBuf>) -> Self {
-        IpRoute2 {
-            binary: binary.into(),
-        }
+        IpRoute2 { binary: binary.into() }
     }
 
     async fn ip(&self, ns: Netns<'_>, args: &[&str]) -> Result<Vec<u8>, NetworkError> {
@@ -123,12 +109,7 @@ impl IpRoute2 {
     }
 
     /// Runs `ip`; the inner result is the command's own failure, the outer one a failure to run.
-    async fn try_ip(
-        &self,
-        ns: Netns<'_>,
-        args: &[&str],
-        stdin: Option<String>,
-    ) -> Result<Result<Vec<u8>, NetworkError>, NetworkError> {
+    async fn try_ip(&self, ns: Netns<'_>, args: &[&str], stdin: Option<String>) -> Result<Result<Vec<u8>, NetworkError>, NetworkError> {
         let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
         if let Netns::Named(name) = ns {
             all.extend(["-n", name]);
@@ -156,23 +137,12 @@ impl IpRoute2 {
         };
         let output = tokio::time::timeout(IP_TIMEOUT, output)
             .await
-            .map_err(|_| NetworkError::CommandTimeout {
-                command: line.clone(),
-                timeout: IP_TIMEOUT,
-            })?
-            .map_err(|source| NetworkError::Io {
-                action: "run",
-                path: self.binary.clone(),
-                source,
-            })?;
+            .map_err(|_| NetworkError::CommandTimeout { command: line.clone(), timeout: IP_TIMEOUT })?
+            .map_err(|source| NetworkError::Io { action: "run", path: self.binary.clone(), source })?;
         if output.status.success() {
             return Ok(Ok(output.stdout));
         }
-        Ok(Err(NetworkError::Command {
-            command: line,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        }))
+        Ok(Err(NetworkError::Command { command: line, status: output.status.to_string(), stderr: String::from_utf8_lossy(&output.stderr).trim().to_string() }))
     }
 }
 
@@ -183,15 +153,11 @@ impl Netlink for IpRoute2 {
     }
 
     async fn add_netns(&self, name: &str) -> Result<(), NetworkError> {
-        self.ip(Netns::Host, &["netns", "add", name])
-            .await
-            .map(drop)
+        self.ip(Netns::Host, &["netns", "add", name]).await.map(drop)
     }
 
     async fn delete_netns(&self, name: &str) -> Result<(), NetworkError> {
-        self.ip(Netns::Host, &["netns", "delete", name])
-            .await
-            .map(drop)
+        self.ip(Netns::Host, &["netns", "delete", name]).await.map(drop)
     }
 
     async fn link_exists(&self, ns: Netns<'_>, link: &str) -> Result<bool, NetworkError> {
@@ -201,78 +167,45 @@ impl Netlink for IpRoute2 {
         }
         match self.try_ip(ns, &["link", "show", "dev", link], None).await? {
             Ok(_) => Ok(true),
-            Err(NetworkError::Command { stderr, .. }) if stderr.contains("does not exist") => {
-                Ok(false)
-            }
+            Err(NetworkError::Command { stderr, .. }) if stderr.contains("does not exist") => Ok(false),
             Err(err) => Err(err),
         }
     }
 
     async fn add_bridge(&self, name: &str) -> Result<(), NetworkError> {
-        self.ip(
-            Netns::Host,
-            &["link", "add", "name", name, "type", "bridge"],
-        )
-        .await
-        .map(drop)
+        self.ip(Netns::Host, &["link", "add", "name", name, "type", "bridge"]).await.map(drop)
     }
 
     async fn add_veth(&self, host: &str, peer: &str, peer_netns: &str) -> Result<(), NetworkError> {
-        let args = [
-            "link", "add", host, "type", "veth", "peer", "name", peer, "netns", peer_netns,
-        ];
+        let args = ["link", "add", host, "type", "veth", "peer", "name", peer, "netns", peer_netns];
         self.ip(Netns::Host, &args).await.map(drop)
     }
 
     async fn delete_link(&self, link: &str) -> Result<(), NetworkError> {
-        self.ip(Netns::Host, &["link", "delete", "dev", link])
-            .await
-            .map(drop)
+        self.ip(Netns::Host, &["link", "delete", "dev", link]).await.map(drop)
     }
 
     async fn set_master(&self, link: &str, bridge: &str) -> Result<(), NetworkError> {
-        self.ip(Netns::Host, &["link", "set", "dev", link, "master", bridge])
-            .await
-            .map(drop)
+        self.ip(Netns::Host, &["link", "set", "dev", link, "master", bridge]).await.map(drop)
     }
 
     async fn set_up(&self, ns: Netns<'_>, link: &str) -> Result<(), NetworkError> {
-        self.ip(ns, &["link", "set", "dev", link, "up"])
-            .await
-            .map(drop)
+        self.ip(ns, &["link", "set", "dev", link, "up"]).await.map(drop)
     }
 
     async fn addresses(&self, ns: Netns<'_>, link: &str) -> Result<Vec<Ipv4Net>, NetworkError> {
-        let stdout = self
-            .ip(ns, &["-j", "-4", "addr", "show", "dev", link])
-            .await?;
-        parse_addresses(&stdout).map_err(|reason| NetworkError::Parse {
-            command: format!("ip -j -4 addr show dev {link}"),
-            reason,
-        })
+        let stdout = self.ip(ns, &["-j", "-4", "addr", "show", "dev", link]).await?;
+        parse_addresses(&stdout).map_err(|reason| NetworkError::Parse { command: format!("ip -j -4 addr show dev {link}"), reason })
     }
 
-    async fn add_address(
-        &self,
-        ns: Netns<'_>,
-        link: &str,
-        addr: Ipv4Net,
-    ) -> Result<(), NetworkError> {
+    async fn add_address(&self, ns: Netns<'_>, link: &str, addr: Ipv4Net) -> Result<(), NetworkError> {
         let addr = addr.to_string();
-        self.ip(ns, &["addr", "add", &addr, "brd", "+", "dev", link])
-            .await
-            .map(drop)
+        self.ip(ns, &["addr", "add", &addr, "brd", "+", "dev", link]).await.map(drop)
     }
 
-    async fn replace_default_route(
-        &self,
-        ns: Netns<'_>,
-        gateway: Ipv4Addr,
-    ) -> Result<(), NetworkError> {
+    async fn replace_default_route(&self, ns: Netns<'_>, gateway: Ipv4Addr) -> Result<(), NetworkError> {
         let gateway = gateway.to_string();
-        self.ip(ns, &["route", "replace", "default", "via", &gateway])
-            .await
-            .map(drop)
+        self.ip(ns, &["route", "replace", "default", "via", &gateway]).await.map(drop)
     }
 
     async fn wire_new_pod(&self, host: &str, peer: &str, netns: &str, bridge: &str, addr: Ipv4Net, gateway: Ipv4Addr) -> Result<(), NetworkError> {
@@ -299,13 +232,7 @@ impl Netlink for IpRoute2 {
 
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError> {
         let path = Path::new("/proc/sys/net/ipv4/ip_forward");
-        tokio::fs::write(path, b"1")
-            .await
-            .map_err(|source| NetworkError::Io {
-                action: "write",
-                path: path.into(),
-                source,
-            })
+        tokio::fs::write(path, b"1").await.map_err(|source| NetworkError::Io { action: "write", path: path.into(), source })
     }
 }
 
@@ -328,9 +255,7 @@ fn parse_addresses(json: &[u8]) -> Result<Vec<Ipv4Net>, String> {
     let links: Vec<Link> = serde_json::from_slice(json).map_err(|err| err.to_string())?;
     let mut addrs = Vec::new();
     for info in links.into_iter().flat_map(|link| link.addr_info) {
-        if let (Some("inet"), Some(local), Some(prefix)) =
-            (info.family.as_deref(), info.local, info.prefixlen)
-        {
+        if let (Some("inet"), Some(local), Some(prefix)) = (info.family.as_deref(), info.local, info.prefixlen) {
             addrs.push(Ipv4Net::new(local, prefix).map_err(|err| err.to_string())?);
         }
     }
@@ -344,14 +269,8 @@ mod tests {
     #[test]
     fn parses_ip_json_addresses() {
         let json = br#"[{"ifindex":5,"ifname":"eth0","addr_info":[{"family":"inet","local":"10.88.0.7","prefixlen":16,"broadcast":"10.88.255.255"}]},{"addr_info":[{}]}]"#;
-        assert_eq!(
-            parse_addresses(json).expect("parse"),
-            vec!["10.88.0.7/16".parse::<Ipv4Net>().expect("net")]
-        );
-        assert_eq!(
-            parse_addresses(b"\n").expect("empty"),
-            Vec::<Ipv4Net>::new()
-        );
+        assert_eq!(parse_addresses(json).expect("parse"), vec!["10.88.0.7/16".parse::<Ipv4Net>().expect("net")]);
+        assert_eq!(parse_addresses(b"\n").expect("empty"), Vec::<Ipv4Net>::new());
         assert!(parse_addresses(b"{").is_err());
     }
 }

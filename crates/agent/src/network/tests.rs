@@ -6,10 +6,7 @@ fn network(dir: &Path) -> (PodNetwork, Arc<FakeNetlink>) {
     let fake = Arc::new(FakeNetlink::new());
     let mut config = NetworkConfig::new(dir);
     config.cidr = "10.99.0.0/24".parse().expect("cidr");
-    (
-        PodNetwork::with_netlink(config, fake.clone()).expect("network"),
-        fake,
-    )
+    (PodNetwork::with_netlink(config, fake.clone()).expect("network"), fake)
 }
 
 #[test]
@@ -29,18 +26,9 @@ async fn ensure_bridge_is_idempotent() {
     net.ensure_bridge().await.expect("first");
     net.ensure_bridge().await.expect("second");
     let bridge = fake.link(Netns::Host, "flotilla0").expect("bridge");
-    assert_eq!(
-        bridge.addrs,
-        vec!["10.99.0.1/24".parse::<Ipv4Net>().expect("net")]
-    );
+    assert_eq!(bridge.addrs, vec!["10.99.0.1/24".parse::<Ipv4Net>().expect("net")]);
     assert!(bridge.up && fake.forwarding());
-    assert_eq!(
-        fake.calls()
-            .iter()
-            .filter(|c| c.starts_with("add_"))
-            .count(),
-        2
-    );
+    assert_eq!(fake.calls().iter().filter(|c| c.starts_with("add_")).count(), 2);
 }
 
 #[tokio::test]
@@ -56,13 +44,7 @@ async fn setup_wires_the_pod_and_is_idempotent() {
     let eth0 = fake.link(ns, POD_INTERFACE).expect("eth0");
     assert!(eth0.up && eth0.addrs == vec!["10.99.0.2/24".parse::<Ipv4Net>().expect("net")]);
     assert!(fake.link(ns, "lo").expect("lo").up);
-    assert_eq!(
-        fake.link(Netns::Host, &info.host_veth)
-            .expect("veth")
-            .master
-            .as_deref(),
-        Some("flotilla0")
-    );
+    assert_eq!(fake.link(Netns::Host, &info.host_veth).expect("veth").master.as_deref(), Some("flotilla0"));
     assert_eq!(fake.default_route(ns), Some(Ipv4Addr::new(10, 99, 0, 1)));
 
     assert_eq!(net.setup("pod-a").await.expect("again"), info);
@@ -75,13 +57,9 @@ async fn setup_repairs_a_pod_whose_namespace_vanished() {
     let (net, fake) = network(dir.path());
     net.ensure_bridge().await.expect("bridge");
     let info = net.setup("pod-b").await.expect("setup");
-    fake.delete_netns("flotilla-pod-b")
-        .await
-        .expect("someone deletes the netns");
+    fake.delete_netns("flotilla-pod-b").await.expect("someone deletes the netns");
     assert_eq!(net.setup("pod-b").await.expect("repair"), info);
-    assert!(fake
-        .link(Netns::Named("flotilla-pod-b"), POD_INTERFACE)
-        .is_some());
+    assert!(fake.link(Netns::Named("flotilla-pod-b"), POD_INTERFACE).is_some());
 }
 
 #[tokio::test]
@@ -91,10 +69,7 @@ async fn failed_first_setup_leaves_nothing_behind() {
     net.ensure_bridge().await.expect("bridge");
     fake.fail_next("set_master");
     let err = net.setup("pod-c").await.expect_err("injected failure");
-    assert!(
-        err.to_string().contains("pod-c") && err.to_string().contains("wire the pod namespace"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("pod-c") && err.to_string().contains("wire the pod namespace"), "{err}");
     assert!(fake.netns().is_empty());
     assert_eq!(fake.links(Netns::Host), vec!["flotilla0".to_string()]);
     assert!(net.allocations().expect("allocations").is_empty());
@@ -119,13 +94,7 @@ async fn bad_uids_and_configs_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (net, fake) = network(dir.path());
     for uid in ["", "../x", "a b", "-n"] {
-        assert!(
-            matches!(
-                net.setup(uid).await,
-                Err(NetworkError::InvalidPodUid { .. })
-            ),
-            "{uid:?}"
-        );
+        assert!(matches!(net.setup(uid).await, Err(NetworkError::InvalidPodUid { .. })), "{uid:?}");
     }
     assert!(fake.calls().is_empty());
     let mut config = NetworkConfig::new(dir.path());

@@ -43,7 +43,12 @@ pub async fn ensure_image(ctx: &AgentContext, container: &Container) -> Result<(
         _ => {
             let opts = PullOptions { insecure_registries: ctx.config.insecure_registries.clone(), ..Default::default() };
             ctx.images.pull(&reference, &opts).await.map(|i| (i, true)).map_err(|e| {
-                fail("ErrImagePull", format!("pulling image \"{reference}\": {e}; for offline nodes import it with `flotilla image import` and use imagePullPolicy: IfNotPresent"))
+                fail(
+                    "ErrImagePull",
+                    format!(
+                        "pulling image \"{reference}\": {e}; for offline nodes import it with `flotilla image import` and use imagePullPolicy: IfNotPresent"
+                    ),
+                )
             })
         }
     }
@@ -92,7 +97,9 @@ fn process_user(pod: &Pod, container: &Container, config: &ImageConfig, rootfs: 
 
 fn resources(container: &Container) -> Resources {
     let r = container.resources.as_ref();
-    let get = |section: Option<&std::collections::BTreeMap<String, api::k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str| section.and_then(|m| m.get(name)).map(|q| q.0.clone());
+    let get = |section: Option<&std::collections::BTreeMap<String, api::k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str| {
+        section.and_then(|m| m.get(name)).map(|q| q.0.clone())
+    };
     let requests = r.and_then(|r| r.requests.as_ref());
     let limits = r.and_then(|r| r.limits.as_ref());
     let cpu_request = get(requests, "cpu").or_else(|| get(limits, "cpu")).and_then(|q| quantity::millis(&q).ok());

@@ -133,7 +133,9 @@ pub fn pod_status(pod: &Pod, tracks: &[ContainerTrack], pod_ip: Option<IpAddr>, 
                     waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: (!message.is_empty()).then(|| message.clone()) }),
                     ..Default::default()
                 },
-                Phase::Running { started_at, .. } => K8sState { running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }), ..Default::default() },
+                Phase::Running { started_at, .. } => {
+                    K8sState { running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }), ..Default::default() }
+                }
                 Phase::Terminated(term) => K8sState { terminated: Some(terminated(term, &id)), ..Default::default() },
             };
             ContainerStatus {
@@ -161,7 +163,11 @@ pub fn pod_status(pod: &Pod, tracks: &[ContainerTrack], pod_ip: Option<IpAddr>, 
     let finished = !tracks.is_empty() && tracks.iter().all(|t| matches!(t.phase, Phase::Terminated(_)) && !will_restart(t));
     let phase = if finished {
         let ok = tracks.iter().all(|t| matches!(&t.phase, Phase::Terminated(term) if term.exit_code == Some(0)));
-        if ok { "Succeeded" } else { "Failed" }
+        if ok {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
     } else if never_started {
         "Pending"
     } else {
@@ -180,7 +186,13 @@ pub fn pod_status(pod: &Pod, tracks: &[ContainerTrack], pod_ip: Option<IpAddr>, 
     };
     let not_ready: Vec<&str> = tracks.iter().filter(|t| !t.ready).map(|t| t.name.as_str()).collect();
     let message = if not_ready.is_empty() { String::new() } else { format!("containers with unready status: [{}]", not_ready.join(" ")) };
-    let reason = if all_ready { "" } else if finished { "PodCompleted" } else { "ContainersNotReady" };
+    let reason = if all_ready {
+        ""
+    } else if finished {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     api::pod::set_condition(&mut status, "PodScheduled", true, "", "");
     api::pod::set_condition(&mut status, "Initialized", true, "", "");
     api::pod::set_condition(&mut status, "ContainersReady", all_ready, reason, &message);
@@ -203,7 +215,13 @@ fn qos_class(spec: &api::k8s_openapi::api::core::v1::PodSpec) -> &'static str {
             }
         }
     }
-    if !any { "BestEffort" } else if guaranteed { "Guaranteed" } else { "Burstable" }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// The status with its volatile probe-free parts normalised, to decide whether to publish.

@@ -208,14 +208,22 @@ impl Worker {
         let image = match container::ensure_image(&ctx, container).await {
             Ok((image, pulled)) => {
                 let reference = container.image.clone().unwrap_or_default();
-                let message = if pulled { format!("Successfully pulled image \"{reference}\"") } else { format!("Container image \"{reference}\" already present on machine") };
+                let message = if pulled {
+                    format!("Successfully pulled image \"{reference}\"")
+                } else {
+                    format!("Container image \"{reference}\" already present on machine")
+                };
                 self.event(pod, false, "Pulled", &message);
                 image
             }
             Err(e) => return self.failed_start(pod, i, e.reason, &e.message).await,
         };
         let restart = self.tracks[i].restart_count;
-        let log = log_path(&ctx.config.pod_log_dir(pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""), &self.uid), &container.name, restart);
+        let log = log_path(
+            &ctx.config.pod_log_dir(pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""), &self.uid),
+            &container.name,
+            restart,
+        );
         match container::start(&ctx, pod, container, &image, &netns, &log).await {
             Ok(pid) => {
                 let track = &mut self.tracks[i];
@@ -347,7 +355,8 @@ impl Worker {
                 }
                 bookkeeping.running = true;
                 bookkeeping.due = Some(now + Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64));
-                let (runtime, id, c, name, attempt) = (self.ctx.runtime.clone(), container_id(&self.uid, &track.name), container.clone(), track.name.clone(), track.attempt);
+                let (runtime, id, c, name, attempt) =
+                    (self.ctx.runtime.clone(), container_id(&self.uid, &track.name), container.clone(), track.name.clone(), track.attempt);
                 runs.spawn(async move {
                     let result = probes::run(&probe, &c, ip, runtime, &id).await;
                     (name, attempt, kind, result)

@@ -5,10 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
@@ -121,38 +119,17 @@ pub struct BindMount {
 /// Writes `dir/config.json` for `spec` (atomically: temp file, fsync, rename). The rootfs is
 /// not touched.
 pub fn write_bundle(dir: &Path, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-    let oci = oci_spec(spec).map_err(|source| RuntimeError::Spec {
-        bundle: dir.into(),
-        source,
-    })?;
-    let json = serde_json::to_vec_pretty(&oci).map_err(|err| RuntimeError::Parse {
-        command: "serialize config.json".to_string(),
-        reason: err.to_string(),
-    })?;
-    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-        action: "create bundle directory",
-        path: dir.into(),
-        source,
-    })?;
+    let oci = oci_spec(spec).map_err(|source| RuntimeError::Spec { bundle: dir.into(), source })?;
+    let json = serde_json::to_vec_pretty(&oci).map_err(|err| RuntimeError::Parse { command: "serialize config.json".to_string(), reason: err.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { action: "create bundle directory", path: dir.into(), source })?;
     let path = dir.join("config.json");
     let tmp = dir.join(".config.json.tmp");
     let tmp_path = &tmp;
-    let io_err = |action| {
-        move |source| RuntimeError::Io {
-            action,
-            path: tmp_path.clone(),
-            source,
-        }
-    };
+    let io_err = |action| move |source| RuntimeError::Io { action, path: tmp_path.clone(), source };
     let mut file = std::fs::File::create(&tmp).map_err(io_err("create bundle config"))?;
-    file.write_all(&json)
-        .map_err(io_err("write bundle config"))?;
+    file.write_all(&json).map_err(io_err("write bundle config"))?;
     file.sync_all().map_err(io_err("sync bundle config"))?;
-    std::fs::rename(&tmp, &path).map_err(|source| RuntimeError::Io {
-        action: "install bundle config",
-        path,
-        source,
-    })
+    std::fs::rename(&tmp, &path).map_err(|source| RuntimeError::Io { action: "install bundle config", path, source })
 }
 
 /// Builds the full OCI runtime spec: the caller's process, root and limits on top of
@@ -169,13 +146,7 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
         .args(spec.args.clone())
         .env(env)
         .cwd(&spec.cwd)
-        .user(
-            UserBuilder::default()
-                .uid(spec.user.uid)
-                .gid(spec.user.gid)
-                .additional_gids(spec.user.additional_gids.clone())
-                .build()?,
-        )
+        .user(UserBuilder::default().uid(spec.user.uid).gid(spec.user.gid).additional_gids(spec.user.additional_gids.clone()).build()?)
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -185,11 +156,7 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
                 .ambient(HashSet::new())
                 .build()?,
         )
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(nofile)
-            .hard(nofile)
-            .build()?])
+        .rlimits(vec![PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(nofile).hard(nofile).build()?])
         .no_new_privileges(true)
         .build()?;
 
@@ -199,14 +166,7 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
         if bind.readonly {
             options.push("ro".to_string());
         }
-        mounts.push(
-            MountBuilder::default()
-                .destination(&bind.destination)
-                .typ("bind")
-                .source(&bind.source)
-                .options(options)
-                .build()?,
-        );
+        mounts.push(MountBuilder::default().destination(&bind.destination).typ("bind").source(&bind.source).options(options).build()?);
     }
 
     let mut linux = LinuxBuilder::default()
@@ -223,12 +183,7 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
 
     let mut builder = SpecBuilder::default()
         .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(&spec.rootfs)
-                .readonly(spec.readonly_rootfs)
-                .build()?,
-        )
+        .root(RootBuilder::default().path(&spec.rootfs).readonly(spec.readonly_rootfs).build()?)
         .process(process)
         .mounts(mounts)
         .linux(linux.build()?);
@@ -238,9 +193,7 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
     builder.build()
 }
 
-fn namespaces(
-    spec: &ContainerSpec,
-) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, OciSpecError> {
+fn namespaces(spec: &ContainerSpec) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, OciSpecError> {
     let fresh = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
     let mut network = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
     if let Some(path) = &spec.netns {
@@ -285,15 +238,9 @@ mod tests {
     fn cpu_limits_follow_kubernetes() {
         assert_eq!(Resources::cpu_shares_for_millicores(1000), 1024);
         assert_eq!(Resources::cpu_shares_for_millicores(0), 2);
-        let limits = Resources {
-            cpu_limit_millicores: Some(250),
-            ..Default::default()
-        };
+        let limits = Resources { cpu_limit_millicores: Some(250), ..Default::default() };
         assert_eq!(limits.cpu_quota_and_period(), Some((25_000, 100_000)));
-        let tiny = Resources {
-            cpu_limit_millicores: Some(1),
-            ..Default::default()
-        };
+        let tiny = Resources { cpu_limit_millicores: Some(1), ..Default::default() };
         assert_eq!(tiny.cpu_quota_and_period(), Some((1000, 100_000)));
     }
 
@@ -303,51 +250,24 @@ mod tests {
         spec.netns = Some("/run/netns/flotilla-abc".into());
         spec.resources.memory_limit_bytes = Some(64 << 20);
         spec.cgroups_path = "/flotilla/podabc/web".into();
-        spec.mounts.push(BindMount {
-            source: "/tmp/hosts".into(),
-            destination: "/etc/hosts".into(),
-            readonly: true,
-        });
+        spec.mounts.push(BindMount { source: "/tmp/hosts".into(), destination: "/etc/hosts".into(), readonly: true });
         let json = serde_json::to_value(oci_spec(&spec).expect("spec builds")).expect("json");
         let process = &json["process"];
         assert_eq!(process["noNewPrivileges"], true);
-        let bounding = process["capabilities"]["bounding"]
-            .as_array()
-            .expect("caps");
+        let bounding = process["capabilities"]["bounding"].as_array().expect("caps");
         assert_eq!(bounding.len(), 14);
         assert!(!bounding.iter().any(|c| c == "CAP_SYS_ADMIN"));
-        assert!(process["env"][0]
-            .as_str()
-            .expect("env")
-            .starts_with("PATH="));
+        assert!(process["env"][0].as_str().expect("env").starts_with("PATH="));
         let namespaces = json["linux"]["namespaces"].as_array().expect("namespaces");
-        let net = namespaces
-            .iter()
-            .find(|n| n["type"] == "network")
-            .expect("net ns");
+        let net = namespaces.iter().find(|n| n["type"] == "network").expect("net ns");
         assert_eq!(net["path"], "/run/netns/flotilla-abc");
         assert_eq!(namespaces.len(), 5);
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(json["linux"]["cgroupsPath"], "/flotilla/podabc/web");
-        assert!(
-            json["linux"]["maskedPaths"]
-                .as_array()
-                .expect("masked")
-                .len()
-                > 5
-        );
+        assert!(json["linux"]["maskedPaths"].as_array().expect("masked").len() > 5);
         assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
-        let hosts = json["mounts"]
-            .as_array()
-            .expect("mounts")
-            .last()
-            .expect("bind")
-            .clone();
+        let hosts = json["mounts"].as_array().expect("mounts").last().expect("bind").clone();
         assert_eq!(hosts["destination"], "/etc/hosts");
-        assert!(hosts["options"]
-            .as_array()
-            .expect("options")
-            .iter()
-            .any(|o| o == "ro"));
+        assert!(hosts["options"].as_array().expect("options").iter().any(|o| o == "ro"));
     }
 }

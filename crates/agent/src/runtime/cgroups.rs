@@ -34,11 +34,7 @@ pub fn remove_pod_cgroups(pod_uid: &str) -> Result<(), RuntimeError> {
 /// The mount points of every cgroup (v1) and cgroup2 filesystem visible to this process.
 pub(crate) fn cgroup_mount_points() -> Result<Vec<PathBuf>, RuntimeError> {
     let mountinfo_path = Path::new("/proc/self/mountinfo");
-    let mountinfo = std::fs::read_to_string(mountinfo_path).map_err(|source| RuntimeError::Io {
-        action: "read",
-        path: mountinfo_path.into(),
-        source,
-    })?;
+    let mountinfo = std::fs::read_to_string(mountinfo_path).map_err(|source| RuntimeError::Io { action: "read", path: mountinfo_path.into(), source })?;
     Ok(parse_cgroup_mounts(&mountinfo))
 }
 
@@ -71,9 +67,7 @@ fn unescape_octal(field: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let escaped = bytes.get(i + 1..i + 4).filter(|_| bytes[i] == b'\\');
-        let value = escaped
-            .and_then(|digits| std::str::from_utf8(digits).ok())
-            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        let value = escaped.and_then(|digits| std::str::from_utf8(digits).ok()).and_then(|digits| u8::from_str_radix(digits, 8).ok());
         if let Some(value) = value {
             out.push(value);
             i += 4;
@@ -91,18 +85,10 @@ fn remove_tree(dir: &Path) -> Result<(), RuntimeError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(RuntimeError::Cgroup {
-                path: dir.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(RuntimeError::Cgroup { path: dir.into(), source }),
     };
     for entry in entries {
-        let entry = entry.map_err(|source| RuntimeError::Cgroup {
-            path: dir.into(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| RuntimeError::Cgroup { path: dir.into(), source })?;
         let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
         if is_dir {
             remove_tree(&entry.path())?;
@@ -111,10 +97,7 @@ fn remove_tree(dir: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RuntimeError::Cgroup {
-            path: dir.into(),
-            source,
-        }),
+        Err(source) => Err(RuntimeError::Cgroup { path: dir.into(), source }),
     }
 }
 
@@ -124,10 +107,7 @@ mod tests {
 
     #[test]
     fn paths_are_validated() {
-        assert_eq!(
-            container_cgroups_path("abc-1", "web").expect("valid"),
-            "/flotilla/podabc-1/web"
-        );
+        assert_eq!(container_cgroups_path("abc-1", "web").expect("valid"), "/flotilla/podabc-1/web");
         assert!(pod_cgroups_path("../etc").is_err());
         assert!(container_cgroups_path("abc", "a/b").is_err());
     }
@@ -142,13 +122,6 @@ mod tests {
 29 1 0:23 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 ";
         let points = parse_cgroup_mounts(mountinfo);
-        assert_eq!(
-            points,
-            vec![
-                PathBuf::from("/sys/fs/cgroup/cpu"),
-                PathBuf::from("/sys/fs/cgroup/unified"),
-                PathBuf::from("/mnt/with space"),
-            ]
-        );
+        assert_eq!(points, vec![PathBuf::from("/sys/fs/cgroup/cpu"), PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/with space"),]);
     }
 }

@@ -3,14 +3,11 @@
 
 use std::collections::HashSet;
 
-use oci_spec::runtime::{
-    Arch, Capability, LinuxDeviceCgroup, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall, Mount,
-};
+use oci_spec::runtime::{Arch, Capability, LinuxDeviceCgroup, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall, Mount};
 use oci_spec::OciSpecError;
 
 /// `PATH` for processes whose environment does not set one.
-pub(crate) const DEFAULT_PATH: &str =
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The most open files a container process may have (the kernel's default `nr_open`).
 const NOFILE_CEILING: u64 = 1_048_576;
@@ -18,8 +15,7 @@ const NOFILE_CEILING: u64 = 1_048_576;
 /// Open-file limit (soft and hard) for container processes: the agent's own hard limit, up to
 /// [`NOFILE_CEILING`]. Raising a hard limit needs CAP_SYS_RESOURCE, which the runtime may lack.
 pub(crate) fn nofile_limit() -> u64 {
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap_or((1024, 1024));
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
     hard.min(NOFILE_CEILING)
 }
 
@@ -67,15 +63,7 @@ pub(crate) fn masked_paths() -> Vec<String> {
 
 /// Kernel paths that stay visible but read-only.
 pub(crate) fn readonly_paths() -> Vec<String> {
-    [
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"].map(String::from).to_vec()
 }
 
 /// /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and a read-only /sys/fs/cgroup.
@@ -90,59 +78,19 @@ pub(crate) fn standard_mounts() -> Result<Vec<Mount>, OciSpecError> {
     };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
-        )?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
     ])
 }
 
 /// Deny access to every device node; the runtime then allows its standard set (null, zero,
 /// full, random, urandom, tty, console, ptmx, pts).
 pub(crate) fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, OciSpecError> {
-    Ok(vec![oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()?])
+    Ok(vec![oci_spec::runtime::LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?])
 }
 
 /// Syscalls Docker's profile refuses to unprivileged containers: kernel modules and keyrings,
@@ -206,25 +154,14 @@ const DENIED_SYSCALLS: &[&str] = &[
 /// Allows everything except [`DENIED_SYSCALLS`], which fail with EPERM.
 pub(crate) fn seccomp() -> Result<LinuxSeccomp, OciSpecError> {
     let denied = oci_spec::runtime::LinuxSyscallBuilder::default()
-        .names(
-            DENIED_SYSCALLS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .names(DENIED_SYSCALLS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .action(LinuxSeccompAction::ScmpActErrno)
         .errno_ret(libc::EPERM as u32)
         .build()?;
     let syscalls: Vec<LinuxSyscall> = vec![denied];
     oci_spec::runtime::LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![
-            Arch::ScmpArchX86_64,
-            Arch::ScmpArchX86,
-            Arch::ScmpArchX32,
-            Arch::ScmpArchAarch64,
-            Arch::ScmpArchArm,
-        ])
+        .architectures(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32, Arch::ScmpArchAarch64, Arch::ScmpArchArm])
         .syscalls(syscalls)
         .build()
 }

@@ -53,25 +53,14 @@ static NEXT_WAIT_ID: AtomicU64 = AtomicU64::new(0);
 pub async fn wait_exit(pid: u32) -> ExitOutcome {
     let mut waiter = {
         let mut waiters = lock_waiters();
-        let (id, wait) = waiters.entry(pid).or_insert_with(|| {
-            (
-                NEXT_WAIT_ID.fetch_add(1, Ordering::Relaxed),
-                reap(pid).boxed().shared(),
-            )
-        });
-        Waiter {
-            pid,
-            id: *id,
-            wait: wait.clone(),
-        }
+        let (id, wait) = waiters.entry(pid).or_insert_with(|| (NEXT_WAIT_ID.fetch_add(1, Ordering::Relaxed), reap(pid).boxed().shared()));
+        Waiter { pid, id: *id, wait: wait.clone() }
     };
     (&mut waiter.wait).await
 }
 
 fn lock_waiters() -> std::sync::MutexGuard<'static, HashMap<u32, (u64, SharedWait)>> {
-    WAITERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    WAITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One caller's share of a wait; the last one to leave, done or cancelled, removes the entry.
@@ -139,8 +128,7 @@ async fn reap(pid: u32) -> ExitOutcome {
 }
 
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and a flags word and returns a new file descriptor or -1;
     // it reads and writes no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -160,14 +148,7 @@ fn waitid_pidfd(pidfd: &OwnedFd) -> std::io::Result<ExitOutcome> {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t that outlives the call; the pidfd is
         // open for the duration of the call because we borrow it.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            )
-        };
+        let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
         if rc < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
@@ -191,26 +172,13 @@ mod tests {
 
     #[tokio::test]
     async fn reaps_our_child_with_code_and_signal() {
-        let child = std::process::Command::new("/bin/sh")
-            .args(["-c", "exit 7"])
-            .spawn()
-            .expect("spawn sh");
+        let child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("spawn sh");
         let (a, b) = tokio::join!(wait_exit(child.id()), wait_exit(child.id()));
         assert_eq!((a, b), (ExitOutcome::Exited(7), ExitOutcome::Exited(7)));
 
-        let child = std::process::Command::new("/bin/sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill");
-        assert_eq!(
-            wait_exit(child.id()).await,
-            ExitOutcome::Signaled(libc::SIGKILL)
-        );
+        let child = std::process::Command::new("/bin/sleep").arg("30").spawn().expect("sleep");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        assert_eq!(wait_exit(child.id()).await, ExitOutcome::Signaled(libc::SIGKILL));
         assert_eq!(ExitOutcome::Signaled(9).code(), Some(137));
     }
 
@@ -220,9 +188,6 @@ mod tests {
         assert_eq!(wait_exit(u32::MAX).await, ExitOutcome::Unknown);
         let not_ours = tokio::time::timeout(std::time::Duration::from_millis(50), wait_exit(1));
         assert!(not_ours.await.is_err(), "PID 1 must still be running");
-        assert!(
-            !lock_waiters().contains_key(&1),
-            "a cancelled wait must not linger"
-        );
+        assert!(!lock_waiters().contains_key(&1), "a cancelled wait must not linger");
     }
 }

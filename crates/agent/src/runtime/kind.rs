@@ -45,14 +45,7 @@ impl RuntimeKind {
 }
 
 /// Directories searched besides `PATH` (the agent may run with a minimal environment).
-const SEARCH_DIRS: &[&str] = &[
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
+const SEARCH_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// Resolves a runtime name or path to an executable.
 pub(super) fn find_binary(kind_or_path: &str) -> Result<PathBuf, RuntimeError> {
@@ -77,15 +70,10 @@ pub(super) fn find_binary(kind_or_path: &str) -> Result<PathBuf, RuntimeError> {
         .chain(SEARCH_DIRS.iter().map(PathBuf::from))
         .map(|dir| dir.join(kind.binary_name()))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| RuntimeError::BinaryNotFound {
-            name: kind_or_path.to_string(),
-            searched: SEARCH_DIRS.join(", "),
-            package: kind.package().to_string(),
-        })
+        .ok_or_else(|| RuntimeError::BinaryNotFound { name: kind_or_path.to_string(), searched: SEARCH_DIRS.join(", "), package: kind.package().to_string() })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }

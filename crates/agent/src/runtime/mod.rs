@@ -171,12 +171,7 @@ pub trait ContainerRuntime: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), RuntimeError>;
     /// Runs `argv` inside the running container and captures its output; kills it after
     /// `timeout`.
-    async fn exec(
-        &self,
-        id: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, RuntimeError>;
+    async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError>;
 }
 
 /// Stops a container gracefully: SIGTERM, up to `grace` for the init (host PID `pid`) to exit,
@@ -184,12 +179,7 @@ pub trait ContainerRuntime: Send + Sync {
 ///
 /// Waits with [`wait_exit`], so the init is reaped and a concurrent `wait_exit` on the same PID
 /// sees the same outcome.
-pub async fn stop(
-    runtime: &dyn ContainerRuntime,
-    id: &str,
-    pid: u32,
-    grace: Duration,
-) -> Result<ExitOutcome, RuntimeError> {
+pub async fn stop(runtime: &dyn ContainerRuntime, id: &str, pid: u32, grace: Duration) -> Result<ExitOutcome, RuntimeError> {
     let outcome = match terminate(runtime, id, pid, grace).await {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -202,12 +192,7 @@ pub async fn stop(
     Ok(outcome)
 }
 
-async fn terminate(
-    runtime: &dyn ContainerRuntime,
-    id: &str,
-    pid: u32,
-    grace: Duration,
-) -> Result<ExitOutcome, RuntimeError> {
+async fn terminate(runtime: &dyn ContainerRuntime, id: &str, pid: u32, grace: Duration) -> Result<ExitOutcome, RuntimeError> {
     if let Err(err) = runtime.kill(id, Signal::SIGTERM).await {
         // An init that already exited cannot be signalled; that is the goal, not a failure.
         if still_running(runtime, id).await? {
@@ -217,11 +202,7 @@ async fn terminate(
     if let Ok(outcome) = tokio::time::timeout(grace, wait_exit(pid)).await {
         return Ok(outcome);
     }
-    tracing::info!(
-        container = id,
-        ?grace,
-        "container ignored SIGTERM, sending SIGKILL"
-    );
+    tracing::info!(container = id, ?grace, "container ignored SIGTERM, sending SIGKILL");
     if let Err(err) = runtime.kill(id, Signal::SIGKILL).await {
         if still_running(runtime, id).await? {
             return Err(err);
@@ -231,35 +212,20 @@ async fn terminate(
 }
 
 async fn still_running(runtime: &dyn ContainerRuntime, id: &str) -> Result<bool, RuntimeError> {
-    Ok(matches!(
-        runtime.state(id).await?,
-        Some(ContainerState {
-            status: ContainerStatus::Running | ContainerStatus::Paused,
-            ..
-        })
-    ))
+    Ok(matches!(runtime.state(id).await?, Some(ContainerState { status: ContainerStatus::Running | ContainerStatus::Paused, .. })))
 }
 
 /// Refuses names that could escape a directory or be taken for a command-line flag.
 pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), RuntimeError> {
-    let invalid = |reason| RuntimeError::InvalidName {
-        what,
-        value: value.to_string(),
-        reason,
-    };
+    let invalid = |reason| RuntimeError::InvalidName { what, value: value.to_string(), reason };
     if value.is_empty() || value.len() > 128 {
         return Err(invalid("must be 1 to 128 characters"));
     }
     if value.starts_with(['-', '.']) {
         return Err(invalid("must not start with '-' or '.'"));
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(invalid(
-            "may contain only ASCII letters, digits, '-', '_' and '.'",
-        ));
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid("may contain only ASCII letters, digits, '-', '_' and '.'"));
     }
     Ok(())
 }

@@ -11,10 +11,7 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use super::kind::find_binary;
-use super::{
-    validate_name, ContainerRuntime, ContainerState, ContainerStatus, ExecOutput, RuntimeError,
-    Signal,
-};
+use super::{validate_name, ContainerRuntime, ContainerState, ContainerStatus, ExecOutput, RuntimeError, Signal};
 
 /// How long `run --detach` may take (image rootfs on slow disks, many mounts).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,10 +33,7 @@ impl OciRuntime {
     /// directories) or by path (anything containing `/`), keeping its state in `root`, which
     /// should live under the agent's data directory.
     pub fn new(kind_or_path: &str, root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
-        Ok(OciRuntime {
-            binary: find_binary(kind_or_path)?,
-            root: root.into(),
-        })
+        Ok(OciRuntime { binary: find_binary(kind_or_path)?, root: root.into() })
     }
 
     /// The runtime binary in use.
@@ -63,10 +57,7 @@ impl OciRuntime {
             line.push(' ');
             line.push_str(&arg.to_string_lossy());
         }
-        command
-            .process_group(0)
-            .kill_on_drop(true)
-            .stdin(Stdio::null());
+        command.process_group(0).kill_on_drop(true).stdin(Stdio::null());
         (command, line)
     }
 
@@ -76,22 +67,9 @@ impl OciRuntime {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let output = tokio::time::timeout(CONTROL_TIMEOUT, command.output())
             .await
-            .map_err(|_| RuntimeError::CommandTimeout {
-                id: id.to_string(),
-                command: line.clone(),
-                timeout: CONTROL_TIMEOUT,
-            })?
-            .map_err(|source| RuntimeError::Io {
-                action: "spawn",
-                path: self.binary.clone(),
-                source,
-            })?;
-        Ok(Captured {
-            line,
-            status: output.status,
-            stdout: output.stdout,
-            stderr: output.stderr,
-        })
+            .map_err(|_| RuntimeError::CommandTimeout { id: id.to_string(), command: line.clone(), timeout: CONTROL_TIMEOUT })?
+            .map_err(|source| RuntimeError::Io { action: "spawn", path: self.binary.clone(), source })?;
+        Ok(Captured { line, status: output.status, stdout: output.stdout, stderr: output.stderr })
     }
 
     fn state_dir_exists(&self, id: &str) -> bool {
@@ -131,26 +109,13 @@ impl Captured {
 impl ContainerRuntime for OciRuntime {
     async fn start(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32, RuntimeError> {
         validate_name("container id", id)?;
-        let bundle = std::path::absolute(bundle).map_err(|source| RuntimeError::Io {
-            action: "resolve bundle path",
-            path: bundle.into(),
-            source,
-        })?;
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(log)
-            .map_err(|source| RuntimeError::Io {
-                action: "open container log",
-                path: log.into(),
-                source,
-            })?;
-        let stdout = log_file.try_clone().map_err(|source| RuntimeError::Io {
-            action: "duplicate log fd",
+        let bundle = std::path::absolute(bundle).map_err(|source| RuntimeError::Io { action: "resolve bundle path", path: bundle.into(), source })?;
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(log).map_err(|source| RuntimeError::Io {
+            action: "open container log",
             path: log.into(),
             source,
         })?;
+        let stdout = log_file.try_clone().map_err(|source| RuntimeError::Io { action: "duplicate log fd", path: log.into(), source })?;
         let pid_file = bundle.join("init.pid");
         let runtime_log = bundle.join("runtime.log");
         for stale in [&pid_file, &runtime_log] {
@@ -169,38 +134,16 @@ impl ContainerRuntime for OciRuntime {
             os(id),
         ]);
         // In detached mode the runtime hands these descriptors to the container's init.
-        command
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(log_file));
+        command.stdout(Stdio::from(stdout)).stderr(Stdio::from(log_file));
         let status = tokio::time::timeout(START_TIMEOUT, command.status())
             .await
-            .map_err(|_| RuntimeError::CommandTimeout {
-                id: id.to_string(),
-                command: line.clone(),
-                timeout: START_TIMEOUT,
-            })?
-            .map_err(|source| RuntimeError::Io {
-                action: "spawn",
-                path: self.binary.clone(),
-                source,
-            })?;
+            .map_err(|_| RuntimeError::CommandTimeout { id: id.to_string(), command: line.clone(), timeout: START_TIMEOUT })?
+            .map_err(|source| RuntimeError::Io { action: "spawn", path: self.binary.clone(), source })?;
         if !status.success() {
-            return Err(RuntimeError::Command {
-                id: id.to_string(),
-                command: line,
-                status: describe(status),
-                stderr: runtime_errors(&runtime_log),
-            });
+            return Err(RuntimeError::Command { id: id.to_string(), command: line, status: describe(status), stderr: runtime_errors(&runtime_log) });
         }
-        let pid = std::fs::read_to_string(&pid_file).map_err(|source| RuntimeError::Io {
-            action: "read pid file",
-            path: pid_file.clone(),
-            source,
-        })?;
-        pid.trim().parse().map_err(|_| RuntimeError::Parse {
-            command: line,
-            reason: format!("pid file {} holds {pid:?}, not a PID", pid_file.display()),
-        })
+        let pid = std::fs::read_to_string(&pid_file).map_err(|source| RuntimeError::Io { action: "read pid file", path: pid_file.clone(), source })?;
+        pid.trim().parse().map_err(|_| RuntimeError::Parse { command: line, reason: format!("pid file {} holds {pid:?}, not a PID", pid_file.display()) })
     }
 
     async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
@@ -215,30 +158,18 @@ impl ContainerRuntime for OciRuntime {
             }
             return Err(out.failure(id));
         }
-        let raw: RawState =
-            serde_json::from_slice(&out.stdout).map_err(|err| RuntimeError::Parse {
-                command: out.line.clone(),
-                reason: err.to_string(),
-            })?;
+        let raw: RawState = serde_json::from_slice(&out.stdout).map_err(|err| RuntimeError::Parse { command: out.line.clone(), reason: err.to_string() })?;
         raw.into_state(&out.line).map(Some)
     }
 
     async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
-        let out = self
-            .control("", &[os("list"), os("--format"), os("json")])
-            .await?;
+        let out = self.control("", &[os("list"), os("--format"), os("json")]).await?;
         if !out.status.success() {
             return Err(out.failure(""));
         }
         let raw: Option<Vec<RawState>> =
-            serde_json::from_slice(&out.stdout).map_err(|err| RuntimeError::Parse {
-                command: out.line.clone(),
-                reason: err.to_string(),
-            })?;
-        raw.unwrap_or_default()
-            .into_iter()
-            .map(|state| state.into_state(&out.line))
-            .collect()
+            serde_json::from_slice(&out.stdout).map_err(|err| RuntimeError::Parse { command: out.line.clone(), reason: err.to_string() })?;
+        raw.unwrap_or_default().into_iter().map(|state| state.into_state(&out.line)).collect()
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
@@ -257,9 +188,7 @@ impl ContainerRuntime for OciRuntime {
         if !self.state_dir_exists(id) {
             return Ok(());
         }
-        let out = self
-            .control(id, &[os("delete"), os("--force"), os(id)])
-            .await?;
+        let out = self.control(id, &[os("delete"), os("--force"), os(id)]).await?;
         if out.status.success() || out.says_missing() || !self.state_dir_exists(id) {
             Ok(())
         } else {
@@ -267,12 +196,7 @@ impl ContainerRuntime for OciRuntime {
         }
     }
 
-    async fn exec(
-        &self,
-        id: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, RuntimeError> {
+    async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
         super::exec::exec(self, id, argv, timeout).await
     }
 }
@@ -295,22 +219,10 @@ impl RawState {
             "running" => ContainerStatus::Running,
             "paused" | "pausing" => ContainerStatus::Paused,
             "stopped" => ContainerStatus::Stopped,
-            other => {
-                return Err(RuntimeError::Parse {
-                    command: command.to_string(),
-                    reason: format!("unknown status {other:?} for container {:?}", self.id),
-                })
-            }
+            other => return Err(RuntimeError::Parse { command: command.to_string(), reason: format!("unknown status {other:?} for container {:?}", self.id) }),
         };
-        let pid = u32::try_from(self.pid)
-            .ok()
-            .filter(|pid| *pid > 0 && status != ContainerStatus::Stopped);
-        Ok(ContainerState {
-            id: self.id,
-            status,
-            pid,
-            bundle: self.bundle,
-        })
+        let pid = u32::try_from(self.pid).ok().filter(|pid| *pid > 0 && status != ContainerStatus::Stopped);
+        Ok(ContainerState { id: self.id, status, pid, bundle: self.bundle })
     }
 }
 
@@ -336,11 +248,7 @@ fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RuntimeError::Io {
-            action: "remove",
-            path: path.into(),
-            source,
-        }),
+        Err(source) => Err(RuntimeError::Io { action: "remove", path: path.into(), source }),
     }
 }
 

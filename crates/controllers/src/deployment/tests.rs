@@ -14,7 +14,10 @@ fn deployment(replicas: i32, image: &str, surge: i32, unavailable: i32) -> Deplo
             },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment { max_surge: Some(IntOrString::Int(surge)), max_unavailable: Some(IntOrString::Int(unavailable)) }),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(surge)),
+                    max_unavailable: Some(IntOrString::Int(unavailable)),
+                }),
             }),
             ..Default::default()
         }),
@@ -79,7 +82,11 @@ fn rollouts_keep_minimum_availability() {
                 counter += 1;
                 pods.push(pod_of(&new, &format!("new{counter}"), false));
             }
-            if plan.create == 0 && plan.delete.is_empty() && pods.len() as i32 == replicas && pods.iter().all(|p| p.metadata.name.as_deref().unwrap().starts_with("new")) {
+            if plan.create == 0
+                && plan.delete.is_empty()
+                && pods.len() as i32 == replicas
+                && pods.iter().all(|p| p.metadata.name.as_deref().unwrap().starts_with("new"))
+            {
                 finished = true;
                 break;
             }

@@ -23,7 +23,8 @@ pub fn read_documents(files: &[PathBuf]) -> Result<Vec<(String, Document)>> {
     let mut paths = Vec::new();
     for f in files {
         if f.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(f)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json")).collect();
+            let mut entries: Vec<PathBuf> =
+                std::fs::read_dir(f)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json")).collect();
             entries.sort();
             paths.extend(entries);
         } else {

@@ -115,7 +115,8 @@ async fn start_pods(ctx: &Context, names: &[String], image: &str, concurrent: bo
             created.insert(name.clone(), Instant::now());
             ctx.client.create(rt, Some(NAMESPACE), &bench_pod(name, image)).await?;
         }
-        let event = tokio::time::timeout(Duration::from_secs(120), events.next()).await.context("no pod became Ready within 120 s")?.context("the watch ended")??;
+        let event =
+            tokio::time::timeout(Duration::from_secs(120), events.next()).await.context("no pod became Ready within 120 s")?.context("the watch ended")??;
         let name = event.object["metadata"]["name"].as_str().unwrap_or("").to_string();
         if let Some(at) = created.get(&name) {
             if event.type_ != "DELETED" && is_ready(&event.object) && done.insert(name) {
@@ -216,7 +217,17 @@ async fn raw_runtime_floor(data_dir: &Path, image_ref: &str, runs: usize, concur
         let root = root.clone();
         let (id, dir) = (id.to_string(), dir.to_path_buf());
         async move {
-            let status = tokio::process::Command::new("runc").arg("--root").arg(&root).args(["run", "-d", "--bundle"]).arg(&dir).arg(&id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().await?;
+            let status = tokio::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["run", "-d", "--bundle"])
+                .arg(&dir)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await?;
             if !status.success() {
                 bail!("runc run failed for the floor container {id}");
             }

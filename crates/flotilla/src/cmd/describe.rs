@@ -28,7 +28,11 @@ pub async fn run(ctx: &Context, args: &DescribeArgs) -> Result<()> {
     if rt.namespaced {
         println!("Namespace:    {}", s(&object, "/metadata/namespace"));
     }
-    let labels = object.pointer("/metadata/labels").and_then(Value::as_object).map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")).unwrap_or_default();
+    let labels = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
     println!("Labels:       {}", if labels.is_empty() { "<none>" } else { &labels });
     println!("Created:      {} ago", age(object.pointer("/metadata/creationTimestamp").and_then(Value::as_str)));
     for section in ["spec", "status"] {

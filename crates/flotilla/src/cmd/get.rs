@@ -122,7 +122,13 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
         "Deployment" => {
             let replicas = v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
             let n = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-            let mut row = vec![name, format!("{}/{replicas}", n("/status/readyReplicas")), n("/status/updatedReplicas").to_string(), n("/status/availableReplicas").to_string(), created];
+            let mut row = vec![
+                name,
+                format!("{}/{replicas}", n("/status/readyReplicas")),
+                n("/status/updatedReplicas").to_string(),
+                n("/status/availableReplicas").to_string(),
+                created,
+            ];
             if wide {
                 let containers = arr("/spec/template/spec/containers");
                 row.push(containers.iter().map(|c| s(c, "/name")).collect::<Vec<_>>().join(","));
@@ -141,7 +147,12 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
             let mut row = vec![name, status, "<none>".into(), created, s(v, "/status/nodeInfo/kubeletVersion").to_string()];
             if wide {
                 let ip = arr("/status/addresses").iter().find(|a| s(a, "/type") == "InternalIP").map(|a| s(a, "/address").to_string()).unwrap_or_default();
-                row.extend([ip, s(v, "/status/nodeInfo/osImage").into(), s(v, "/status/nodeInfo/kernelVersion").into(), s(v, "/status/nodeInfo/containerRuntimeVersion").into()]);
+                row.extend([
+                    ip,
+                    s(v, "/status/nodeInfo/osImage").into(),
+                    s(v, "/status/nodeInfo/kernelVersion").into(),
+                    s(v, "/status/nodeInfo/containerRuntimeVersion").into(),
+                ]);
             }
             row
         }
@@ -161,5 +172,9 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
 }
 
 fn non_empty(s: &str) -> String {
-    if s.is_empty() { "<none>".into() } else { s.into() }
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.into()
+    }
 }

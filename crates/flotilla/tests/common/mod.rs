@@ -142,25 +142,15 @@ impl Cluster {
     }
 
     fn agent_flags(&self) -> Vec<String> {
-        [
-            "--node-name", &self.node, "--agent-port", "0", "--bridge", &self.bridge, "--pod-cidr", &self.pod_cidr,
-            "--backoff-ms", &self.backoff_ms.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ["--node-name", &self.node, "--agent-port", "0", "--bridge", &self.bridge, "--pod-cidr", &self.pod_cidr, "--backoff-ms", &self.backoff_ms.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn spawn(&self, args: &[String], log: &str) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir().join(log)).unwrap();
-        Command::new(FLOTILLA)
-            .args(args)
-            .env("HOME", self.home.path())
-            .env("FLOTILLA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Command::new(FLOTILLA).args(args).env("HOME", self.home.path()).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
     }
 
     /// Starts the cluster's processes (again) and waits for the node to be Ready.
@@ -196,8 +186,10 @@ impl Cluster {
         assert!(self.mode == Mode::Split);
         let token = std::fs::read_to_string(self.data_dir().join("node-token")).unwrap();
         let agent_data = self.data_dir().join("agent").to_str().unwrap().to_string();
-        let mut args: Vec<String> =
-            ["agent", "--server", &format!("https://127.0.0.1:{}", self.port), "--token", token.trim(), "--data-dir", &agent_data].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = ["agent", "--server", &format!("https://127.0.0.1:{}", self.port), "--token", token.trim(), "--data-dir", &agent_data]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         args.extend(self.agent_flags());
         self.agent = Some(self.spawn(&args, "agent.log"));
     }
@@ -328,7 +320,11 @@ impl Cluster {
         let text = String::from_utf8_lossy(&out.stdout);
         let list: Value = serde_json::from_str(if text.trim().is_empty() || text.trim() == "null" { "[]" } else { &text }).unwrap_or(Value::Null);
         list.as_array()
-            .map(|a| a.iter().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string())).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -342,7 +338,8 @@ impl Cluster {
         for point in mounts_under(&agent_dir) {
             found.push(format!("mount {point}"));
         }
-        let netns: BTreeSet<String> = std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let netns: BTreeSet<String> =
+            std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
         let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
         let links = String::from_utf8_lossy(&links.stdout).into_owned();
         let cgroup_roots = cgroup_roots();
@@ -441,10 +438,13 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 fn cgroup_roots() -> Vec<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts.lines().filter_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2")).then(|| PathBuf::from(f[1]))
-    }).collect()
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .collect()
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {

@@ -14,10 +14,7 @@ fn stores_and_reads_back_verified_content() {
     assert!(store.contains(&desc));
     assert_eq!(store.read_verified(&desc, 100).unwrap(), b"hello");
     assert_eq!(store.list().unwrap(), vec![desc.digest.clone()]);
-    assert!(matches!(
-        store.read_verified(&desc, 2),
-        Err(BlobError::TooLarge { .. })
-    ));
+    assert!(matches!(store.read_verified(&desc, 2), Err(BlobError::TooLarge { .. })));
 }
 
 #[test]
@@ -25,28 +22,15 @@ fn refuses_content_that_does_not_match_its_descriptor() {
     let (dir, store) = store();
     let wrong_digest = Descriptor::new("x", Digest::of(b"other"), 5);
     let err = store.put_reader(&wrong_digest, &b"hello"[..]).unwrap_err();
-    assert!(
-        err.to_string().contains(wrong_digest.digest.as_str()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(wrong_digest.digest.as_str()), "{err}");
     assert!(!store.contains(&wrong_digest));
 
     let too_long = Descriptor::new("x", Digest::of(b"hell"), 4);
-    assert!(matches!(
-        store.put_reader(&too_long, &b"hello"[..]),
-        Err(BlobError::Corrupt { .. })
-    ));
+    assert!(matches!(store.put_reader(&too_long, &b"hello"[..]), Err(BlobError::Corrupt { .. })));
     let too_short = Descriptor::new("x", Digest::of(b"hello"), 6);
-    assert!(matches!(
-        store.put_reader(&too_short, &b"hello"[..]),
-        Err(BlobError::Corrupt { .. })
-    ));
+    assert!(matches!(store.put_reader(&too_short, &b"hello"[..]), Err(BlobError::Corrupt { .. })));
     assert!(store.list().unwrap().is_empty());
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-        0,
-        "temp files are cleaned up"
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp files are cleaned up");
 }
 
 #[test]
@@ -55,18 +39,9 @@ fn detects_corruption_on_disk_when_read() {
     let desc = store.put_bytes("x", b"hello").unwrap();
     std::fs::write(store.path(&desc.digest), b"jello").unwrap();
     let err = store.read_verified(&desc, 100).unwrap_err();
-    assert!(
-        matches!(&err, BlobError::Corrupt { digest, .. } if *digest == desc.digest),
-        "{err}"
-    );
+    assert!(matches!(&err, BlobError::Corrupt { digest, .. } if *digest == desc.digest), "{err}");
     std::fs::write(store.path(&desc.digest), b"hello world").unwrap();
-    assert!(matches!(
-        store.read_verified(&desc, 100),
-        Err(BlobError::Corrupt { .. })
-    ));
+    assert!(matches!(store.read_verified(&desc, 100), Err(BlobError::Corrupt { .. })));
     store.remove(&desc.digest).unwrap();
-    assert!(matches!(
-        store.read_verified(&desc, 100),
-        Err(BlobError::Missing { .. })
-    ));
+    assert!(matches!(store.read_verified(&desc, 100), Err(BlobError::Missing { .. })));
 }

@@ -7,29 +7,9 @@ const BLOCK: usize = 512;
 
 /// Fragments that entry paths and link targets are concatenated from: plain names, the names
 /// the unpacker treats specially, separators and escapes. `.wh.` followed by `..` is `.wh...`.
-const FRAGMENTS: &[&str] = &[
-    "a",
-    "b",
-    "file",
-    "dir",
-    "outside",
-    "root",
-    "/",
-    "/",
-    "..",
-    ".",
-    ".wh.",
-    ".wh..wh..opq",
-];
+const FRAGMENTS: &[&str] = &["a", "b", "file", "dir", "outside", "root", "/", "/", "..", ".", ".wh.", ".wh..wh..opq"];
 
-const KINDS: &[EntryType] = &[
-    EntryType::Regular,
-    EntryType::Directory,
-    EntryType::Symlink,
-    EntryType::Link,
-    EntryType::Char,
-    EntryType::Fifo,
-];
+const KINDS: &[EntryType] = &[EntryType::Regular, EntryType::Directory, EntryType::Symlink, EntryType::Link, EntryType::Char, EntryType::Fifo];
 
 const MODES: &[u32] = &[0o644, 0o755, 0o700, 0o000, 0o1777, 0o4755];
 
@@ -54,10 +34,7 @@ pub(super) fn repair_checksums(data: &mut [u8]) {
         let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
         header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         let padded = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
-        let Some(next) = usize::try_from(padded)
-            .ok()
-            .and_then(|p| offset.checked_add(BLOCK)?.checked_add(p))
-        else {
+        let Some(next) = usize::try_from(padded).ok().and_then(|p| offset.checked_add(BLOCK)?.checked_add(p)) else {
             return;
         };
         offset = next;
@@ -67,17 +44,13 @@ pub(super) fn repair_checksums(data: &mut [u8]) {
 /// A tar size field: octal text, or base-256 when the high bit of the first byte is set.
 fn header_size(field: &[u8]) -> u64 {
     if field[0] & 0x80 != 0 {
-        return field[4..]
-            .iter()
-            .fold(0u64, |n, &b| (n << 8) | u64::from(b));
+        return field[4..].iter().fold(0u64, |n, &b| (n << 8) | u64::from(b));
     }
     field
         .iter()
         .skip_while(|&&b| b == b' ')
         .take_while(|b| (b'0'..=b'7').contains(b))
-        .fold(0u64, |n, &b| {
-            n.saturating_mul(8).saturating_add(u64::from(b - b'0'))
-        })
+        .fold(0u64, |n, &b| n.saturating_mul(8).saturating_add(u64::from(b - b'0')))
 }
 
 /// Reads `data` as entries of five fields each (kind, path, link target, mode, content size;
@@ -93,11 +66,7 @@ pub(super) fn from_entries(data: &[u8]) -> Vec<u8> {
         let path = fragments(&mut next);
         let link = fragments(&mut next);
         let mode = MODES[usize::from(next().unwrap_or(0)) % MODES.len()];
-        let size = if kind == EntryType::Regular {
-            usize::from(next().unwrap_or(0) % 4)
-        } else {
-            0
-        };
+        let size = if kind == EntryType::Regular { usize::from(next().unwrap_or(0) % 4) } else { 0 };
         let mut header = Header::new_gnu();
         let old = header.as_old_mut();
         copy_truncated(&mut old.name, path.as_bytes());
@@ -125,10 +94,7 @@ pub(super) fn from_entries(data: &[u8]) -> Vec<u8> {
 /// A path of up to seven fragments, chosen by the bytes after a length byte.
 fn fragments(next: &mut impl FnMut() -> Option<u8>) -> String {
     let count = next().unwrap_or(0) % 8;
-    (0..count)
-        .map_while(|_| next())
-        .map(|i| FRAGMENTS[usize::from(i) % FRAGMENTS.len()])
-        .collect()
+    (0..count).map_while(|_| next()).map(|i| FRAGMENTS[usize::from(i) % FRAGMENTS.len()]).collect()
 }
 
 fn copy_truncated(field: &mut [u8], value: &[u8]) {

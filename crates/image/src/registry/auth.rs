@@ -24,11 +24,7 @@ pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let mut params = BTreeMap::new();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
             let mut value = String::new();
@@ -52,10 +48,7 @@ pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
         params.insert(key, value);
         rest = remainder.trim_start().trim_start_matches(',').trim_start();
     }
-    Some(Challenge {
-        scheme: scheme.to_ascii_lowercase(),
-        params,
-    })
+    Some(Challenge { scheme: scheme.to_ascii_lowercase(), params })
 }
 
 /// The body of a token endpoint's answer.
@@ -73,10 +66,7 @@ mod tests {
 
     #[test]
     fn parses_docker_hub_bearer_challenge() {
-        let c = parse_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
-        )
-        .unwrap();
+        let c = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#).unwrap();
         assert_eq!(c.scheme, "bearer");
         assert_eq!(c.params["realm"], "https://auth.docker.io/token");
         assert_eq!(c.params["service"], "registry.docker.io");

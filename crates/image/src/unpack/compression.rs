@@ -25,11 +25,7 @@ pub(crate) fn decompress<'a, R: Read + 'a>(mut reader: R) -> io::Result<Box<dyn 
     Ok(if magic[..got].starts_with(&GZIP_MAGIC) {
         Box::new(MultiGzDecoder::new(whole))
     } else if magic[..got] == ZSTD_MAGIC {
-        Box::new(ZstdReader {
-            source: BufReader::new(whole),
-            decoder: FrameDecoder::new(),
-            in_frame: false,
-        })
+        Box::new(ZstdReader { source: BufReader::new(whole), decoder: FrameDecoder::new(), in_frame: false })
     } else {
         Box::new(whole)
     })
@@ -55,18 +51,10 @@ impl<R: Read> Read for ZstdReader<R> {
                 }
                 match self.decoder.reset(&mut self.source) {
                     Ok(()) => self.in_frame = true,
-                    Err(FrameDecoderError::ReadFrameHeaderError(
-                        ReadFrameHeaderError::SkipFrame { length, .. },
-                    )) => {
-                        let skipped = io::copy(
-                            &mut (&mut self.source).take(u64::from(length)),
-                            &mut io::sink(),
-                        )?;
+                    Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                        let skipped = io::copy(&mut (&mut self.source).take(u64::from(length)), &mut io::sink())?;
                         if skipped != u64::from(length) {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "truncated zstd skippable frame",
-                            ));
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated zstd skippable frame"));
                         }
                         continue;
                     }
@@ -110,9 +98,7 @@ mod tests {
         gz.write_all(b"gzipped").unwrap();
         assert_eq!(read_all(&gz.finish().unwrap()), b"gzipped");
 
-        let frame = |data: &[u8]| {
-            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
-        };
+        let frame = |data: &[u8]| ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest);
         let mut two_frames = frame(b"first ");
         // A skippable frame between the two data frames, as zstd:chunked writes.
         two_frames.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
@@ -125,13 +111,7 @@ mod tests {
         let mut out = Vec::new();
         let mut bad_zstd = ZSTD_MAGIC.to_vec();
         bad_zstd.extend_from_slice(&[0xff; 64]);
-        assert!(decompress(&bad_zstd[..])
-            .unwrap()
-            .read_to_end(&mut out)
-            .is_err());
-        assert!(decompress(&[0x1f, 0x8b, 0, 0, 0][..])
-            .unwrap()
-            .read_to_end(&mut out)
-            .is_err());
+        assert!(decompress(&bad_zstd[..]).unwrap().read_to_end(&mut out).is_err());
+        assert!(decompress(&[0x1f, 0x8b, 0, 0, 0][..]).unwrap().read_to_end(&mut out).is_err());
     }
 }

@@ -40,8 +40,7 @@ impl Meta {
         if let Some(pax) = entry.pax_extensions()? {
             for ext in pax {
                 let ext = ext?;
-                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
-                else {
+                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) else {
                     continue;
                 };
                 // trusted.* and other namespaces could forge overlay metadata: only file
@@ -51,13 +50,7 @@ impl Meta {
                 }
             }
         }
-        Ok(Meta {
-            mode,
-            uid,
-            gid,
-            mtime,
-            xattrs,
-        })
+        Ok(Meta { mode, uid, gid, mtime, xattrs })
     }
 }
 
@@ -69,19 +62,13 @@ pub(super) struct Root {
 
 impl Root {
     pub(super) fn new(dir: &Path) -> Result<Self, UnpackError> {
-        let bad = |reason: String| UnpackError::Destination {
-            path: dir.to_path_buf(),
-            reason,
-        };
+        let bad = |reason: String| UnpackError::Destination { path: dir.to_path_buf(), reason };
         match fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(bad("not a directory".to_string())),
             Err(e) => return Err(bad(e.to_string())),
         }
-        Ok(Root {
-            dir: dir.to_path_buf(),
-            chown: nix::unistd::geteuid().is_root(),
-        })
+        Ok(Root { dir: dir.to_path_buf(), chown: nix::unistd::geteuid().is_root() })
     }
 
     /// Creates the missing parents of `rel` and returns its full path; fails if `rel` has a
@@ -89,10 +76,7 @@ impl Root {
     /// is a symlink or not a directory.
     fn parent_path(&self, rel: &Path, entry: &str, create: bool) -> Result<PathBuf, UnpackError> {
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(UnpackError::Refused {
-                entry: entry.to_string(),
-                reason: format!("{} is not a plain path inside the layer", rel.display()),
-            });
+            return Err(UnpackError::Refused { entry: entry.to_string(), reason: format!("{} is not a plain path inside the layer", rel.display()) });
         }
         let mut path = self.dir.clone();
         let parent = rel.parent().unwrap_or(Path::new(""));
@@ -101,27 +85,17 @@ impl Root {
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) => {
-                    let what = if m.file_type().is_symlink() {
-                        "a symlink"
-                    } else {
-                        "not a directory"
-                    };
+                    let what = if m.file_type().is_symlink() { "a symlink" } else { "not a directory" };
                     return Err(UnpackError::Refused {
                         entry: entry.to_string(),
-                        reason: format!(
-                            "parent {} is {what}; refusing to write through it",
-                            parent.display()
-                        ),
+                        reason: format!("parent {} is {what}; refusing to write through it", parent.display()),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path).map_err(write_err(entry, &path))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(UnpackError::Refused {
-                        entry: entry.to_string(),
-                        reason: format!("{} is not in this layer", rel.display()),
-                    });
+                    return Err(UnpackError::Refused { entry: entry.to_string(), reason: format!("{} is not in this layer", rel.display()) });
                 }
                 Err(e) => return Err(write_err(entry, &path)(e)),
             }
@@ -132,10 +106,7 @@ impl Root {
     /// The full path for a non-root entry, with parents created and whatever was there removed.
     fn fresh_path(&self, rel: &Path, entry: &str) -> Result<PathBuf, UnpackError> {
         if rel.as_os_str().is_empty() {
-            return Err(UnpackError::Refused {
-                entry: entry.to_string(),
-                reason: "names the layer root".to_string(),
-            });
+            return Err(UnpackError::Refused { entry: entry.to_string(), reason: "names the layer root".to_string() });
         }
         let path = self.parent_path(rel, entry, true)?;
         remove_existing(&path).map_err(write_err(entry, &path))?;
@@ -153,80 +124,38 @@ impl Root {
             Err(_) => fs::create_dir(&path).map_err(write_err(entry, &path))?,
         }
         self.apply_owner(&path, meta, entry)?;
-        fs::set_permissions(&path, Permissions::from_mode(meta.mode))
-            .map_err(write_err(entry, &path))?;
+        fs::set_permissions(&path, Permissions::from_mode(meta.mode)).map_err(write_err(entry, &path))?;
         self.apply_xattrs(&path, meta, entry)
     }
 
-    pub(super) fn file(
-        &self,
-        rel: &Path,
-        data: &mut impl Read,
-        meta: &Meta,
-        entry: &str,
-    ) -> Result<(), UnpackError> {
+    pub(super) fn file(&self, rel: &Path, data: &mut impl Read, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
         let path = self.fresh_path(rel, entry)?;
         let err = write_err(entry, &path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(write_err(entry, &path))?;
-        io::copy(data, &mut file).map_err(|e| UnpackError::Write {
-            entry: entry.to_string(),
-            path: path.clone(),
-            source: e,
-        })?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(write_err(entry, &path))?;
+        io::copy(data, &mut file).map_err(|e| UnpackError::Write { entry: entry.to_string(), path: path.clone(), source: e })?;
         if self.chown {
-            std::os::unix::fs::fchown(&file, Some(id(meta.uid)), Some(id(meta.gid)))
-                .map_err(write_err(entry, &path))?;
+            std::os::unix::fs::fchown(&file, Some(id(meta.uid)), Some(id(meta.gid))).map_err(write_err(entry, &path))?;
         }
-        file.set_permissions(Permissions::from_mode(meta.mode))
-            .map_err(write_err(entry, &path))?;
+        file.set_permissions(Permissions::from_mode(meta.mode)).map_err(write_err(entry, &path))?;
         self.apply_xattrs(&path, meta, entry)?;
         set_file_mtime(&file, meta.mtime).map_err(err)
     }
 
-    pub(super) fn symlink(
-        &self,
-        rel: &Path,
-        target: &OsStr,
-        meta: &Meta,
-        entry: &str,
-    ) -> Result<(), UnpackError> {
+    pub(super) fn symlink(&self, rel: &Path, target: &OsStr, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
         let path = self.fresh_path(rel, entry)?;
         symlink(target, &path).map_err(write_err(entry, &path))?;
         self.apply_owner(&path, meta, entry)?;
         set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
     }
 
-    pub(super) fn hardlink(
-        &self,
-        rel: &Path,
-        target: &Path,
-        entry: &str,
-    ) -> Result<(), UnpackError> {
-        let refuse = |reason: String| UnpackError::Refused {
-            entry: entry.to_string(),
-            reason,
-        };
+    pub(super) fn hardlink(&self, rel: &Path, target: &Path, entry: &str) -> Result<(), UnpackError> {
+        let refuse = |reason: String| UnpackError::Refused { entry: entry.to_string(), reason };
         let source = self.parent_path(target, entry, false)?;
         match fs::symlink_metadata(&source) {
             Ok(m) if !m.is_dir() && !target.as_os_str().is_empty() => {}
-            Ok(_) => {
-                return Err(refuse(format!(
-                    "hardlink target {} is a directory",
-                    target.display()
-                )))
-            }
-            Err(_) => {
-                return Err(refuse(format!(
-                    "hardlink target {} is not in this layer",
-                    target.display()
-                )))
-            }
+            Ok(_) => return Err(refuse(format!("hardlink target {} is a directory", target.display()))),
+            Err(_) => return Err(refuse(format!("hardlink target {} is not in this layer", target.display()))),
         }
         if target == rel {
             return Ok(());
@@ -237,24 +166,16 @@ impl Root {
 
     pub(super) fn fifo(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
         let path = self.fresh_path(rel, entry)?;
-        mknod(
-            &path,
-            SFlag::S_IFIFO,
-            Mode::from_bits_truncate(meta.mode),
-            0,
-        )
-        .map_err(|e| write_err(entry, &path)(e.into()))?;
+        mknod(&path, SFlag::S_IFIFO, Mode::from_bits_truncate(meta.mode), 0).map_err(|e| write_err(entry, &path)(e.into()))?;
         self.apply_owner(&path, meta, entry)?;
-        fs::set_permissions(&path, Permissions::from_mode(meta.mode))
-            .map_err(write_err(entry, &path))?;
+        fs::set_permissions(&path, Permissions::from_mode(meta.mode)).map_err(write_err(entry, &path))?;
         set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
     }
 
     /// An overlayfs whiteout: a 0/0 character device hiding `rel` in lower layers.
     pub(super) fn whiteout(&self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
         let path = self.fresh_path(rel, entry)?;
-        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0)
-            .map_err(|e| write_err(entry, &path)(e.into()))
+        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| write_err(entry, &path)(e.into()))
     }
 
     /// Marks directory `rel` opaque (creating it if needed), hiding lower layers' contents.
@@ -279,8 +200,7 @@ impl Root {
 
     fn apply_owner(&self, path: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
         if self.chown {
-            std::os::unix::fs::lchown(path, Some(id(meta.uid)), Some(id(meta.gid)))
-                .map_err(write_err(entry, path))?;
+            std::os::unix::fs::lchown(path, Some(id(meta.uid)), Some(id(meta.gid))).map_err(write_err(entry, path))?;
         }
         Ok(())
     }
@@ -298,11 +218,7 @@ fn id(raw: u64) -> u32 {
 }
 
 fn write_err<'a>(entry: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
-    move |source| UnpackError::Write {
-        entry: entry.to_string(),
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| UnpackError::Write { entry: entry.to_string(), path: path.to_path_buf(), source }
 }
 
 /// Removes whatever is at `path` without following it if it is a symlink.

@@ -18,11 +18,7 @@ pub fn store() -> (tempfile::TempDir, ImageStore) {
 pub fn run(tool: &str, package: &str, args: &[&str]) -> String {
     let path = require_tool(tool, package);
     let out = Command::new(path).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -61,12 +57,6 @@ pub fn layer(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
 
 /// Asserts that `root/bin/busybox` is the host's busybox and `sh` links to it.
 pub fn assert_busybox_rootfs(root: &Path) {
-    assert_eq!(
-        std::fs::read(root.join("bin/busybox")).unwrap(),
-        std::fs::read("/bin/busybox").unwrap()
-    );
-    assert_eq!(
-        std::fs::read_link(root.join("bin/sh")).unwrap(),
-        Path::new("busybox")
-    );
+    assert_eq!(std::fs::read(root.join("bin/busybox")).unwrap(), std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(std::fs::read_link(root.join("bin/sh")).unwrap(), Path::new("busybox"));
 }

@@ -179,11 +179,8 @@ pub async fn compaction(store: &dyn Store, root: &str) {
         }
     }
     let mut kept = watch(store, &prefix, third - 1).await;
-    let replayed: Vec<(String, Revision)> = next_events(&mut kept, 3, "watch from the compaction")
-        .await
-        .into_iter()
-        .map(|event| (event.kv.key, event.kv.mod_revision))
-        .collect();
+    let replayed: Vec<(String, Revision)> =
+        next_events(&mut kept, 3, "watch from the compaction").await.into_iter().map(|event| (event.kv.key, event.kv.mod_revision)).collect();
     assert_eq!(replayed, written[2..], "watch from the oldest kept revision");
 
     ok("compact to an older revision", store.compact(first).await);

@@ -48,12 +48,7 @@ pub(crate) enum KeyChange {
 pub(crate) type Outcome = Result<(Written, WatchEvent), StoreError>;
 
 /// Applies `change` to `key` at revision `next`, or refuses it leaving `space` untouched.
-pub(crate) fn apply_change(
-    space: &mut dyn KeySpace,
-    key: &str,
-    change: &KeyChange,
-    next: Revision,
-) -> Result<Outcome, redb::Error> {
+pub(crate) fn apply_change(space: &mut dyn KeySpace, key: &str, change: &KeyChange, next: Revision) -> Result<Outcome, redb::Error> {
     let existing = space.get(key)?;
     let outcome = match (change, existing) {
         (KeyChange::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key: key.to_owned() }),
@@ -62,9 +57,7 @@ pub(crate) fn apply_change(
             space.put(&kv)?;
             Ok((Written { revision: next, removed: None }, WatchEvent { kind: EventKind::Put, kv, prev: None }))
         }
-        (KeyChange::Update { .. } | KeyChange::Delete { .. }, None) => {
-            Err(StoreError::NotFound { key: key.to_owned() })
-        }
+        (KeyChange::Update { .. } | KeyChange::Delete { .. }, None) => Err(StoreError::NotFound { key: key.to_owned() }),
         (KeyChange::Update { value, expected }, Some(prev)) => {
             if prev.mod_revision != *expected {
                 return Ok(Err(conflict(key, *expected, prev.mod_revision)));
@@ -78,11 +71,7 @@ pub(crate) fn apply_change(
                 return Ok(Err(conflict(key, expected, prev.mod_revision)));
             }
             space.remove(key)?;
-            let event = WatchEvent {
-                kind: EventKind::Delete,
-                kv: KeyValue { mod_revision: next, ..prev.clone() },
-                prev: Some(prev.clone()),
-            };
+            let event = WatchEvent { kind: EventKind::Delete, kv: KeyValue { mod_revision: next, ..prev.clone() }, prev: Some(prev.clone()) };
             Ok((Written { revision: next, removed: Some(prev) }, event))
         }
     };

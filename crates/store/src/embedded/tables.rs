@@ -80,9 +80,7 @@ pub(crate) fn key_value(key: &str, row: (i64, i64, &[u8])) -> KeyValue {
 pub(crate) fn log_row(event: &WatchEvent) -> LogRowRef<'_> {
     let prev = event.prev.as_ref().map(|p| (p.value.as_slice(), p.create_revision, p.mod_revision));
     match event.kind {
-        EventKind::Put => {
-            (KIND_PUT, event.kv.key.as_str(), event.kv.value.as_slice(), event.kv.create_revision, prev)
-        }
+        EventKind::Put => (KIND_PUT, event.kv.key.as_str(), event.kv.value.as_slice(), event.kv.create_revision, prev),
         EventKind::Delete => (KIND_DELETE, event.kv.key.as_str(), &[], 0, prev),
     }
 }
@@ -94,12 +92,7 @@ pub(crate) type LogRowRef<'a> = (u8, &'a str, &'a [u8], i64, Option<(&'a [u8], i
 /// read (an unknown kind, or a delete without its previous value).
 pub(crate) fn event_from_row(revision: Revision, row: LogRowRef<'_>) -> Option<WatchEvent> {
     let (kind, key, value, create_revision, prev) = row;
-    let prev = prev.map(|(value, create_revision, mod_revision)| KeyValue {
-        key: key.to_owned(),
-        value: value.to_vec(),
-        create_revision,
-        mod_revision,
-    });
+    let prev = prev.map(|(value, create_revision, mod_revision)| KeyValue { key: key.to_owned(), value: value.to_vec(), create_revision, mod_revision });
     match kind {
         KIND_PUT => Some(WatchEvent {
             kind: EventKind::Put,
@@ -108,11 +101,7 @@ pub(crate) fn event_from_row(revision: Revision, row: LogRowRef<'_>) -> Option<W
         }),
         KIND_DELETE => {
             let last = prev.clone()?;
-            Some(WatchEvent {
-                kind: EventKind::Delete,
-                kv: KeyValue { mod_revision: revision, ..last },
-                prev,
-            })
+            Some(WatchEvent { kind: EventKind::Delete, kv: KeyValue { mod_revision: revision, ..last }, prev })
         }
         _ => None,
     }
@@ -156,12 +145,7 @@ pub(crate) struct HistoryPage {
 
 /// The changes to keys starting with `prefix` in revisions `after + 1 ..= through`. When part of
 /// that range is compacted, the page is empty and `counters.history_start` says so.
-pub(crate) fn history(
-    db: &Database,
-    prefix: &str,
-    after: Revision,
-    through: Revision,
-) -> Result<HistoryPage, redb::Error> {
+pub(crate) fn history(db: &Database, prefix: &str, after: Revision, through: Revision) -> Result<HistoryPage, redb::Error> {
     let txn = db.begin_read()?;
     let counters = Counters::read(&txn.open_table(META)?)?;
     let mut page = HistoryPage { counters, events: Vec::new(), covered: 0, unreadable: None };
@@ -198,16 +182,8 @@ mod tests {
     #[test]
     fn put_and_delete_rows_round_trip() {
         let created = WatchEvent { kind: EventKind::Put, kv: kv("/a", b"1", 3, 3), prev: None };
-        let updated = WatchEvent {
-            kind: EventKind::Put,
-            kv: kv("/a", b"2", 3, 4),
-            prev: Some(kv("/a", b"1", 3, 3)),
-        };
-        let deleted = WatchEvent {
-            kind: EventKind::Delete,
-            kv: kv("/a", b"2", 3, 5),
-            prev: Some(kv("/a", b"2", 3, 4)),
-        };
+        let updated = WatchEvent { kind: EventKind::Put, kv: kv("/a", b"2", 3, 4), prev: Some(kv("/a", b"1", 3, 3)) };
+        let deleted = WatchEvent { kind: EventKind::Delete, kv: kv("/a", b"2", 3, 5), prev: Some(kv("/a", b"2", 3, 4)) };
         for event in [created, updated, deleted] {
             let row = log_row(&event);
             assert_eq!(event_from_row(event.revision(), row), Some(event));

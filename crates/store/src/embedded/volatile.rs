@@ -47,10 +47,7 @@ impl VolatilePrefixes {
 
     /// Which key spaces hold the keys starting with `prefix`.
     pub fn scope(&self, prefix: &str) -> Scope {
-        Scope {
-            durable: !self.covers(prefix),
-            volatile: self.iter().any(|volatile| volatile.starts_with(prefix) || prefix.starts_with(volatile)),
-        }
+        Scope { durable: !self.covers(prefix), volatile: self.iter().any(|volatile| volatile.starts_with(prefix) || prefix.starts_with(volatile)) }
     }
 }
 

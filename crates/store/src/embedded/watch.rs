@@ -29,22 +29,8 @@ pub(crate) struct Watcher {
 impl Watcher {
     /// A watcher of `prefix` after revision `after`. `live` must have been subscribed before
     /// `committed` was read, so that every change after `committed` reaches it.
-    pub fn new(
-        shared: Arc<Shared>,
-        live: broadcast::Receiver<Arc<WatchEvent>>,
-        prefix: &str,
-        after: Revision,
-        committed: Revision,
-    ) -> Self {
-        Self {
-            shared,
-            live,
-            prefix: prefix.to_owned(),
-            cursor: after,
-            catch_up_to: committed,
-            ready: VecDeque::new(),
-            finished: false,
-        }
+    pub fn new(shared: Arc<Shared>, live: broadcast::Receiver<Arc<WatchEvent>>, prefix: &str, after: Revision, committed: Revision) -> Self {
+        Self { shared, live, prefix: prefix.to_owned(), cursor: after, catch_up_to: committed, ready: VecDeque::new(), finished: false }
     }
 
     /// The watcher as a stream.
@@ -106,11 +92,7 @@ impl Watcher {
         let page = tokio::task::spawn_blocking(move || read_page(&shared, &prefix, after, through))
             .await
             .map_err(|source| EmbeddedError::Task { path: path.clone(), source })?
-            .map_err(|source| EmbeddedError::Storage {
-                path: path.clone(),
-                action: format!("read history after revision {after}"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Storage { path: path.clone(), action: format!("read history after revision {after}"), source })?;
         let oldest = page.oldest_watchable;
         if after < oldest {
             return Err(StoreError::Compacted { requested: after, oldest });

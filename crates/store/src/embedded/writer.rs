@@ -73,12 +73,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new().name("store-writer".into()).spawn(move || run(&shared, requests, &events, state))
 }
 
-fn run(
-    shared: &Shared,
-    mut requests: mpsc::Receiver<WriteRequest>,
-    events: &broadcast::Sender<Arc<WatchEvent>>,
-    mut state: WriterState,
-) {
+fn run(shared: &Shared, mut requests: mpsc::Receiver<WriteRequest>, events: &broadcast::Sender<Arc<WatchEvent>>, mut state: WriterState) {
     while let Some(first) = requests.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -92,12 +87,7 @@ fn run(
 }
 
 /// Applies `batch`, durable part in one transaction, and answers every request in it.
-fn commit_batch(
-    shared: &Shared,
-    events: &broadcast::Sender<Arc<WatchEvent>>,
-    state: &mut WriterState,
-    batch: Vec<WriteRequest>,
-) {
+fn commit_batch(shared: &Shared, events: &broadcast::Sender<Arc<WatchEvent>>, state: &mut WriterState, batch: Vec<WriteRequest>) {
     let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
     match apply_batch(shared, state, &ops) {
         Ok(applied) => {
@@ -179,18 +169,12 @@ fn apply_batch(shared: &Shared, state: &WriterState, ops: &[&WriteOp]) -> Result
             let outcome = match op {
                 WriteOp::Compact { revision } => compact(&mut counters, *revision, &mut compacted),
                 WriteOp::Key { key, change } => {
-                    let space: Option<&mut dyn KeySpace> = if shared.prefixes.covers(key) {
-                        Some(&mut staged)
-                    } else {
-                        kv.as_mut().map(|kv| kv as &mut dyn KeySpace)
-                    };
+                    let space: Option<&mut dyn KeySpace> =
+                        if shared.prefixes.covers(key) { Some(&mut staged) } else { kv.as_mut().map(|kv| kv as &mut dyn KeySpace) };
                     let next = counters.revision + 1;
                     let outcome = match space {
                         Some(space) => apply::apply_change(space, key, change, next)?,
-                        None => Err(StoreError::Backend(format!(
-                            "embedded store {}: no transaction open for durable key {key}",
-                            shared.path.display()
-                        ))),
+                        None => Err(StoreError::Backend(format!("embedded store {}: no transaction open for durable key {key}", shared.path.display()))),
                     };
                     outcome.map(|(written, event)| {
                         counters.revision = next;
@@ -230,13 +214,7 @@ fn as_revisions(count: usize) -> Revision {
 
 /// Records a batch's durable changes and the counters in `txn`, dropping history the file no
 /// longer needs.
-fn persist(
-    shared: &Shared,
-    txn: &WriteTransaction,
-    events: &[WatchEvent],
-    counters: &Counters,
-    persisted: &Counters,
-) -> Result<(), redb::Error> {
+fn persist(shared: &Shared, txn: &WriteTransaction, events: &[WatchEvent], counters: &Counters, persisted: &Counters) -> Result<(), redb::Error> {
     let mut log = txn.open_table(LOG)?;
     for event in events.iter().filter(|event| !shared.prefixes.covers(&event.kv.key)) {
         log.insert(event.revision(), tables::log_row(event))?;

@@ -27,13 +27,7 @@ pub(crate) struct EtcdWatcher {
 impl EtcdWatcher {
     /// Starts watching keys under `namespace` + `prefix` after revision `after`, and waits for
     /// etcd to confirm the watch.
-    pub async fn start(
-        client: &Client,
-        endpoints: &str,
-        namespace: &str,
-        prefix: &str,
-        after: Revision,
-    ) -> Result<Self, StoreError> {
+    pub async fn start(client: &Client, endpoints: &str, namespace: &str, prefix: &str, after: Revision) -> Result<Self, StoreError> {
         let action = format!("watch {prefix} after revision {after}");
         let request_error = |source| EtcdError::Request { endpoints: endpoints.to_owned(), action: action.clone(), source };
         let options = WatchOptions::new().with_prefix().with_start_revision(after + 1).with_prev_key();
@@ -97,12 +91,10 @@ impl EtcdWatcher {
             let outcome = match self.stream.message().await {
                 Ok(Some(response)) => self.on_response(&response),
                 Ok(None) => Err(self.ended("etcd closed the watch".to_owned())),
-                Err(source) => Err(EtcdError::Request {
-                    endpoints: self.endpoints.clone(),
-                    action: format!("watch {} after revision {}", self.prefix, self.last),
-                    source,
+                Err(source) => {
+                    Err(EtcdError::Request { endpoints: self.endpoints.clone(), action: format!("watch {} after revision {}", self.prefix, self.last), source }
+                        .into())
                 }
-                .into()),
             };
             if let Err(error) = outcome {
                 self.finished = true;
@@ -142,11 +134,6 @@ impl EtcdWatcher {
     }
 
     fn ended(&self, problem: String) -> StoreError {
-        EtcdError::Unexpected {
-            endpoints: self.endpoints.clone(),
-            action: format!("watch {} after revision {}", self.prefix, self.last),
-            problem,
-        }
-        .into()
+        EtcdError::Unexpected { endpoints: self.endpoints.clone(), action: format!("watch {} after revision {}", self.prefix, self.last), problem }.into()
     }
 }
