@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 
 use crate::Context;
 
+mod scheduler;
+
 /// `flotilla bench …`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -28,6 +30,8 @@ enum BenchCommand {
     PodStart(PodStartArgs),
     /// Resident memory and disk writes of a process over an interval.
     Footprint(FootprintArgs),
+    /// Scheduler placements per second over a synthetic fleet, in-process.
+    Scheduler(scheduler::SchedulerBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,10 +61,11 @@ struct FootprintArgs {
 }
 
 /// Runs `bench`.
-pub async fn run(ctx: &Context, args: &BenchArgs) -> Result<()> {
+pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Result<()> {
     match &args.command {
-        BenchCommand::PodStart(a) => pod_start(ctx, a).await,
+        BenchCommand::PodStart(a) => pod_start(&ctx()?, a).await,
         BenchCommand::Footprint(a) => footprint(a).await,
+        BenchCommand::Scheduler(a) => scheduler::run(a),
     }
 }
 

@@ -1,0 +1,242 @@
+//! Filters: may this pod run on this node? The hot path answers with a small `Copy` value;
+//! only when a pod fits nowhere are the answers turned into the reasons a user reads.
+
+use std::fmt;
+
+use crate::podinfo::{tolerated, PodInfo, PodTerm};
+use crate::resources::{Amounts, STORAGE};
+use crate::snapshot::{NodeInfo, Snapshot, NO_DOMAIN};
+
+/// Why a node cannot take a pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The node's Ready condition is not True.
+    NotReady,
+    /// The node is cordoned.
+    Cordoned,
+    /// Node selector or required node affinity.
+    NodeAffinity,
+    /// A NoSchedule or NoExecute taint the pod does not tolerate.
+    Taint(String),
+    /// Required pod affinity.
+    PodAffinity,
+    /// Required pod anti-affinity of the pod.
+    PodAntiAffinity,
+    /// Required pod anti-affinity of a pod already in the node's domain.
+    ExistingAntiAffinity,
+    /// A DoNotSchedule topology spread constraint.
+    Spread,
+    /// The node runs its maximum number of pods.
+    TooManyPods,
+    /// The node has the resource, not enough of it free.
+    Insufficient(String),
+    /// The node has none of the resource.
+    Missing(String),
+}
+
+impl Reject {
+    /// True when evicting lower-priority pods could remove this reason.
+    pub fn preemptible(self) -> bool {
+        matches!(self, Reject::TooManyPods | Reject::Insufficient(_))
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NotReady => write!(f, "not ready"),
+            Reason::Cordoned => write!(f, "cordoned"),
+            Reason::NodeAffinity => write!(f, "not matching the node selector/affinity"),
+            Reason::Taint(t) => write!(f, "with untolerated taint {t}"),
+            Reason::PodAffinity => write!(f, "not matching pod affinity"),
+            Reason::PodAntiAffinity => write!(f, "not matching pod anti-affinity"),
+            Reason::ExistingAntiAffinity => write!(f, "excluded by anti-affinity of running pods"),
+            Reason::Spread => write!(f, "violating topology spread"),
+            Reason::TooManyPods => write!(f, "too many pods"),
+            Reason::Insufficient(r) => write!(f, "insufficient {r}"),
+            Reason::Missing(r) => write!(f, "missing {r}"),
+        }
+    }
+}
+
+/// The hot path's answer: a [`Reason`] without its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Reject {
+    NotReady,
+    Cordoned,
+    NodeAffinity,
+    /// Index into the node's taints.
+    Taint(usize),
+    PodAffinity,
+    PodAntiAffinity,
+    ExistingAntiAffinity,
+    Spread,
+    TooManyPods,
+    /// Resource number.
+    Insufficient(usize),
+    Missing(usize),
+}
+
+/// Per-pod data the filters and scores share, computed once per decision.
+pub(crate) struct Prepared {
+    /// Required affinity: term cache, and whether the term selects no pod yet while the
+    /// incoming pod matches it itself (then any node with the key passes: the first of a group).
+    pub affinity: Vec<(usize, bool)>,
+    pub anti_affinity: Vec<usize>,
+    /// (topology, domain) pairs excluded by running pods' anti-affinity.
+    pub excluded: Vec<(usize, u32)>,
+    pub spread: Vec<SpreadState>,
+    pub preferred_pods: Vec<(i64, usize)>,
+    /// The label index already guarantees the node selector and affinity for every candidate.
+    pub nodes_prefiltered: bool,
+}
+
+/// One topology spread constraint, ready to check.
+pub(crate) struct SpreadState {
+    pub term: usize,
+    pub max_skew: i64,
+    pub hard: bool,
+    /// The smallest count over the eligible domains.
+    pub min: i64,
+    /// 1 when the pod is one of the pods it counts.
+    pub self_match: i64,
+}
+
+impl Snapshot {
+    pub(crate) fn prepare(&mut self, pod: &PodInfo) -> Prepared {
+        let affinity_ids: Vec<usize> = pod.affinity.iter().map(|t| self.term(t)).collect();
+        let anti_affinity: Vec<usize> = pod.anti_affinity.iter().map(|t| self.term(t)).collect();
+        let preferred_pods: Vec<(i64, usize)> = pod.preferred_pods.iter().map(|(w, t)| (*w, self.term(t))).collect();
+        let spread_ids: Vec<usize> = pod.spread.iter().map(|s| self.term(&s.term)).collect();
+        // Running pods whose anti-affinity selects this pod keep it out of their domains.
+        let mut excluded_by_key: Vec<(String, Vec<usize>)> = Vec::new();
+        {
+            let ns_labels = self.namespaces.get(&pod.namespace);
+            let groups = [pod.namespace.as_str(), ""].into_iter().filter_map(|ns| self.anti_index.get(ns)).flatten();
+            for group in groups.filter_map(|k| self.anti_groups.get(k)) {
+                if group.term.matches(&pod.namespace, ns_labels, &pod.labels) {
+                    excluded_by_key.push((group.term.topology_key.clone(), group.holders.values().copied().collect()));
+                }
+            }
+        }
+        let mut excluded = Vec::new();
+        for (key, slots) in excluded_by_key {
+            let topology = self.topology(&key);
+            let t = &self.topologies[topology];
+            excluded.extend(slots.into_iter().map(|slot| t.domain(slot)).filter(|d| *d != NO_DOMAIN).map(|d| (topology, d)));
+        }
+        excluded.sort_unstable();
+        excluded.dedup();
+        let mut spread = Vec::with_capacity(pod.spread.len());
+        for (s, term) in pod.spread.iter().zip(spread_ids) {
+            let topology = self.terms[term].topology;
+            self.ensure_eligible(topology, pod);
+            let eligible = &self.eligible[&(topology, pod.node_constraint_key.clone())].1;
+            let count = eligible.len();
+            let tc = &self.terms[term];
+            let min = if count < s.min_domains { 0 } else { eligible.iter().map(|d| tc.count(*d) as i64).min().unwrap_or(0) };
+            spread.push(SpreadState { term, max_skew: s.max_skew, hard: s.hard, min, self_match: self.self_matches(pod, &s.term) as i64 });
+        }
+        // The first pod of a group: no pod matches any of its required terms yet and it matches
+        // all of them itself (Kubernetes' rule), so it may go anywhere the keys exist.
+        let first_of_group =
+            !affinity_ids.is_empty() && affinity_ids.iter().all(|id| self.terms[*id].total == 0) && pod.affinity.iter().all(|t| self.self_matches(pod, t));
+        let affinity = affinity_ids.into_iter().map(|id| (id, first_of_group)).collect();
+        Prepared { affinity, anti_affinity, excluded, spread, preferred_pods, nodes_prefiltered: false }
+    }
+
+    fn self_matches(&self, pod: &PodInfo, term: &PodTerm) -> bool {
+        term.matches(&pod.namespace, self.namespaces.get(&pod.namespace), &pod.labels)
+    }
+
+    /// The first reason the node in `slot` cannot take the pod, or `None` when it can.
+    pub(crate) fn check(&self, slot: usize, pod: &PodInfo, prep: &Prepared) -> Option<Reject> {
+        let Some(node) = self.nodes[slot].as_ref() else { return Some(Reject::NotReady) };
+        if !node.ready {
+            return Some(Reject::NotReady);
+        }
+        if node.unschedulable {
+            return Some(Reject::Cordoned);
+        }
+        if !prep.nodes_prefiltered && !pod.accepts_node(&node.name, &node.labels) {
+            return Some(Reject::NodeAffinity);
+        }
+        if node.hard_taints {
+            if let Some(i) = node.taints.iter().position(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(&pod.tolerations, t)) {
+                return Some(Reject::Taint(i));
+            }
+        }
+        self.check_pods(slot, prep).or_else(|| self.fits(node, pod, &node.requested, node.pods.len() as i64))
+    }
+
+    /// The reason a user reads for a rejection of the node in `slot`.
+    pub(crate) fn reason(&self, slot: usize, reject: Reject) -> Reason {
+        let node = self.nodes[slot].as_ref();
+        match reject {
+            Reject::NotReady => Reason::NotReady,
+            Reject::Cordoned => Reason::Cordoned,
+            Reject::NodeAffinity => Reason::NodeAffinity,
+            Reject::Taint(i) => {
+                let t = &node.expect("checked nodes exist").taints[i];
+                Reason::Taint(match t.value.as_deref() {
+                    Some(v) if !v.is_empty() => format!("{}={}:{}", t.key, v, t.effect),
+                    _ => format!("{}:{}", t.key, t.effect),
+                })
+            }
+            Reject::PodAffinity => Reason::PodAffinity,
+            Reject::PodAntiAffinity => Reason::PodAntiAffinity,
+            Reject::ExistingAntiAffinity => Reason::ExistingAntiAffinity,
+            Reject::Spread => Reason::Spread,
+            Reject::TooManyPods => Reason::TooManyPods,
+            Reject::Insufficient(id) => Reason::Insufficient(self.names.name(id).to_string()),
+            Reject::Missing(id) => Reason::Missing(self.names.name(id).to_string()),
+        }
+    }
+
+    fn check_pods(&self, slot: usize, prep: &Prepared) -> Option<Reject> {
+        for (term, first_of_group) in &prep.affinity {
+            let tc = &self.terms[*term];
+            let domain = self.topologies[tc.topology].domain(slot);
+            let ok = if *first_of_group { domain != NO_DOMAIN } else { tc.count(domain) > 0 };
+            if !ok {
+                return Some(Reject::PodAffinity);
+            }
+        }
+        for term in &prep.anti_affinity {
+            let tc = &self.terms[*term];
+            if tc.count(self.topologies[tc.topology].domain(slot)) > 0 {
+                return Some(Reject::PodAntiAffinity);
+            }
+        }
+        if prep.excluded.iter().any(|(t, d)| self.topologies[*t].domain(slot) == *d) {
+            return Some(Reject::ExistingAntiAffinity);
+        }
+        for s in prep.spread.iter().filter(|s| s.hard) {
+            let tc = &self.terms[s.term];
+            let domain = self.topologies[tc.topology].domain(slot);
+            if domain == NO_DOMAIN || tc.count(domain) as i64 + s.self_match - s.min > s.max_skew {
+                return Some(Reject::Spread);
+            }
+        }
+        None
+    }
+
+    /// Whether the pod's requests fit next to `requested` and `pods` on `node` (also counting
+    /// room reserved for nominated pods of at least the pod's priority).
+    pub(crate) fn fits(&self, node: &NodeInfo, pod: &PodInfo, requested: &Amounts, pods: i64) -> Option<Reject> {
+        let reserving = |(k, prio, _): &&(String, i32, crate::resources::Request)| *prio >= pod.priority && *k != pod.key;
+        let nominated = !node.nominated.is_empty();
+        let reserved_pods = if nominated { node.nominated.iter().filter(reserving).count() as i64 } else { 0 };
+        if pods + reserved_pods + 1 > node.max_pods {
+            return Some(Reject::TooManyPods);
+        }
+        for (id, amount) in &pod.request.0 {
+            let alloc = node.allocatable.get(*id);
+            let held: i64 = if nominated { node.nominated.iter().filter(reserving).map(|(_, _, r)| r.get(*id)).sum() } else { 0 };
+            if alloc - requested.get(*id) - held < *amount {
+                return Some(if alloc <= 0 && *id > STORAGE { Reject::Missing(*id) } else { Reject::Insufficient(*id) });
+            }
+        }
+        None
+    }
+}
