@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::devices::DeviceClass;
+
 /// How one agent runs.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -31,6 +33,14 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Classes of device nodes advertised as `flotilla.dev/<class>`.
+    pub device_classes: Vec<DeviceClass>,
+    /// Look for NVIDIA GPUs (`nvidia.com/gpu`).
+    pub gpu_discovery: bool,
+    /// Where device nodes are looked for (`/dev`).
+    pub dev_root: PathBuf,
+    /// How often the node is scanned for devices plugged in or removed.
+    pub device_rescan: Duration,
 }
 
 impl AgentConfig {
@@ -46,9 +56,13 @@ impl AgentConfig {
             bridge: "flotilla0".into(),
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
-            heartbeat: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
             log_max_bytes: 10 * 1024 * 1024,
             insecure_registries: Vec::new(),
+            device_classes: Vec::new(),
+            gpu_discovery: true,
+            dev_root: PathBuf::from("/dev"),
+            device_rescan: Duration::from_secs(2),
         }
     }
 
@@ -95,6 +109,11 @@ impl AgentConfig {
     /// Every pod log directory.
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+
+    /// Device allocations.
+    pub fn devices_dir(&self) -> PathBuf {
+        self.data_dir.join("devices")
     }
 
     /// The agent's serving certificate and key.

@@ -2,6 +2,7 @@
 //! pod network, probes them, keeps their logs, and reports their status through the API.
 
 pub mod config;
+pub mod devices;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -17,6 +18,7 @@ use client::Client;
 use image::ImageStore;
 
 use config::AgentConfig;
+use devices::{DeviceManager, DiscoveryConfig};
 use network::{NetworkConfig, PodNetwork};
 use runtime::{ContainerRuntime, OciRuntime};
 
@@ -32,6 +34,8 @@ pub struct AgentContext {
     pub network: Arc<PodNetwork>,
     /// The image store.
     pub images: Arc<ImageStore>,
+    /// The node's devices and who holds them.
+    pub devices: Arc<DeviceManager>,
 }
 
 /// Why the agent could not start.
@@ -46,6 +50,9 @@ pub enum AgentError {
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Image(#[from] image::ImageError),
+    /// Device configuration or the device allocation file is unusable.
+    #[error("devices: {0}")]
+    Devices(#[from] devices::DeviceError),
     /// The API server refused or could not be reached.
     #[error("registering the node: {0}")]
     Api(#[from] client::ClientError),
@@ -65,11 +72,18 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
     let network = PodNetwork::new(net_config)?;
     network.ensure_bridge().await?;
     let images = ImageStore::open(&config.images_dir())?;
+    let discovery =
+        DiscoveryConfig { dev_root: config.dev_root.clone(), classes: config.device_classes.clone(), nvidia: config.gpu_discovery, nvidia_smi: None };
+    let devices_dir = config.devices_dir();
+    let devices = tokio::task::spawn_blocking(move || DeviceManager::open(&devices_dir, discovery))
+        .await
+        .map_err(|e| AgentError::Setup(format!("scanning devices: {e}")))??;
     let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), &config.tls_dir(), config.logs_dir(), client.token().to_string())
         .await
         .map_err(AgentError::Setup)?;
-    node::register(&client, &config, bound.port()).await?;
-    let ctx = Arc::new(AgentContext { client, config, runtime: Arc::new(runtime), network: Arc::new(network), images: Arc::new(images) });
+    node::register(&client, &config, bound.port(), &devices.node_devices()).await?;
+    let ctx =
+        Arc::new(AgentContext { client, config, runtime: Arc::new(runtime), network: Arc::new(network), images: Arc::new(images), devices: Arc::new(devices) });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(async move {
         let _ = server.await;
@@ -90,6 +104,7 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         }
     });
+    tasks.spawn(devices::run(ctx.clone()));
     tasks.spawn(pods::run(ctx));
     Ok(tasks)
 }

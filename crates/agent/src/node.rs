@@ -11,6 +11,7 @@ use api::{Lease, Node, ObjectMeta};
 use client::{Client, ClientError};
 
 use crate::config::AgentConfig;
+use crate::devices::NodeDevices;
 
 /// The namespace of node heartbeat Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -25,8 +26,8 @@ pub fn machine_capacity() -> (usize, u64) {
     (cpus, mem_kib * 1024)
 }
 
-/// The Node object this agent reports.
-pub fn describe(config: &AgentConfig, port: u16) -> Node {
+/// The Node object this agent reports, with its devices as extended resources and labels.
+pub fn describe(config: &AgentConfig, port: u16, devices: &NodeDevices) -> Node {
     let (cpus, memory) = machine_capacity();
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(cpus.to_string())),
@@ -49,7 +50,7 @@ pub fn describe(config: &AgentConfig, port: u16) -> Node {
     ]
     .into();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    Node {
+    let mut node = Node {
         metadata: ObjectMeta { name: Some(config.node_name.clone()), labels: Some(labels), ..Default::default() },
         spec: Some(NodeSpec { pod_cidr: Some(config.pod_cidr.clone()), pod_cidrs: Some(vec![config.pod_cidr.clone()]), ..Default::default() }),
         status: Some(NodeStatus {
@@ -79,7 +80,9 @@ pub fn describe(config: &AgentConfig, port: u16) -> Node {
             }),
             ..Default::default()
         }),
-    }
+    };
+    devices.apply(&mut node);
+    node
 }
 
 fn os_image() -> String {
@@ -89,9 +92,10 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-/// Creates or refreshes the Node object; its status is replaced with what this machine has.
-pub async fn register(client: &Client, config: &AgentConfig, port: u16) -> Result<Node, ClientError> {
-    let wanted = describe(config, port);
+/// Creates or refreshes the Node object; its status is replaced with what this machine has,
+/// `devices` included (their labels are written by [`crate::devices::publish`]).
+pub async fn register(client: &Client, config: &AgentConfig, port: u16, devices: &NodeDevices) -> Result<Node, ClientError> {
+    let wanted = describe(config, port, devices);
     let name = config.node_name.as_str();
     match client.get_as::<Node>(None, name).await {
         Err(e) if e.is_not_found() => {

@@ -1,18 +1,19 @@
 //! Real-kernel tests of the OCI runtime layer: runc, busybox containers, cgroups, exit codes.
 //! Needs root, runc (Debian `runc`) and a static busybox (Debian `busybox-static`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::runtime::{
-    become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, wait_exit, write_bundle, BindMount, ContainerRuntime, ContainerSpec, ContainerStatus,
-    ExitOutcome, OciRuntime, RuntimeError,
+    container_cgroups_path, remove_pod_cgroups, stop, wait_exit, write_bundle, BindMount, ContainerRuntime, ContainerSpec, ContainerStatus, ExitOutcome,
+    OciRuntime, RuntimeError,
 };
 
 /// Containers run one test at a time so the zombie check at the end of each test is exact.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat", "ps", "touch", "hostname", "true"];
 
 /// A runc state root, a rootfs and a pod uid, all private to one test.
@@ -24,23 +25,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        assert!(nix::unistd::geteuid().is_root(), "runtime tests need root");
-        assert!(Path::new(BUSYBOX).is_file(), "{BUSYBOX} is missing: apt-get install busybox-static");
-        become_subreaper().expect("become child subreaper");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let runtime = match OciRuntime::new("runc", dir.path().join("runc-state")) {
-            Ok(runtime) => runtime,
-            Err(err) => panic!("runc is required for these tests: apt-get install runc ({err})"),
-        };
-        let rootfs = dir.path().join("rootfs");
-        for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(sub)).expect("rootfs dir");
-        }
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
-        }
-        let pod_uid = format!("rt{}", uuid::Uuid::new_v4().simple());
+        let (dir, runtime, pod_uid) = common::sandbox("rt", APPLETS, "runtime tests");
         Fixture { dir, runtime, pod_uid }
     }
 

@@ -1,6 +1,6 @@
 //! Turning a pod's container spec and its image into a running OCI container: image resolution
-//! by pull policy, the command line, env, user, mounts and limits, the overlay rootfs, and the
-//! reverse on stop.
+//! by pull policy, the command line, env, user, mounts, granted devices and limits, the overlay
+//! rootfs, and the reverse on stop.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,6 +130,11 @@ pub async fn start(ctx: &Arc<AgentContext>, pod: &Pod, container: &Container, im
         env.retain(|e| e.split('=').next() != Some(var.name.as_str()));
         env.push(format!("{}={}", var.name, var.value.clone().unwrap_or_default()));
     }
+    let devices = ctx
+        .devices
+        .container_devices(&uid, &container.name)
+        .map_err(|e| fail("CreateContainerError", format!("devices of container \"{}\": {e}", container.name)))?;
+    devices.apply_env(&mut env);
     remove_rootfs(ctx, &id).await;
     let dir = ctx.config.container_dir(&id);
     let (rootfs, upper, work) = (dir.join("rootfs"), dir.join("upper"), dir.join("work"));
@@ -158,6 +163,7 @@ pub async fn start(ctx: &Arc<AgentContext>, pod: &Pod, container: &Container, im
     spec.cgroups_path = container_cgroups_path(&uid, &container.name).map_err(|e| fail("CreateContainerError", e.to_string()))?;
     spec.resources = resources(container);
     spec.mounts = mounts;
+    spec.devices = devices.nodes;
     spec.readonly_rootfs = container.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false);
     write_bundle(&dir, &spec).map_err(|e| fail("CreateContainerError", e.to_string()))?;
     if let Some(parent) = log.parent() {

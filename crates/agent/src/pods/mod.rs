@@ -1,6 +1,7 @@
 //! The pods bound to this node: a watch on the API feeding one worker per pod, and the
 //! clean-up of anything on the node that belongs to no pod.
 
+mod admission;
 mod container;
 mod state;
 mod worker;
@@ -81,8 +82,8 @@ async fn list_and_watch(ctx: &Arc<AgentContext>, workers: &mut HashMap<String, P
     Ok(())
 }
 
-/// Removes containers, network allocations, mounts and files of pods that no longer exist
-/// (deleted while the agent was down).
+/// Removes containers, network and device allocations, mounts and files of pods that no
+/// longer exist (deleted while the agent was down).
 async fn remove_orphans(ctx: &AgentContext, live: &HashSet<String>) {
     let mut orphans: HashSet<String> = HashSet::new();
     if let Ok(containers) = ctx.runtime.list().await {
@@ -90,6 +91,10 @@ async fn remove_orphans(ctx: &AgentContext, live: &HashSet<String>) {
     }
     if let Ok(allocations) = ctx.network.allocations() {
         orphans.extend(allocations.into_iter().map(|(_, uid)| uid).filter(|u| !live.contains(u)));
+    }
+    match ctx.devices.retain_pods(live) {
+        Ok(freed) => orphans.extend(freed),
+        Err(e) => tracing::warn!(error = %e, "recording the devices freed from deleted pods"),
     }
     for dir in [ctx.config.containers_dir(), ctx.config.pods_dir()] {
         if let Ok(entries) = std::fs::read_dir(&dir) {

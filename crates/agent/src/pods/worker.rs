@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::admission::{self, Admission};
 use super::container::{self, remove_rootfs};
 use super::state::{comparable, pod_status, ContainerTrack, Phase, ProbeTrack, Terminated};
 use crate::config::container_id;
@@ -41,6 +42,7 @@ struct Worker {
     tracks: Vec<ContainerTrack>,
     network: Option<(IpAddr, std::path::PathBuf)>,
     adopted: bool,
+    admission: Admission,
     published: Option<api::k8s_openapi::api::core::v1::PodStatus>,
     start_time: Time,
     exits: mpsc::UnboundedSender<ExitDone>,
@@ -53,7 +55,8 @@ pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<
     let mut probe_runs: JoinSet<ProbeDone> = JoinSet::new();
     let initial = pods.borrow().clone();
     let start_time = initial.as_ref().and_then(|p| p.status.as_ref()?.start_time.clone()).unwrap_or_else(api::now);
-    let mut w = Worker { ctx, uid, tracks: Vec::new(), network: None, adopted: false, published: None, start_time, exits: exits_tx };
+    let mut w =
+        Worker { ctx, uid, tracks: Vec::new(), network: None, adopted: false, admission: Admission::Pending, published: None, start_time, exits: exits_tx };
     loop {
         let current = pods.borrow_and_update().clone();
         let Some(pod) = current else {
@@ -64,6 +67,30 @@ pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<
             let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
             w.terminate(Some(&pod), Duration::from_secs(grace)).await;
             return;
+        }
+        if w.admission == Admission::Pending {
+            w.admission = admission::admit(&w.ctx, &w.uid, &pod);
+            if let Admission::Rejected(message) = &w.admission {
+                if !admission::reported(&pod) {
+                    w.event(&pod, true, crate::devices::ADMISSION_FAILED_REASON, message);
+                }
+            }
+        }
+        if w.admission != Admission::Admitted {
+            // Nothing of a pod that is not admitted runs: report it and wait for it to change
+            // or go away (or, while pending, to try again).
+            if let Admission::Rejected(message) = w.admission.clone() {
+                w.publish_rejected(&pod, &message).await;
+            }
+            let wait = if w.published.is_some() && w.admission != Admission::Pending { Duration::from_secs(300) } else { Duration::from_secs(5) };
+            tokio::select! {
+                changed = pods.changed() => if changed.is_err() {
+                    w.terminate(None, Duration::from_secs(2)).await;
+                    return;
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
         }
         w.sync(&pod).await;
         w.start_probes(&pod, &mut probe_runs);
@@ -441,6 +468,23 @@ impl Worker {
         let Some((ip, _)) = self.network.clone() else { return };
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let status = pod_status(pod, &self.tracks, Some(ip), self.ctx.config.node_ip, &policy, &self.start_time);
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            // A finished pod's containers are gone and will not restart: its devices are free.
+            if let Err(e) = self.ctx.devices.release(&self.uid) {
+                tracing::warn!(pod = %self.uid, error = %e, "recording freed devices");
+            }
+        }
+        self.write_status(pod, status).await;
+    }
+
+    /// Reports that the pod failed admission.
+    async fn publish_rejected(&mut self, pod: &Pod, message: &str) {
+        let status = admission::rejected_status(pod, message, self.ctx.config.node_ip, &self.start_time);
+        self.write_status(pod, status).await;
+    }
+
+    /// Writes `status` unless it is what was last written.
+    async fn write_status(&mut self, pod: &Pod, status: api::k8s_openapi::api::core::v1::PodStatus) {
         if self.published.as_ref().is_some_and(|p| comparable(p) == comparable(&status)) {
             return;
         }
@@ -514,6 +558,9 @@ pub async fn cleanup_pod(ctx: &AgentContext, uid: &str, pod: Option<&Pod>) {
     }
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = uid, error = %e, "tearing down pod network");
+    }
+    if let Err(e) = ctx.devices.release(uid) {
+        tracing::warn!(pod = uid, error = %e, "recording freed devices");
     }
     if let Err(e) = runtime::remove_pod_cgroups(uid) {
         tracing::warn!(pod = uid, error = %e, "removing pod cgroups");

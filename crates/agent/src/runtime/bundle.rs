@@ -5,8 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
@@ -44,6 +45,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<BindMount>,
     /// Apply the default seccomp deny-list (on unless a pod is explicitly unconfined).
     pub seccomp: bool,
+    /// Host devices granted to the container: each is created in it and allowed by its device
+    /// cgroup; every other device stays denied.
+    pub devices: Vec<DeviceNode>,
 }
 
 impl ContainerSpec {
@@ -62,6 +66,7 @@ impl ContainerSpec {
             resources: Resources::default(),
             mounts: Vec::new(),
             seccomp: true,
+            devices: Vec::new(),
         }
     }
 }
@@ -114,6 +119,44 @@ pub struct BindMount {
     pub destination: PathBuf,
     /// Mount it read-only.
     pub readonly: bool,
+}
+
+/// Whether a device node is a character or a block device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceKind {
+    /// A character device (`c`).
+    Char,
+    /// A block device (`b`).
+    Block,
+}
+
+impl DeviceKind {
+    fn oci(self) -> LinuxDeviceType {
+        match self {
+            DeviceKind::Char => LinuxDeviceType::C,
+            DeviceKind::Block => LinuxDeviceType::B,
+        }
+    }
+}
+
+/// A device node the runtime creates in the container (`linux.devices`) and allows in its
+/// device cgroup (`rwm`), with the numbers, mode and owner of the host's node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Absolute path inside the container.
+    pub path: PathBuf,
+    /// Character or block.
+    pub kind: DeviceKind,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits (e.g. 0o660).
+    pub file_mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 /// Writes `dir/config.json` for `spec` (atomically: temp file, fsync, rename). The rootfs is
@@ -174,6 +217,9 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
         .resources(resources(spec)?)
         .masked_paths(defaults::masked_paths())
         .readonly_paths(defaults::readonly_paths());
+    if !spec.devices.is_empty() {
+        linux = linux.devices(devices(spec)?);
+    }
     if !spec.cgroups_path.is_empty() {
         linux = linux.cgroups_path(PathBuf::from(&spec.cgroups_path));
     }
@@ -193,6 +239,27 @@ pub(crate) fn oci_spec(spec: &ContainerSpec) -> Result<Spec, OciSpecError> {
     builder.build()
 }
 
+fn device_number(n: u64) -> Result<i64, OciSpecError> {
+    i64::try_from(n).map_err(|_| OciSpecError::Other(format!("device number {n} is out of range")))
+}
+
+fn devices(spec: &ContainerSpec) -> Result<Vec<oci_spec::runtime::LinuxDevice>, OciSpecError> {
+    spec.devices
+        .iter()
+        .map(|node| {
+            LinuxDeviceBuilder::default()
+                .path(&node.path)
+                .typ(node.kind.oci())
+                .major(device_number(node.major)?)
+                .minor(device_number(node.minor)?)
+                .file_mode(node.file_mode)
+                .uid(node.uid)
+                .gid(node.gid)
+                .build()
+        })
+        .collect()
+}
+
 fn namespaces(spec: &ContainerSpec) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, OciSpecError> {
     let fresh = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
     let mut network = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
@@ -210,7 +277,20 @@ fn namespaces(spec: &ContainerSpec) -> Result<Vec<oci_spec::runtime::LinuxNamesp
 
 fn resources(spec: &ContainerSpec) -> Result<oci_spec::runtime::LinuxResources, OciSpecError> {
     let limits = &spec.resources;
-    let mut resources = LinuxResourcesBuilder::default().devices(defaults::device_rules()?);
+    // The default deny-all comes first; the granted devices are allowed after it.
+    let mut device_rules = defaults::device_rules()?;
+    for node in &spec.devices {
+        device_rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(node.kind.oci())
+                .major(device_number(node.major)?)
+                .minor(device_number(node.minor)?)
+                .access("rwm")
+                .build()?,
+        );
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if limits.cpu_shares.is_some() || limits.cpu_limit_millicores.is_some() {
         let mut cpu = LinuxCpuBuilder::default();
         if let Some(shares) = limits.cpu_shares {
@@ -269,5 +349,34 @@ mod tests {
         let hosts = json["mounts"].as_array().expect("mounts").last().expect("bind").clone();
         assert_eq!(hosts["destination"], "/etc/hosts");
         assert!(hosts["options"].as_array().expect("options").iter().any(|o| o == "ro"));
+    }
+
+    #[test]
+    fn granted_devices_are_created_and_allowed_after_the_default_deny() {
+        let mut spec = ContainerSpec::new(vec!["sh".into()], "/rootfs");
+        let plain = serde_json::to_value(oci_spec(&spec).expect("spec builds")).expect("json");
+        assert!(plain["linux"].get("devices").is_none(), "no devices unless granted");
+        assert_eq!(plain["linux"]["resources"]["devices"].as_array().expect("rules").len(), 1);
+
+        spec.devices = vec![
+            DeviceNode { path: "/dev/nvidia0".into(), kind: DeviceKind::Char, major: 195, minor: 0, file_mode: 0o666, uid: 0, gid: 44 },
+            DeviceNode { path: "/dev/sdz".into(), kind: DeviceKind::Block, major: 8, minor: 240, file_mode: 0o660, uid: 0, gid: 6 },
+        ];
+        let json = serde_json::to_value(oci_spec(&spec).expect("spec builds")).expect("json");
+        let devices = json["linux"]["devices"].as_array().expect("devices");
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices[0]["path"], "/dev/nvidia0");
+        assert_eq!((devices[0]["type"].as_str(), devices[0]["major"].as_i64(), devices[0]["minor"].as_i64()), (Some("c"), Some(195), Some(0)));
+        assert_eq!((devices[0]["fileMode"].as_u64(), devices[0]["uid"].as_u64(), devices[0]["gid"].as_u64()), (Some(0o666), Some(0), Some(44)));
+        assert_eq!(devices[1]["type"], "b");
+        let rules = json["linux"]["resources"]["devices"].as_array().expect("rules");
+        assert_eq!(rules.len(), 3);
+        assert_eq!((rules[0]["allow"].as_bool(), rules[0]["access"].as_str()), (Some(false), Some("rwm")), "deny-all stays first");
+        assert!(rules[0].get("major").is_none());
+        for (rule, (typ, major, minor)) in rules[1..].iter().zip([("c", 195, 0), ("b", 8, 240)]) {
+            assert_eq!(rule["allow"], true);
+            assert_eq!((rule["type"].as_str(), rule["major"].as_i64(), rule["minor"].as_i64()), (Some(typ), Some(major), Some(minor)));
+            assert_eq!(rule["access"], "rwm");
+        }
     }
 }

@@ -171,6 +171,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[allow(clippy::zombie_processes, reason = "wait_exit is the reaper under test")]
     async fn reaps_our_child_with_code_and_signal() {
         let child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("spawn sh");
         let (a, b) = tokio::join!(wait_exit(child.id()), wait_exit(child.id()));

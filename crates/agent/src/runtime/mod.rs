@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use bundle::{write_bundle, BindMount, ContainerSpec, ProcessUser, Resources};
+pub use bundle::{write_bundle, BindMount, ContainerSpec, DeviceKind, DeviceNode, ProcessUser, Resources};
 pub use cgroups::{container_cgroups_path, pod_cgroups_path, remove_pod_cgroups};
 pub use exit::{become_subreaper, wait_exit, ExitOutcome};
 pub use kind::RuntimeKind;

@@ -13,6 +13,7 @@ struct ProcessRuntime {
 }
 
 impl ProcessRuntime {
+    #[allow(clippy::zombie_processes, reason = "stop() reaps it through wait_exit")]
     fn spawn(script: &str) -> Self {
         let child = std::process::Command::new("/bin/sh").args(["-c", script]).spawn().expect("spawn /bin/sh");
         ProcessRuntime { pid: child.id(), calls: Mutex::new(Vec::new()) }

@@ -56,6 +56,17 @@ pub struct AgentArgs {
     /// Registries reached over plain HTTP besides loopback ones.
     #[arg(long, value_delimiter = ',')]
     pub insecure_registry: Vec<String>,
+    /// A class of device nodes advertised as the extended resource `flotilla.dev/NAME`, one
+    /// unit per char or block device matching a glob: `camera=/dev/video*`,
+    /// `serial=/dev/ttyUSB*,/dev/ttyACM*`. Repeat for more classes.
+    #[arg(long = "device-class", value_name = "NAME=GLOB[,GLOB...]")]
+    pub device_class: Vec<agent::devices::DeviceClass>,
+    /// Do not look for NVIDIA GPUs (`/dev/nvidiaN`, advertised as `nvidia.com/gpu`).
+    #[arg(long)]
+    pub no_gpu_discovery: bool,
+    /// How often to rescan for devices plugged in or removed, in milliseconds.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub device_rescan_ms: u64,
 }
 
 fn hostname() -> String {
@@ -71,6 +82,9 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.bridge = args.bridge.clone();
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
+    config.device_classes = args.device_class.clone();
+    config.gpu_discovery = !args.no_gpu_discovery;
+    config.device_rescan = Duration::from_millis(args.device_rescan_ms);
     config
 }
 
@@ -151,4 +165,48 @@ pub async fn agent(server: String, token: String, data_dir: PathBuf, agent_args:
     eprintln!("flotilla agent for node \"{node}\" joined {server}");
     wait_for_shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    #[test]
+    fn device_flags_reach_the_agent_config() {
+        let flags = Flags::try_parse_from([
+            "flotilla",
+            "--device-class",
+            "camera=/dev/video*",
+            "--device-class=serial=/dev/ttyUSB*,/dev/ttyACM*",
+            "--no-gpu-discovery",
+            "--device-rescan-ms",
+            "500",
+        ])
+        .expect("valid flags");
+        let config = agent_config(&flags.agent, std::path::Path::new("/tmp/flotilla-test"));
+        let classes: Vec<String> = config.device_classes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(classes, ["camera=/dev/video*", "serial=/dev/ttyUSB*,/dev/ttyACM*"]);
+        assert!(!config.gpu_discovery);
+        assert_eq!(config.device_rescan, Duration::from_millis(500));
+
+        let defaults = agent_config(&Flags::try_parse_from(["flotilla"]).expect("no flags").agent, std::path::Path::new("/tmp/x"));
+        assert!(defaults.device_classes.is_empty() && defaults.gpu_discovery);
+        assert_eq!(defaults.device_rescan, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_bad_device_class_names_the_value_and_the_reason() {
+        let err = Flags::try_parse_from(["flotilla", "--device-class", "Camera=/dev/video*"]).err().expect("refused").to_string();
+        assert!(err.contains("Camera=/dev/video*") && err.contains("lower-case"), "{err}");
+        let err = Flags::try_parse_from(["flotilla", "--device-class", "camera"]).err().expect("refused").to_string();
+        assert!(err.contains("NAME=GLOB"), "{err}");
+    }
 }
