@@ -1,7 +1,7 @@
 //! Defaults filled in at admission, as Kubernetes does, so stored objects are explicit.
 
 use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::{Deployment, Pod};
@@ -10,9 +10,41 @@ use crate::{Deployment, Pod};
 pub fn pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         pod_spec(spec);
+        node_loss_tolerations(spec);
     }
     let status = pod.status.get_or_insert_with(Default::default);
     status.phase.get_or_insert_with(|| "Pending".to_string());
+}
+
+/// Seconds a pod stays bound to a node that is not ready or unreachable before it is evicted
+/// and replaced elsewhere (Kubernetes waits 300 s; edge fleets want fast healing).
+pub const NODE_LOSS_TOLERATION_SECONDS: i64 = 5;
+
+/// Taints a node gets when it stops being ready or stops heartbeating.
+pub const NODE_LOSS_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// Adds the NoExecute tolerations of node loss with [`NODE_LOSS_TOLERATION_SECONDS`] unless the
+/// pod already tolerates that taint (like Kubernetes' DefaultTolerationSeconds admission).
+fn node_loss_tolerations(spec: &mut PodSpec) {
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in NODE_LOSS_TAINTS {
+        let covered = tolerations.iter().any(|t| {
+            let key_ok = match t.operator.as_deref() {
+                Some("Exists") => t.key.as_deref().is_none_or(|k| k.is_empty() || k == key),
+                _ => t.key.as_deref() == Some(key),
+            };
+            key_ok && t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "NoExecute")
+        });
+        if !covered {
+            tolerations.push(Toleration {
+                key: Some(key.to_string()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(NODE_LOSS_TOLERATION_SECONDS),
+                value: None,
+            });
+        }
+    }
 }
 
 /// Fills in a deployment's defaults, its pod template included.

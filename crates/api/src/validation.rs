@@ -127,7 +127,7 @@ fn container(c: &Container, path: &str, errors: &mut FieldErrors) {
                 let qpath = format!("{}[{}]", join(&rpath, section), name);
                 let parsed = if name == "cpu" { quantity::millis(&q.0) } else { quantity::units(&q.0) };
                 match parsed {
-                    Err(e) => errors.push(FieldError::invalid(qpath, &q.0, &e.why.to_string())),
+                    Err(e) => errors.push(FieldError::invalid(qpath, &q.0, e.why)),
                     Ok(v) if v < 0 => errors.push(FieldError::invalid(qpath, &q.0, "must be ≥ 0")),
                     Ok(_) => {}
                 }
@@ -249,6 +249,11 @@ pub fn pod_update(old: &Pod, new: &Pod) -> Result<(), FieldErrors> {
     }
     if old_spec.node_name.is_none() {
         comparable.node_name = None;
+    }
+    // Tolerations may be added, never removed or changed.
+    let old_tolerations = old_spec.tolerations.as_deref().unwrap_or_default();
+    if comparable.tolerations.as_deref().unwrap_or_default().starts_with(old_tolerations) {
+        comparable.tolerations = old_spec.tolerations.clone();
     }
     if &comparable != old_spec {
         let mut errors = FieldErrors::default();

@@ -30,10 +30,13 @@ pub struct ServerConfig {
 /// Extra Prometheus text contributed by other components (controllers, agent).
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// (verb, resource, HTTP code) → (requests, seconds spent).
+type RequestCounters = BTreeMap<(String, String, u16), (u64, f64)>;
+
 /// Request counters and latency sums, rendered in the Prometheus text format.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<RequestCounters>,
     sources: Mutex<Vec<MetricsSource>>,
 }
 

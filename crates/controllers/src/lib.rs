@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod nodelifecycle;
 pub mod queue;
 pub mod scheduling;
 
@@ -25,6 +26,8 @@ pub struct Caches {
     pub nodes: Informer<api::Node>,
     /// Namespaces.
     pub namespaces: Informer<api::Namespace>,
+    /// Leases (node heartbeats).
+    pub leases: Informer<api::Lease>,
 }
 
 impl Caches {
@@ -35,11 +38,13 @@ impl Caches {
             deployments: Informer::start(registry.clone(), tasks),
             nodes: Informer::start(registry.clone(), tasks),
             namespaces: Informer::start(registry.clone(), tasks),
+            leases: Informer::start(registry.clone(), tasks),
         };
         caches.pods.wait_synced().await;
         caches.deployments.wait_synced().await;
         caches.nodes.wait_synced().await;
         caches.namespaces.wait_synced().await;
+        caches.leases.wait_synced().await;
         caches
     }
 }
@@ -50,7 +55,8 @@ pub async fn start_all(registry: Registry) -> JoinSet<()> {
     let caches = Caches::start(&registry, &mut tasks).await;
     let recorder = events::Recorder::new(registry.clone(), "flotilla-controllers");
     tasks.spawn(deployment::run(registry.clone(), caches.clone(), recorder.clone()));
-    tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler")));
+    tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler"), Default::default()));
     tasks.spawn(gc::run(registry.clone(), caches.clone()));
+    tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), Default::default()));
     tasks
 }

@@ -68,6 +68,12 @@ enum Command {
     Rollout(cmd::rollout::RolloutArgs),
     /// Set a deployment's replica count.
     Scale(cmd::scale::ScaleArgs),
+    /// Keep new pods off a node.
+    Cordon(cmd::node::CordonArgs),
+    /// Let new pods onto a cordoned node again.
+    Uncordon(cmd::node::CordonArgs),
+    /// Cordon a node and evict its pods (their Deployments replace them elsewhere).
+    Drain(cmd::node::DrainArgs),
     /// Manage this node's images.
     Image(cmd::image::ImageArgs),
     /// Measure pod start latency and the footprint (see BENCHMARKS.md).
@@ -135,6 +141,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
         Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
         Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,
-        Command::Bench(args) => cmd::bench::run(&context(&cli)?, args).await,
+        Command::Cordon(args) => cmd::node::set_unschedulable(&context(&cli)?, &args.node, true).await,
+        Command::Uncordon(args) => cmd::node::set_unschedulable(&context(&cli)?, &args.node, false).await,
+        Command::Drain(args) => cmd::node::drain(&context(&cli)?, args).await,
+        Command::Bench(args) => cmd::bench::run(|| context(&cli), args).await,
     }
 }

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod get;
 pub mod image;
 pub mod logs;
+pub mod node;
 pub mod rollout;
 pub mod run;
 pub mod scale;

@@ -36,7 +36,7 @@ pub fn progress(d: &Deployment) -> (bool, String) {
     let status = d.status.clone().unwrap_or_default();
     let (updated, total, available) = (status.updated_replicas.unwrap_or(0), status.replicas.unwrap_or(0), status.available_replicas.unwrap_or(0));
     if status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
-        return (false, format!("Waiting for deployment spec update to be observed..."));
+        return (false, "Waiting for deployment spec update to be observed...".to_string());
     }
     if updated < replicas {
         return (false, format!("Waiting for deployment \"{name}\" rollout to finish: {updated} out of {replicas} new replicas have been updated..."));
