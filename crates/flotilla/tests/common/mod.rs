@@ -316,56 +316,12 @@ impl Cluster {
 
     /// The runc container ids running on the node, with their pids.
     pub fn containers(&self) -> Vec<(String, i64, String)> {
-        let out = Command::new("runc").arg("--root").arg(self.agent_dir().join("runc")).args(["list", "--format", "json"]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let list: Value = serde_json::from_str(if text.trim().is_empty() || text.trim() == "null" { "[]" } else { &text }).unwrap_or(Value::Null);
-        list.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        containers_in(&self.agent_dir())
     }
 
     /// Everything this cluster's pods could have left on the host; empty when clean.
     pub fn leftovers(&self) -> Vec<String> {
-        let mut found = Vec::new();
-        for (id, _, status) in self.containers() {
-            found.push(format!("runc container {id} ({status})"));
-        }
-        let agent_dir = self.agent_dir();
-        for point in mounts_under(&agent_dir) {
-            found.push(format!("mount {point}"));
-        }
-        let netns: BTreeSet<String> =
-            std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
-        let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
-        let links = String::from_utf8_lossy(&links.stdout).into_owned();
-        let cgroup_roots = cgroup_roots();
-        for uid in &self.pod_uids {
-            let ns = agent::network::netns_name(uid);
-            if netns.contains(&ns) {
-                found.push(format!("netns {ns}"));
-            }
-            let veth = agent::network::host_veth_name(uid);
-            if links.contains(&format!(" {veth}@")) || links.contains(&format!(" {veth}:")) {
-                found.push(format!("veth {veth}"));
-            }
-            let cgroup = agent::runtime::pod_cgroups_path(uid).unwrap();
-            for root in &cgroup_roots {
-                let dir = root.join(cgroup.trim_start_matches('/'));
-                if dir.exists() {
-                    found.push(format!("cgroup {}", dir.display()));
-                }
-            }
-        }
-        for sub in ["ipam", "containers", "pods", "logs"] {
-            for entry in walk_files(&agent_dir.join(sub)) {
-                found.push(format!("file {}", entry.display()));
-            }
-        }
-        found
+        leftovers_of(&self.agent_dir(), &self.pod_uids)
     }
 
     /// Asserts, within a few seconds, that the host holds nothing of this cluster's pods.
@@ -407,27 +363,180 @@ impl Drop for Cluster {
 impl Cluster {
     fn force_cleanup(&mut self) {
         self.kill_all();
-        let root = self.agent_dir().join("runc");
-        for (id, _, _) in self.containers() {
-            let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+        force_clean(&self.agent_dir(), &self.bridge, &mut self.pod_uids);
+    }
+}
+
+/// One more node for a split cluster: an agent with its own data directory, node name, bridge
+/// and pod CIDR on this host.
+pub struct ExtraAgent {
+    /// Its data directory.
+    pub data: TempDir,
+    /// Its node name.
+    pub node: String,
+    bridge: String,
+    pod_cidr: String,
+    child: Option<Child>,
+    /// Every pod uid it ran, for the host checks.
+    pub pod_uids: BTreeSet<String>,
+}
+
+impl ExtraAgent {
+    /// Imports the example image for, and starts, an agent named `<cluster node>-<suffix>`
+    /// joining `cluster`'s server, and waits for its node to be Ready.
+    pub fn join(cluster: &Cluster, suffix: &str, slot: u32) -> ExtraAgent {
+        assert!(cluster.mode == Mode::Split, "extra agents join a split cluster");
+        let mut agent = ExtraAgent {
+            data: tempfile::Builder::new().prefix("flotilla-e2e-agent-").tempdir().unwrap(),
+            node: format!("{}-{suffix}", cluster.node),
+            bridge: format!("fte2x{slot}"),
+            pod_cidr: format!("10.99.{slot}.0/24"),
+            child: None,
+            pod_uids: BTreeSet::new(),
+        };
+        let out = cluster.run_ok(&["image", "import", "--data-dir", agent.data.path().to_str().unwrap(), example_image().to_str().unwrap()]);
+        assert!(out.contains(IMAGE), "image import did not name the image: {out}");
+        agent.start(cluster);
+        agent
+    }
+
+    /// Starts (or restarts) the agent process and waits for its node to be Ready.
+    pub fn start(&mut self, cluster: &Cluster) {
+        let token = std::fs::read_to_string(cluster.data_dir().join("node-token")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.path().join("agent.log")).unwrap();
+        let args = [
+            "agent",
+            "--server",
+            &format!("https://127.0.0.1:{}", cluster.port),
+            "--token",
+            token.trim(),
+            "--data-dir",
+            self.data.path().to_str().unwrap(),
+            "--node-name",
+            &self.node,
+            "--agent-port",
+            "0",
+            "--bridge",
+            &self.bridge,
+            "--pod-cidr",
+            &self.pod_cidr,
+        ];
+        self.child = Some(
+            Command::new(FLOTILLA).args(args).env("HOME", cluster.home.path()).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap(),
+        );
+        wait_for(Duration::from_secs(60), "the extra node to be Ready", || {
+            let nodes: Value = serde_json::from_str(&cluster.try_run(&["get", "nodes", "-o", "json"]).ok()?).ok()?;
+            nodes["items"].as_array()?.iter().any(|n| n["metadata"]["name"] == self.node.as_str() && node_ready(n)).then_some(())
+        });
+    }
+
+    /// Kills the agent with SIGKILL; its containers keep running.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
         }
-        if let Ok(entries) = std::fs::read_dir(self.agent_dir().join("pods")) {
-            for e in entries.flatten() {
-                self.pod_uids.insert(e.file_name().to_string_lossy().into_owned());
+    }
+
+    /// Its runc containers.
+    pub fn containers(&self) -> Vec<(String, i64, String)> {
+        containers_in(self.data.path())
+    }
+
+    /// Asserts, within a few seconds, that the host holds nothing of its pods.
+    pub fn assert_host_clean(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.data.path().join("pods")) {
+            self.pod_uids.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+        wait_for(Duration::from_secs(10), "the extra agent's host state to be clean", || {
+            leftovers_of(self.data.path(), &self.pod_uids).is_empty().then_some(())
+        });
+    }
+}
+
+impl Drop for ExtraAgent {
+    fn drop(&mut self) {
+        self.kill();
+        force_clean(&self.data.path().to_path_buf(), &self.bridge, &mut self.pod_uids);
+    }
+}
+
+/// The runc containers of the agent keeping its state in `agent_dir`: id, pid, status.
+pub fn containers_in(agent_dir: &Path) -> Vec<(String, i64, String)> {
+    let out = Command::new("runc").arg("--root").arg(agent_dir.join("runc")).args(["list", "--format", "json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let list: Value = serde_json::from_str(if text.trim().is_empty() || text.trim() == "null" { "[]" } else { &text }).unwrap_or(Value::Null);
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything the pods `pod_uids` of the agent in `agent_dir` could have left on the host.
+pub fn leftovers_of(agent_dir: &Path, pod_uids: &BTreeSet<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (id, _, status) in containers_in(agent_dir) {
+        found.push(format!("runc container {id} ({status})"));
+    }
+    for point in mounts_under(agent_dir) {
+        found.push(format!("mount {point}"));
+    }
+    let netns: BTreeSet<String> =
+        std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    let cgroup_roots = cgroup_roots();
+    for uid in pod_uids {
+        let ns = agent::network::netns_name(uid);
+        if netns.contains(&ns) {
+            found.push(format!("netns {ns}"));
+        }
+        let veth = agent::network::host_veth_name(uid);
+        if links.contains(&format!(" {veth}@")) || links.contains(&format!(" {veth}:")) {
+            found.push(format!("veth {veth}"));
+        }
+        let cgroup = agent::runtime::pod_cgroups_path(uid).unwrap();
+        for root in &cgroup_roots {
+            let dir = root.join(cgroup.trim_start_matches('/'));
+            if dir.exists() {
+                found.push(format!("cgroup {}", dir.display()));
             }
         }
-        let mut points = mounts_under(&self.agent_dir());
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").arg("-l").arg(p).output();
-        }
-        for uid in &self.pod_uids {
-            let _ = Command::new("ip").args(["netns", "delete", &agent::network::netns_name(uid)]).output();
-            let _ = Command::new("ip").args(["link", "delete", &agent::network::host_veth_name(uid)]).output();
-            let _ = agent::runtime::remove_pod_cgroups(uid);
-        }
-        let _ = Command::new("ip").args(["link", "delete", &self.bridge]).output();
     }
+    for sub in ["ipam", "containers", "pods", "logs"] {
+        for entry in walk_files(&agent_dir.join(sub)) {
+            found.push(format!("file {}", entry.display()));
+        }
+    }
+    found
+}
+
+/// Removes by force whatever an agent's pods left: containers, mounts, netns, veths, cgroups
+/// and the bridge (after a failed assertion too, so one failing test leaves nothing behind).
+pub fn force_clean(agent_dir: &Path, bridge: &str, pod_uids: &mut BTreeSet<String>) {
+    let root = agent_dir.join("runc");
+    for (id, _, _) in containers_in(agent_dir) {
+        let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+    }
+    if let Ok(entries) = std::fs::read_dir(agent_dir.join("pods")) {
+        for e in entries.flatten() {
+            pod_uids.insert(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    let mut points = mounts_under(agent_dir);
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).output();
+    }
+    for uid in pod_uids.iter() {
+        let _ = Command::new("ip").args(["netns", "delete", &agent::network::netns_name(uid)]).output();
+        let _ = Command::new("ip").args(["link", "delete", &agent::network::host_veth_name(uid)]).output();
+        let _ = agent::runtime::remove_pod_cgroups(uid);
+    }
+    let _ = Command::new("ip").args(["link", "delete", bridge]).output();
 }
 
 /// The mount points at or below `dir`.
