@@ -49,14 +49,23 @@ impl Caches {
     }
 }
 
+/// Settings of the controllers that have any.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerOptions {
+    /// The scheduler's (cluster-wide strategy, sampling, seed).
+    pub scheduler: scheduler::SchedulerConfig,
+    /// Node lifecycle (heartbeat grace).
+    pub lifecycle: nodelifecycle::LifecycleConfig,
+}
+
 /// Starts every controller on `registry`; they run until the returned tasks are dropped.
-pub async fn start_all(registry: Registry) -> JoinSet<()> {
+pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let caches = Caches::start(&registry, &mut tasks).await;
     let recorder = events::Recorder::new(registry.clone(), "flotilla-controllers");
     tasks.spawn(deployment::run(registry.clone(), caches.clone(), recorder.clone()));
-    tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler"), Default::default()));
+    tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler"), options.scheduler));
     tasks.spawn(gc::run(registry.clone(), caches.clone()));
-    tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), Default::default()));
+    tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
     tasks
 }

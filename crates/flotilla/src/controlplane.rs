@@ -24,6 +24,8 @@ pub struct ControlPlaneOptions {
     pub etcd_endpoints: Vec<String>,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// Controller settings (scheduling strategy, node grace).
+    pub controllers: controllers::ControllerOptions,
 }
 
 /// A running control plane.
@@ -113,7 +115,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    let mut controllers = controllers::start_all(registry).await;
+    let mut controllers = controllers::start_all(registry, opts.controllers.clone()).await;
     tasks.spawn(async move { while controllers.join_next().await.is_some() {} });
     let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);
     kubeconfig.save(&opts.data_dir.join("kubeconfig")).map_err(anyhow::Error::msg)?;

@@ -27,6 +27,30 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the API server certificate.
     #[arg(long, value_delimiter = ',')]
     pub tls_san: Vec<String>,
+    /// How the scheduler ranks nodes: spread (least allocated) or binpack (most allocated); a
+    /// workload overrides it with the flotilla.dev/scheduling-strategy annotation.
+    #[arg(long, default_value = "spread", value_parser = parse_strategy)]
+    pub scheduling_strategy: scheduler::Strategy,
+    /// How long a node may miss heartbeats before it is NotReady and tainted (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = crate::cmd::rollout::parse_duration)]
+    pub node_grace: Duration,
+}
+
+fn parse_strategy(text: &str) -> Result<scheduler::Strategy, String> {
+    scheduler::Strategy::parse(text).ok_or_else(|| format!("\"{text}\" is not spread or binpack"))
+}
+
+fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
+    ControlPlaneOptions {
+        data_dir: server.data_dir.clone(),
+        listen: server.listen,
+        etcd_endpoints: server.etcd_endpoints.clone(),
+        tls_sans: server.tls_san.clone(),
+        controllers: controllers::ControllerOptions {
+            scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
+            lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
+        },
+    }
 }
 
 /// Settings of the node agent.
@@ -103,13 +127,7 @@ async fn wait_for_shutdown() {
 
 /// `flotilla up`: control plane and agent in one process.
 pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
-    let cp = controlplane::start(ControlPlaneOptions {
-        data_dir: server.data_dir.clone(),
-        listen: server.listen,
-        etcd_endpoints: server.etcd_endpoints.clone(),
-        tls_sans: server.tls_san.clone(),
-    })
-    .await?;
+    let cp = controlplane::start(control_plane_options(&server)).await?;
     let home = home_kubeconfig();
     cp.kubeconfig.save(&home).map_err(anyhow::Error::msg)?;
     let client = client::Client::from_kubeconfig(&cp.kubeconfig)?;
@@ -127,13 +145,7 @@ pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
 
 /// `flotilla server`: the control plane alone.
 pub async fn server(server: ServerArgs) -> Result<()> {
-    let cp = controlplane::start(ControlPlaneOptions {
-        data_dir: server.data_dir.clone(),
-        listen: server.listen,
-        etcd_endpoints: server.etcd_endpoints.clone(),
-        tls_sans: server.tls_san.clone(),
-    })
-    .await?;
+    let cp = controlplane::start(control_plane_options(&server)).await?;
     eprintln!("flotilla server is up at {}", cp.server_url);
     eprintln!("admin kubeconfig: {}", server.data_dir.join("kubeconfig").display());
     eprintln!("join agents with: flotilla agent --server {} --token $(cat {})", cp.server_url, server.data_dir.join("node-token").display());
@@ -177,6 +189,25 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         agent: AgentArgs,
+    }
+
+    #[derive(Parser)]
+    struct ServerFlags {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[test]
+    fn scheduling_strategy_and_node_grace_reach_the_controllers() {
+        let flags = ServerFlags::try_parse_from(["flotilla", "--scheduling-strategy", "binpack", "--node-grace", "30s"]).expect("valid flags");
+        let opts = control_plane_options(&flags.server);
+        assert_eq!(opts.controllers.scheduler.strategy, scheduler::Strategy::MostAllocated);
+        assert_eq!(opts.controllers.lifecycle.grace, Duration::from_secs(30));
+        let defaults = control_plane_options(&ServerFlags::try_parse_from(["flotilla"]).expect("no flags").server);
+        assert_eq!(defaults.controllers.scheduler.strategy, scheduler::Strategy::LeastAllocated);
+        assert_eq!(defaults.controllers.lifecycle.grace, Duration::from_secs(10));
+        let err = ServerFlags::try_parse_from(["flotilla", "--scheduling-strategy", "random"]).err().expect("refused").to_string();
+        assert!(err.contains("--scheduling-strategy") && err.contains("\"random\" is not spread or binpack"), "{err}");
     }
 
     #[test]

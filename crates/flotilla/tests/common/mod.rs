@@ -457,7 +457,7 @@ impl ExtraAgent {
 impl Drop for ExtraAgent {
     fn drop(&mut self) {
         self.kill();
-        force_clean(&self.data.path().to_path_buf(), &self.bridge, &mut self.pod_uids);
+        force_clean(self.data.path(), &self.bridge, &mut self.pod_uids);
     }
 }
 
