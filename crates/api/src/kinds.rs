@@ -89,6 +89,7 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "", version: "v1", kind: "Event", plural: "events", short_names: &["ev"], namespaced: true },
     ResourceType { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", short_names: &["deploy"], namespaced: true },
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },
+    ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },
 ];
 
 /// Finds a type by `apiVersion` and `kind`.

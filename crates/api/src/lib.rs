@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod kinds;
 pub mod manifest;
 pub mod pod;
+pub mod priority;
 pub mod quantity;
 pub mod selector;
 pub mod validation;
@@ -20,6 +21,7 @@ pub use k8s_openapi::jiff;
 pub use k8s_openapi::api::apps::v1::Deployment;
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};
 
 pub use field::{FieldError, FieldErrors};

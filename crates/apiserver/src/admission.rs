@@ -2,7 +2,7 @@
 //! validate, and hand back the normalized JSON to store.
 
 use api::manifest::decode;
-use api::{defaults, validation, Deployment, Event, FieldErrors, Lease, Namespace, Node, Pod, ResourceType};
+use api::{defaults, validation, Deployment, Event, FieldErrors, Lease, Namespace, Node, Pod, PriorityClass, ResourceType};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -52,6 +52,21 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
         "Node" => metadata_only::<Node>(rt, &name, value, false, |o| &o.metadata),
         "Event" => metadata_only::<Event>(rt, &name, value, false, |o| &o.metadata),
         "Lease" => metadata_only::<Lease>(rt, &name, value, false, |o| &o.metadata),
+        "PriorityClass" => {
+            let mut class: PriorityClass = strict(rt, &name, value)?;
+            api::priority::default_class(&mut class);
+            let mut errors = FieldErrors::default();
+            validation::metadata(&class.metadata, false, &mut errors);
+            api::priority::validate_class(&class, &mut errors);
+            if let Some(old) = old {
+                let old: PriorityClass = strict(rt, &name, old)?;
+                if old.value != class.value {
+                    errors.push(api::FieldError::invalid("value", class.value, "field is immutable"));
+                }
+            }
+            errors.into_result().map_err(invalid)?;
+            encode(&class)
+        }
         other => Err(ApiError::Internal(format!("no admission for kind {other}"))),
     }
 }

@@ -172,6 +172,9 @@ impl Registry {
             let prefix = body.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("").to_string();
             body["metadata"]["name"] = Value::String(format!("{prefix}{}", random_suffix()));
         }
+        if rt.kind == "Pod" {
+            self.resolve_priority(&mut body).await?;
+        }
         let mut object = admit(rt, &body, None)?;
         let meta = object["metadata"].as_object_mut().ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
         meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
@@ -183,6 +186,58 @@ impl Registry {
         let revision = self.store.create(&rt.key(ns, &name), encode(&object)).await.map_err(|e| ApiError::from_store(rt, &name, e))?;
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         Ok(object)
+    }
+
+    /// Sets a new pod's `spec.priority` (and `preemptionPolicy` when unset) from its
+    /// `priorityClassName`, or from the global default class when it names none. A priority
+    /// given directly must agree with the class's.
+    async fn resolve_priority(&self, body: &mut Value) -> Result<(), ApiError> {
+        let name = name_of(body).to_string();
+        let invalid = |path: &str, value: &str, why: &str| {
+            let mut errors = api::FieldErrors::default();
+            errors.push(api::FieldError::invalid(path, value, why));
+            ApiError::Invalid { kind: "Pod".into(), name: name.clone(), errors }
+        };
+        let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
+        let rt = ResourceType::of::<api::PriorityClass>();
+        let named = spec.get("priorityClassName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
+        let class: Option<(String, i32, String)> = match named {
+            Some(class) => match api::priority::system_class(&class) {
+                Some(value) => Some((class, value, "PreemptLowerPriority".into())),
+                None => {
+                    let stored = self.store.get(&rt.key(None, &class)).await.map_err(|e| ApiError::from_store(rt, &class, e))?;
+                    let stored = stored.ok_or_else(|| invalid("spec.priorityClassName", &class, "no PriorityClass has this name"))?;
+                    let pc: api::PriorityClass = from_value(decode(&stored, stored.mod_revision)?)?;
+                    Some((class, pc.value, pc.preemption_policy.unwrap_or_else(|| "PreemptLowerPriority".into())))
+                }
+            },
+            None => {
+                let (items, _) = self.list_as::<api::PriorityClass>(None, &ListFilter::default()).await?;
+                items
+                    .into_iter()
+                    .filter(|c| c.global_default == Some(true))
+                    .max_by_key(|c| c.value)
+                    .map(|c| (c.metadata.name.unwrap_or_default(), c.value, c.preemption_policy.unwrap_or_else(|| "PreemptLowerPriority".into())))
+            }
+        };
+        let (class_name, value, policy) = class.unwrap_or_else(|| (String::new(), 0, "PreemptLowerPriority".into()));
+        if let Some(given) = spec.get("priority").filter(|v| !v.is_null()) {
+            if given.as_i64() != Some(value as i64) {
+                return Err(invalid(
+                    "spec.priority",
+                    &given.to_string(),
+                    &format!("must not differ from the value of its priority class ({value}); set spec.priorityClassName instead"),
+                ));
+            }
+        }
+        spec.insert("priority".into(), Value::from(value));
+        if !class_name.is_empty() {
+            spec.insert("priorityClassName".into(), Value::String(class_name));
+        }
+        if spec.get("preemptionPolicy").is_none_or(Value::is_null) {
+            spec.insert("preemptionPolicy".into(), Value::String(policy));
+        }
+        Ok(())
     }
 
     /// Replaces an object (PUT). With `status_only`, only `status` is taken from `body`;

@@ -115,3 +115,43 @@ async fn watch_reports_selector_transitions() {
     let (items, _) = r.list(pods(), None, &ListFilter::field("metadata.name", "b")).await.unwrap();
     assert_eq!(items.len(), 1);
 }
+
+#[tokio::test]
+async fn priority_classes_set_pod_priority() {
+    let (r, _dir) = registry().await;
+    let pcs = ResourceType::of::<api::PriorityClass>();
+    let class = |name: &str, value: i64, default: bool| json!({"metadata": {"name": name}, "value": value, "globalDefault": default});
+    r.create(pcs, None, class("batch", 100, false)).await.unwrap();
+    let mut named = pod("p1", "web");
+    named["spec"]["priorityClassName"] = json!("batch");
+    let created = r.create(pods(), Some("default"), named).await.unwrap();
+    assert_eq!(created["spec"]["priority"], 100);
+    assert_eq!(created["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    // No class and no default: priority 0. Then a global default applies to pods naming none.
+    assert_eq!(r.create(pods(), Some("default"), pod("p2", "web")).await.unwrap()["spec"]["priority"], 0);
+    r.create(pcs, None, json!({"metadata": {"name": "normal"}, "value": 10, "globalDefault": true, "preemptionPolicy": "Never"})).await.unwrap();
+    let defaulted = r.create(pods(), Some("default"), pod("p3", "web")).await.unwrap();
+    assert_eq!(
+        (defaulted["spec"]["priority"].clone(), defaulted["spec"]["priorityClassName"].clone(), defaulted["spec"]["preemptionPolicy"].clone()),
+        (json!(10), json!("normal"), json!("Never"))
+    );
+    let mut system = pod("p4", "web");
+    system["spec"]["priorityClassName"] = json!("system-node-critical");
+    assert_eq!(r.create(pods(), Some("default"), system).await.unwrap()["spec"]["priority"], 2_000_001_000);
+
+    // Bad input names the field and stores nothing.
+    let mut unknown = pod("p5", "web");
+    unknown["spec"]["priorityClassName"] = json!("urgent");
+    let err = r.create(pods(), Some("default"), unknown).await.unwrap_err().to_string();
+    assert!(err.contains("spec.priorityClassName") && err.contains("urgent"), "{err}");
+    let mut forged = pod("p6", "web");
+    forged["spec"]["priorityClassName"] = json!("batch");
+    forged["spec"]["priority"] = json!(1_000_000);
+    assert!(r.create(pods(), Some("default"), forged).await.unwrap_err().to_string().contains("spec.priority"));
+    let too_high = r.create(pcs, None, class("huge", 2_000_000_000, false)).await.unwrap_err().to_string();
+    assert!(too_high.contains("value"), "{too_high}");
+    let reserved = r.create(pcs, None, class("system-mine", 5, false)).await.unwrap_err().to_string();
+    assert!(reserved.contains("metadata.name"), "{reserved}");
+    let (all, _) = r.list(pods(), Some("default"), &ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 4);
+}
