@@ -86,14 +86,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let root = self.runtime.root().display().to_string();
-        if let Ok(entries) = std::fs::read_dir(self.runtime.root()) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let _ = std::process::Command::new(self.runtime.binary()).args([&format!("--root={root}"), "delete", "--force", &id]).output();
-            }
-        }
-        let _ = remove_pod_cgroups(&self.pod_uid);
+        // Best effort after a failed assertion: kill and delete whatever this test left.
+        common::clean_up(&self.runtime, &self.pod_uid);
     }
 }
 

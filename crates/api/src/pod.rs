@@ -1,6 +1,9 @@
 //! Questions asked of pods everywhere: readiness, phase, resource requests, template hashes.
 
-use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
 
 use crate::{quantity, Pod};
@@ -53,48 +56,50 @@ pub fn set_condition(status: &mut PodStatus, type_: &str, value: bool, reason: &
     }
 }
 
-/// What a pod asks of a node: CPU in millicores and memory in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Requests {
-    /// CPU, thousandths of a core.
-    pub cpu_millis: i64,
-    /// Memory, bytes.
-    pub memory_bytes: i64,
-}
-
-impl std::ops::Add for Requests {
-    type Output = Requests;
-    fn add(self, o: Requests) -> Requests {
-        Requests { cpu_millis: self.cpu_millis + o.cpu_millis, memory_bytes: self.memory_bytes + o.memory_bytes }
+/// The amount of one resource quantity: millicores for `cpu`, units (bytes, devices) for the rest.
+pub fn resource_amount(name: &str, q: &Quantity) -> Option<i64> {
+    if name == "cpu" {
+        quantity::millis(&q.0).ok()
+    } else {
+        quantity::units(&q.0).ok()
     }
 }
 
-/// The pod's effective requests: the sum over containers (a container without requests but with
-/// limits requests its limits), at least the largest init container, plus the pod overhead.
-/// Quantities were validated at admission; unreadable ones count as zero here.
-pub fn requests(spec: &PodSpec) -> Requests {
-    let of = |resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
-        let get = |name: &str| {
-            let r = resources?;
-            r.requests.as_ref().and_then(|m| m.get(name)).or_else(|| r.limits.as_ref().and_then(|m| m.get(name))).cloned()
-        };
-        Requests {
-            cpu_millis: get("cpu").and_then(|q| quantity::millis(&q.0).ok()).unwrap_or(0),
-            memory_bytes: get("memory").and_then(|q| quantity::units(&q.0).ok()).unwrap_or(0),
+fn container_request(resources: Option<&ResourceRequirements>, out: &mut BTreeMap<String, i64>, combine: fn(i64, i64) -> i64) {
+    let Some(r) = resources else { return };
+    // A container that sets only a limit requests its limit (the Kubernetes default).
+    let mut merged: BTreeMap<&str, &Quantity> = r.limits.iter().flatten().map(|(k, v)| (k.as_str(), v)).collect();
+    merged.extend(r.requests.iter().flatten().map(|(k, v)| (k.as_str(), v)));
+    for (name, q) in merged {
+        if let Some(v) = resource_amount(name, q).filter(|v| *v > 0) {
+            let slot = out.entry(name.to_string()).or_insert(0);
+            *slot = combine(*slot, v);
         }
-    };
-    let sum = spec.containers.iter().fold(Requests::default(), |acc, c| acc + of(c.resources.as_ref()));
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(|c| of(c.resources.as_ref()))
-        .fold(Requests::default(), |a, b| Requests { cpu_millis: a.cpu_millis.max(b.cpu_millis), memory_bytes: a.memory_bytes.max(b.memory_bytes) });
-    let overhead = spec.overhead.as_ref().map(|o| Requests {
-        cpu_millis: o.get("cpu").and_then(|q| quantity::millis(&q.0).ok()).unwrap_or(0),
-        memory_bytes: o.get("memory").and_then(|q| quantity::units(&q.0).ok()).unwrap_or(0),
-    });
-    Requests { cpu_millis: sum.cpu_millis.max(init.cpu_millis), memory_bytes: sum.memory_bytes.max(init.memory_bytes) } + overhead.unwrap_or_default()
+    }
+}
+
+/// The pod's effective request by resource name: the sum over containers, at least the largest
+/// init container, plus the pod overhead. Quantities were validated at admission; unreadable
+/// ones count as zero here.
+pub fn requests(spec: &PodSpec) -> BTreeMap<String, i64> {
+    let mut sum = BTreeMap::new();
+    for c in &spec.containers {
+        container_request(c.resources.as_ref(), &mut sum, i64::saturating_add);
+    }
+    let mut init = BTreeMap::new();
+    for c in spec.init_containers.iter().flatten() {
+        container_request(c.resources.as_ref(), &mut init, i64::max);
+    }
+    for (name, v) in init {
+        let slot = sum.entry(name).or_insert(0);
+        *slot = (*slot).max(v);
+    }
+    for (name, q) in spec.overhead.iter().flatten() {
+        if let Some(v) = resource_amount(name, q).filter(|v| *v > 0) {
+            *sum.entry(name.clone()).or_insert(0) += v;
+        }
+    }
+    sum
 }
 
 /// A short stable hash of a pod template, used as the `pod-template-hash` label that tells
@@ -129,7 +134,7 @@ mod tests {
             init_containers: Some(vec![container(Some("2"), None)]),
             ..Default::default()
         };
-        assert_eq!(requests(&spec), Requests { cpu_millis: 2000, memory_bytes: 64 << 20 });
+        assert_eq!(requests(&spec), [("cpu".to_string(), 2000), ("memory".to_string(), 64 << 20)].into());
     }
 
     #[test]

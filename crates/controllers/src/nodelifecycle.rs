@@ -91,51 +91,49 @@ pub async fn pass(
         let expired_at = beat + grace;
         let lost = now >= expired_at;
         if lost && (!has_unreachable(&node) || ready_status(&node) == Some("True")) {
-            mark_unreachable(registry, recorder, &node, Time(expired_at)).await?;
+            set_reachability(registry, recorder, &node, Some(Time(expired_at))).await?;
         } else if !lost && has_unreachable(&node) {
-            mark_reachable(registry, recorder, &node).await?;
+            set_reachability(registry, recorder, &node, None).await?;
         }
     }
     evict(registry, caches, recorder, now).await
 }
 
-async fn mark_unreachable(registry: &Registry, recorder: &Recorder, node: &Node, since: Time) -> Result<(), ApiError> {
+/// Adds the unreachable taints (from `since`) and sets Ready=Unknown, or with `since` = `None`
+/// removes them and sets Ready=True: the spec write first, then the status on what it wrote.
+async fn set_reachability(registry: &Registry, recorder: &Recorder, node: &Node, since: Option<Time>) -> Result<(), ApiError> {
     let mut updated = node.clone();
     let taints = updated.spec.get_or_insert_with(Default::default).taints.get_or_insert_with(Vec::new);
-    for effect in ["NoSchedule", "NoExecute"] {
-        if !taints.iter().any(|t| t.key == UNREACHABLE && t.effect == effect) {
-            taints.push(Taint { key: UNREACHABLE.into(), effect: effect.into(), time_added: Some(since.clone()), value: None });
+    match &since {
+        Some(since) => {
+            for effect in ["NoSchedule", "NoExecute"] {
+                if !taints.iter().any(|t| t.key == UNREACHABLE && t.effect == effect) {
+                    taints.push(Taint { key: UNREACHABLE.into(), effect: effect.into(), time_added: Some(since.clone()), value: None });
+                }
+            }
         }
+        None => taints.retain(|t| t.key != UNREACHABLE),
     }
-    let written = match registry.update_as(&updated).await {
+    let mut written = match registry.update_as(&updated).await {
         Ok(w) => w,
         Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut with_status = written;
-    set_ready(&mut with_status, "Unknown", "NodeStatusUnknown", "the flotilla agent stopped posting heartbeats");
-    match registry.update_status_as(&with_status).await {
-        Ok(w) => recorder.warning(&w, "NodeNotReady", "Node is not ready: no heartbeat within the grace period").await,
-        Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(())
-}
-
-async fn mark_reachable(registry: &Registry, recorder: &Recorder, node: &Node) -> Result<(), ApiError> {
-    let mut updated = node.clone();
-    if let Some(taints) = updated.spec.as_mut().and_then(|s| s.taints.as_mut()) {
-        taints.retain(|t| t.key != UNREACHABLE);
-    }
-    let written = match registry.update_as(&updated).await {
-        Ok(w) => w,
-        Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
+    let (status, reason, message, warning, event, note) = match since {
+        Some(_) => (
+            "Unknown",
+            "NodeStatusUnknown",
+            "the flotilla agent stopped posting heartbeats",
+            true,
+            "NodeNotReady",
+            "Node is not ready: no heartbeat within the grace period",
+        ),
+        None => ("True", "KubeletReady", "heartbeats resumed", false, "NodeReady", "Node is ready: heartbeats resumed"),
     };
-    let mut with_status = written;
-    set_ready(&mut with_status, "True", "KubeletReady", "heartbeats resumed");
-    match registry.update_status_as(&with_status).await {
-        Ok(w) => recorder.normal(&w, "NodeReady", "Node is ready: heartbeats resumed").await,
+    set_ready(&mut written, status, reason, message);
+    match registry.update_status_as(&written).await {
+        Ok(w) if warning => recorder.warning(&w, event, note).await,
+        Ok(w) => recorder.normal(&w, event, note).await,
         Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }

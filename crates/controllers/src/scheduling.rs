@@ -15,7 +15,8 @@ use api::Pod;
 use apiserver::{ApiError, DeleteOptions, Registry};
 use futures::StreamExt;
 use scheduler::{Decision, PodInfo, SchedulerConfig, Snapshot};
-use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::events::Recorder;
 use crate::informer::{written_revision, Change};
@@ -54,6 +55,17 @@ impl Scheduling {
         s
     }
 
+    fn node_changed(&mut self, change: Change<api::Node>) {
+        match change.object {
+            Some(node) => self.snapshot.upsert_node(&node),
+            None => self.snapshot.remove_node(&change.key),
+        }
+    }
+
+    fn namespace_changed(&mut self, change: Change<api::Namespace>) {
+        self.snapshot.upsert_namespace(&change.key, change.object.and_then(|n| n.metadata.labels.clone()).unwrap_or_default());
+    }
+
     fn pod_changed(&mut self, key: &str, pod: Option<Arc<Pod>>) {
         match pod {
             None => {
@@ -81,32 +93,14 @@ pub async fn run(registry: Registry, caches: Caches, recorder: Recorder, config:
     let mut namespaces = caches.namespaces.subscribe();
     let mut state = Scheduling::rebuild(&caches, &config);
     loop {
-        // Apply every change seen so far; a lagging receiver means changes were lost: rebuild.
+        // Apply every change seen so far (nodes first, so pods find their nodes); a lagging
+        // receiver means changes were lost: rebuild.
         let mut lost = false;
-        loop {
-            match nodes.try_recv() {
-                Ok(Change { object: Some(node), .. }) => state.snapshot.upsert_node(&node),
-                Ok(Change { key, object: None }) => state.snapshot.remove_node(&key),
-                Err(TryRecvError::Lagged(_)) => lost = true,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
-        }
-        loop {
-            match pods.try_recv() {
-                Ok(Change { key, object }) => state.pod_changed(&key, object),
-                Err(TryRecvError::Lagged(_)) => lost = true,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
-        }
-        loop {
-            match namespaces.try_recv() {
-                Ok(Change { key, object }) => state.snapshot.upsert_namespace(&key, object.and_then(|n| n.metadata.labels.clone()).unwrap_or_default()),
-                Err(TryRecvError::Lagged(_)) => lost = true,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
+        let open = drain(&mut nodes, &mut lost, |c| state.node_changed(c))
+            && drain(&mut pods, &mut lost, |c| state.pod_changed(&c.key, c.object))
+            && drain(&mut namespaces, &mut lost, |c| state.namespace_changed(c));
+        if !open {
+            return;
         }
         if lost {
             state = Scheduling::rebuild(&caches, &config);
@@ -114,21 +108,40 @@ pub async fn run(registry: Registry, caches: Caches, recorder: Recorder, config:
         if let Err(e) = pass(&registry, &caches, &recorder, &mut state).await {
             tracing::debug!(error = %e, "scheduling pass failed");
         }
-        tokio::select! {
-            r = pods.recv() => match r {
-                Ok(Change { key, object }) => state.pod_changed(&key, object),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state = Scheduling::rebuild(&caches, &config),
-                Err(_) => return,
-            },
-            r = nodes.recv() => match r {
-                Ok(Change { object: Some(node), .. }) => state.snapshot.upsert_node(&node),
-                Ok(Change { key, object: None }) => state.snapshot.remove_node(&key),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state = Scheduling::rebuild(&caches, &config),
-                Err(_) => return,
-            },
-            _ = tokio::time::sleep(RETRY) => {}
+        let open = tokio::select! {
+            r = pods.recv() => received(r, &mut lost, |c| state.pod_changed(&c.key, c.object)),
+            r = nodes.recv() => received(r, &mut lost, |c| state.node_changed(c)),
+            _ = tokio::time::sleep(RETRY) => true,
+        };
+        if !open {
+            return;
+        }
+        if lost {
+            state = Scheduling::rebuild(&caches, &config);
         }
     }
+}
+
+/// Applies every change waiting in `rx`; false once the channel is closed.
+fn drain<K>(rx: &mut broadcast::Receiver<Change<K>>, lost: &mut bool, mut apply: impl FnMut(Change<K>)) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(change) => apply(change),
+            Err(TryRecvError::Lagged(_)) => *lost = true,
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Closed) => return false,
+        }
+    }
+}
+
+/// Applies one received change; false once the channel is closed.
+fn received<K>(r: Result<Change<K>, RecvError>, lost: &mut bool, apply: impl FnOnce(Change<K>)) -> bool {
+    match r {
+        Ok(change) => apply(change),
+        Err(RecvError::Lagged(_)) => *lost = true,
+        Err(RecvError::Closed) => return false,
+    }
+    true
 }
 
 /// The order pods are decided in: higher priority first, then older first.

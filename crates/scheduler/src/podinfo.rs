@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use api::k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, PodSpec, Taint, Toleration};
 use api::selector::Selector;
 
-use crate::resources::{pod_request, Request, ResourceNames};
+use crate::resources::{Request, ResourceNames};
 
 /// The annotation that overrides the cluster's scoring strategy for one workload.
 pub const STRATEGY_ANNOTATION: &str = "flotilla.dev/scheduling-strategy";
@@ -258,7 +258,7 @@ impl PodInfo {
         };
         let status = pod.status.as_ref();
         let mut info = PodInfo {
-            request: Request::from_names(&pod_request(spec), names),
+            request: Request::from_names(&api::pod::requests(spec), names),
             priority: spec.priority.unwrap_or(0),
             may_preempt: spec.preemption_policy.as_deref() != Some("Never"),
             node_selector: spec.node_selector.clone().unwrap_or_default().into_iter().collect(),

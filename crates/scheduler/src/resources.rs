@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use api::k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
 use api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use api::quantity;
 
 /// The number of `cpu`.
 pub const CPU: usize = 0;
@@ -103,7 +101,7 @@ impl Amounts {
             if name == "pods" {
                 continue;
             }
-            if let Some(v) = amount(name, q) {
+            if let Some(v) = api::pod::resource_amount(name, q) {
                 amounts.add(names.intern(name), v);
             }
         }
@@ -120,51 +118,6 @@ impl Request {
     pub fn get(&self, id: usize) -> i64 {
         self.0.iter().find(|(i, _)| *i == id).map_or(0, |(_, a)| *a)
     }
-}
-
-fn amount(name: &str, q: &Quantity) -> Option<i64> {
-    if name == "cpu" {
-        quantity::millis(&q.0).ok()
-    } else {
-        quantity::units(&q.0).ok()
-    }
-}
-
-fn container_request(resources: Option<&ResourceRequirements>, out: &mut BTreeMap<String, i64>, combine: fn(i64, i64) -> i64) {
-    let Some(r) = resources else { return };
-    // A container that sets only a limit requests its limit (the Kubernetes default).
-    let mut merged: BTreeMap<&str, &Quantity> = r.limits.iter().flatten().map(|(k, v)| (k.as_str(), v)).collect();
-    merged.extend(r.requests.iter().flatten().map(|(k, v)| (k.as_str(), v)));
-    for (name, q) in merged {
-        if let Some(v) = amount(name, q).filter(|v| *v > 0) {
-            let slot = out.entry(name.to_string()).or_insert(0);
-            *slot = combine(*slot, v);
-        }
-    }
-}
-
-/// The pod's effective request by resource name: the sum over containers, at least the largest
-/// init container, plus the pod overhead. Quantities were validated at admission; unreadable
-/// ones count as zero here.
-pub fn pod_request(spec: &PodSpec) -> BTreeMap<String, i64> {
-    let mut sum = BTreeMap::new();
-    for c in &spec.containers {
-        container_request(c.resources.as_ref(), &mut sum, i64::saturating_add);
-    }
-    let mut init = BTreeMap::new();
-    for c in spec.init_containers.iter().flatten() {
-        container_request(c.resources.as_ref(), &mut init, i64::max);
-    }
-    for (name, v) in init {
-        let slot = sum.entry(name).or_insert(0);
-        *slot = (*slot).max(v);
-    }
-    for (name, q) in spec.overhead.iter().flatten() {
-        if let Some(v) = amount(name, q).filter(|v| *v > 0) {
-            *sum.entry(name.clone()).or_insert(0) += v;
-        }
-    }
-    sum
 }
 
 impl Request {

@@ -199,11 +199,6 @@ impl Snapshot {
         Snapshot { next_start: config.seed as usize, config, ..Default::default() }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SchedulerConfig {
-        &self.config
-    }
-
     /// How many nodes it holds.
     pub fn node_count(&self) -> usize {
         self.slots.len()
@@ -212,21 +207,6 @@ impl Snapshot {
     /// One node by name.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.slots.get(name).and_then(|s| self.nodes[*s].as_ref())
-    }
-
-    /// Every node, by name.
-    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.iter().flatten()
-    }
-
-    /// The name of a resource number.
-    pub fn resource_name(&self, id: usize) -> &str {
-        self.names.name(id)
-    }
-
-    /// The resource number of a name.
-    pub fn resource_id(&mut self, name: &str) -> usize {
-        self.names.intern(name)
     }
 
     /// Reads a pod with this snapshot's resource numbering.
@@ -275,13 +255,18 @@ impl Snapshot {
                 s
             }
         };
-        let adopt: Vec<PodInfo> = self.orphans.values().filter(|p| p.node.as_deref() == Some(name.as_str())).cloned().collect();
         let previous = self.nodes[slot].take();
-        let (requested, pods, nominated) = previous.as_ref().map(|p| (p.requested.clone(), p.pods.clone(), p.nominated.clone())).unwrap_or_default();
+        // A node new to the snapshot takes over the pods already bound to its name.
+        let adopt: Vec<PodInfo> = match previous {
+            None => self.orphans.values().filter(|p| p.node.as_deref() == Some(name.as_str())).cloned().collect(),
+            Some(_) => Vec::new(),
+        };
         let labels_changed = previous.as_ref().is_none_or(|p| p.labels != labels);
+        let had_pods = previous.as_ref().is_some_and(|p| !p.pods.is_empty());
         if let Some(p) = &previous {
             self.unindex(slot, p);
         }
+        let (requested, pods, nominated) = previous.map(|p| (p.requested, p.pods, p.nominated)).unwrap_or_default();
         let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
         let info = NodeInfo {
             name,
@@ -305,7 +290,7 @@ impl Snapshot {
                 t.set(slot, self.nodes[slot].as_ref().map(|n| &n.labels));
             }
             // Pods on a node that moved domain are counted in the wrong place: count again.
-            if previous.is_some_and(|p| !p.pods.is_empty()) {
+            if had_pods {
                 self.clear_terms();
             }
         }

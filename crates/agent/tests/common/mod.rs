@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use agent::runtime::{become_subreaper, OciRuntime};
+use agent::runtime::{become_subreaper, remove_pod_cgroups, OciRuntime};
 
 /// The static busybox the rootfs is made of (Debian `busybox-static`).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -29,4 +29,16 @@ pub fn sandbox(prefix: &str, applets: &[&str], why: &str) -> (tempfile::TempDir,
     }
     let pod_uid = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
     (dir, runtime, pod_uid)
+}
+
+/// Deletes by force every container under the sandbox's runc root and the pod's cgroups.
+pub fn clean_up(runtime: &OciRuntime, pod_uid: &str) {
+    let root = runtime.root().display().to_string();
+    if let Ok(entries) = std::fs::read_dir(runtime.root()) {
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let _ = std::process::Command::new(runtime.binary()).args([&format!("--root={root}"), "delete", "--force", &id]).output();
+        }
+    }
+    let _ = remove_pod_cgroups(pod_uid);
 }

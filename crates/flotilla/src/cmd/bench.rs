@@ -154,10 +154,15 @@ async fn delete_pods(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// The `q` quantile (nearest rank) of sorted, non-empty `samples`.
+fn quantile(samples: &[Duration], q: f64) -> Duration {
+    samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
+}
+
 /// p50, p99 and max of `samples`, in milliseconds.
 fn percentiles(samples: &mut [Duration]) -> String {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at = |q: f64| quantile(samples, q);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     format!("n={:<4} p50 {:>7.1} ms   p99 {:>7.1} ms   max {:>7.1} ms", samples.len(), ms(at(0.50)), ms(at(0.99)), ms(at(1.0)))
 }
