@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod hollow;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -81,7 +82,7 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
     let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), &config.tls_dir(), config.logs_dir(), client.token().to_string())
         .await
         .map_err(AgentError::Setup)?;
-    node::register(&client, &config, bound.port(), &devices.node_devices()).await?;
+    node::register(&client, node::describe(&config, bound.port(), &devices.node_devices())).await?;
     let ctx =
         Arc::new(AgentContext { client, config, runtime: Arc::new(runtime), network: Arc::new(network), images: Arc::new(images), devices: Arc::new(devices) });
     let mut tasks = tokio::task::JoinSet::new();
@@ -90,8 +91,9 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
     });
     let heartbeat = ctx.clone();
     tasks.spawn(async move {
+        let mut lease = node::Heartbeat::default();
         loop {
-            if let Err(e) = node::renew_lease(&heartbeat.client, &heartbeat.config).await {
+            if let Err(e) = lease.renew(&heartbeat.client, &heartbeat.config.node_name).await {
                 tracing::warn!(error = %e, "renewing the node lease");
             }
             tokio::time::sleep(heartbeat.config.heartbeat).await;

@@ -92,11 +92,11 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-/// Creates or refreshes the Node object; its status is replaced with what this machine has,
-/// `devices` included (their labels are written by [`crate::devices::publish`]).
-pub async fn register(client: &Client, config: &AgentConfig, port: u16, devices: &NodeDevices) -> Result<Node, ClientError> {
-    let wanted = describe(config, port, devices);
-    let name = config.node_name.as_str();
+/// Creates or refreshes the Node object `wanted` (see [`describe`]); an existing Node's status
+/// is replaced with the wanted one, keeping when it last became Ready.
+pub async fn register(client: &Client, wanted: Node) -> Result<Node, ClientError> {
+    let name = wanted.metadata.name.clone().unwrap_or_default();
+    let name = name.as_str();
     match client.get_as::<Node>(None, name).await {
         Err(e) if e.is_not_found() => {
             let created = client.create_as(None, &wanted).await?;
@@ -120,29 +120,50 @@ pub async fn register(client: &Client, config: &AgentConfig, port: u16, devices:
     }
 }
 
-/// Renews (or creates) this node's Lease: the heartbeat the control plane watches.
-pub async fn renew_lease(client: &Client, config: &AgentConfig) -> Result<(), ClientError> {
-    let name = config.node_name.as_str();
-    let now = MicroTime(api::jiff::Timestamp::now());
-    match client.get_as::<Lease>(Some(LEASE_NAMESPACE), name).await {
-        Ok(mut lease) => {
-            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            spec.renew_time = Some(now);
-            client.update_as(Some(LEASE_NAMESPACE), name, &lease).await.map(|_| ())
+/// This node's Lease, renewed as the heartbeat the control plane watches. The last Lease
+/// written is kept, so a renewal is one update; a conflict or a missing Lease (someone else
+/// wrote or deleted it) costs a read or a create.
+#[derive(Default)]
+pub struct Heartbeat {
+    lease: Option<Lease>,
+}
+
+impl Heartbeat {
+    /// Renews (or creates) the Lease of `node_name`.
+    pub async fn renew(&mut self, client: &Client, node_name: &str) -> Result<(), ClientError> {
+        let now = MicroTime(api::jiff::Timestamp::now());
+        if let Some(mut lease) = self.lease.take() {
+            lease.spec.get_or_insert_with(LeaseSpec::default).renew_time = Some(now.clone());
+            match client.update_as(Some(LEASE_NAMESPACE), node_name, &lease).await {
+                Ok(written) => {
+                    self.lease = Some(written);
+                    return Ok(());
+                }
+                Err(e) if e.is_conflict() || e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
-        Err(e) if e.is_not_found() => {
-            let lease = Lease {
-                metadata: ObjectMeta { name: Some(name.to_string()), namespace: Some(LEASE_NAMESPACE.into()), ..Default::default() },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(name.to_string()),
-                    lease_duration_seconds: Some(40),
-                    renew_time: Some(now.clone()),
-                    acquire_time: Some(now),
-                    ..Default::default()
-                }),
-            };
-            client.create_as(Some(LEASE_NAMESPACE), &lease).await.map(|_| ())
-        }
-        Err(e) => Err(e),
+        let written = match client.get_as::<Lease>(Some(LEASE_NAMESPACE), node_name).await {
+            Ok(mut lease) => {
+                lease.spec.get_or_insert_with(LeaseSpec::default).renew_time = Some(now);
+                client.update_as(Some(LEASE_NAMESPACE), node_name, &lease).await?
+            }
+            Err(e) if e.is_not_found() => {
+                let lease = Lease {
+                    metadata: ObjectMeta { name: Some(node_name.to_string()), namespace: Some(LEASE_NAMESPACE.into()), ..Default::default() },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(node_name.to_string()),
+                        lease_duration_seconds: Some(40),
+                        renew_time: Some(now.clone()),
+                        acquire_time: Some(now),
+                        ..Default::default()
+                    }),
+                };
+                client.create_as(Some(LEASE_NAMESPACE), &lease).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.lease = Some(written);
+        Ok(())
     }
 }

@@ -14,12 +14,16 @@ use serde_json::Value;
 use store::{EventKind, KeyValue, Revision, Store};
 
 use crate::admission::admit;
+
+mod fanout;
 use crate::error::ApiError;
 
 /// Reads and writes API objects.
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// Watch fan-out, one hub per resource type (by key prefix).
+    hubs: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Arc<fanout::Hub>>>>,
 }
 
 /// Label and field selectors of a list or watch.
@@ -88,8 +92,11 @@ pub struct DeleteOptions {
 pub struct ObjectEvent {
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub type_: &'static str,
-    /// The object after the change (before it, for a delete), with its resourceVersion.
-    pub object: Value,
+    /// The object after the change (before it, for a delete), with its resourceVersion; shared
+    /// by every watcher that sees the change.
+    pub object: Arc<Value>,
+    /// `object` as JSON, encoded once for every HTTP watcher.
+    pub(crate) encoded: Arc<std::sync::OnceLock<bytes::Bytes>>,
 }
 
 fn name_of(value: &Value) -> &str {
@@ -115,7 +122,7 @@ fn encode(value: &Value) -> Vec<u8> {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Registry {
-        Registry { store }
+        Registry { store, hubs: Arc::default() }
     }
 
     /// The store underneath.
@@ -330,8 +337,10 @@ impl Registry {
         Ok(object)
     }
 
-    /// Changes after `after` to objects of `rt` in `ns` passing `filter`. An object that starts
-    /// or stops passing the filter is reported as ADDED or DELETED, as Kubernetes does.
+    /// Every change to objects of `rt` in `ns` (all namespaces when `None`) after revision
+    /// `after`, as Kubernetes reports them through `filter`: an object entering the selection
+    /// is ADDED, one leaving it is DELETED. Served by the type's fan-out hub when it holds the
+    /// history since `after`, else by a watch of the store of its own.
     pub async fn watch(
         &self,
         rt: &ResourceType,
@@ -344,32 +353,63 @@ impl Registry {
             None => rt.key_prefix(),
         };
         let rt_copy = *rt;
-        let events = self.store.watch(&prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
-        Ok(events.filter_map(move |event| {
-            let filter = filter.clone();
-            async move {
-                let event = match event {
-                    Ok(e) => e,
-                    Err(e) => return Some(Err(ApiError::from_store(&rt_copy, "", e))),
-                };
-                let revision = event.revision();
-                let now = match decode(&event.kv, revision) {
-                    Ok(v) => v,
-                    Err(e) => return Some(Err(e)),
-                };
-                let was = event.prev.as_ref().and_then(|p| decode(p, p.mod_revision).ok()).is_some_and(|p| filter.matches(&p));
-                let is = filter.matches(&now);
-                let type_ = match (event.kind, was, is) {
-                    (EventKind::Delete, true, _) => "DELETED",
-                    (EventKind::Delete, false, _) => return None,
-                    (EventKind::Put, false, true) => "ADDED",
-                    (EventKind::Put, true, true) => "MODIFIED",
-                    (EventKind::Put, true, false) => "DELETED",
-                    (EventKind::Put, false, false) => return None,
-                };
-                Some(Ok(ObjectEvent { type_, object: now }))
+        let hub = self.hub(rt, after).await?;
+        let fanned = match hub.subscribe(prefix.clone(), fanout::indexed_node(&filter.fields), after) {
+            Some((rx, ending)) => {
+                if after > hub.latest() {
+                    let current = self.store.revision().await.map_err(|e| ApiError::from_store(rt, "", e))?;
+                    if after > current {
+                        return Err(ApiError::from_store(rt, "", store::StoreError::FutureRevision { requested: after, current }));
+                    }
+                }
+                fanout::stream(rx, ending).map(|r| r.map_err(ApiError::Gone)).boxed()
             }
+            None => {
+                let events = self.store.watch(&prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
+                events
+                    .map(move |event| {
+                        let event = event.map_err(|e| ApiError::from_store(&rt_copy, "", e))?;
+                        fanout::Change::decode(&event).map(Arc::new)
+                    })
+                    .boxed()
+            }
+        };
+        Ok(fanned.filter_map(move |change| {
+            let out = match change {
+                Ok(change) => selected(&filter, &change).map(|type_| Ok(ObjectEvent { type_, object: change.now.clone(), encoded: change.encoded.clone() })),
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
         }))
+    }
+
+    /// The fan-out hub of `rt`, started (complete from `after` where it can be) if it is not
+    /// running.
+    async fn hub(&self, rt: &ResourceType, after: Revision) -> Result<Arc<fanout::Hub>, ApiError> {
+        let prefix = rt.key_prefix();
+        // Starting a hub awaits the store: the lock is held across it so that two first
+        // watches of a type start one hub, not two.
+        let mut hubs = self.hubs.lock().await;
+        if let Some(hub) = hubs.get(&prefix).filter(|h| !h.failed()) {
+            return Ok(hub.clone());
+        }
+        let hub = fanout::Hub::start(&self.store, &prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
+        hubs.insert(prefix, hub.clone());
+        Ok(hub)
+    }
+}
+
+/// How a change shows through `filter`: ADDED, MODIFIED or DELETED, or not at all.
+fn selected(filter: &ListFilter, change: &fanout::Change) -> Option<&'static str> {
+    let was = change.prev.as_deref().is_some_and(|p| filter.matches(p));
+    let is = filter.matches(&change.now);
+    match (change.kind, was, is) {
+        (EventKind::Delete, true, _) => Some("DELETED"),
+        (EventKind::Delete, false, _) => None,
+        (EventKind::Put, false, true) => Some("ADDED"),
+        (EventKind::Put, true, true) => Some("MODIFIED"),
+        (EventKind::Put, true, false) => Some("DELETED"),
+        (EventKind::Put, false, false) => None,
     }
 }
 

@@ -23,6 +23,17 @@ fn line(type_: &str, object: &Value) -> Result<Bytes, Infallible> {
     Ok(Bytes::from(text))
 }
 
+/// A watch line around an object already encoded.
+fn framed(type_: &str, object: &[u8]) -> Bytes {
+    let mut text = Vec::with_capacity(object.len() + 32);
+    text.extend_from_slice(b"{\"type\":\"");
+    text.extend_from_slice(type_.as_bytes());
+    text.extend_from_slice(b"\",\"object\":");
+    text.extend_from_slice(object);
+    text.extend_from_slice(b"}\n");
+    Bytes::from(text)
+}
+
 /// Answers a watch request.
 pub async fn serve(registry: &Registry, rt: &ResourceType, ns: Option<&str>, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let filter = ListFilter::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str))?;
@@ -43,7 +54,10 @@ pub async fn serve(registry: &Registry, rt: &ResourceType, ns: Option<&str>, que
     let live = events.scan(false, |failed, event| {
         let out = match (*failed, event) {
             (true, _) => None,
-            (false, Ok(ObjectEvent { type_, object })) => Some(line(type_, &object)),
+            (false, Ok(ObjectEvent { type_, object, encoded })) => {
+                let json = encoded.get_or_init(|| Bytes::from(serde_json::to_vec(&*object).unwrap_or_default()));
+                Some(Ok(framed(type_, json)))
+            }
             (false, Err(e)) => {
                 *failed = true;
                 Some(line("ERROR", &status_json(&e.status())))

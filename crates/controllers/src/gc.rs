@@ -2,11 +2,12 @@
 //! and Events older than an hour.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::{Event, Pod};
 use apiserver::{ApiError, DeleteOptions, ListFilter, Registry};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::deployment::owning_deployment;
 use crate::Caches;
@@ -14,54 +15,97 @@ use crate::Caches;
 /// How long Events are kept, as in Kubernetes.
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
 
-/// Runs the collector until its task is dropped.
+/// Runs the collector until its task is dropped. A changed pod is checked alone; a changed
+/// Deployment or Namespace (or a lost change, or 30 s without one) means a whole pass.
 pub async fn run(registry: Registry, caches: Caches) {
     let mut deployments = caches.deployments.subscribe();
     let mut namespaces = caches.namespaces.subscribe();
     let mut pods = caches.pods.subscribe();
     let mut last_event_sweep = tokio::time::Instant::now();
+    let mut whole = true;
+    let mut changed: Vec<Arc<Pod>> = Vec::new();
     loop {
-        if let Err(e) = collect(&registry, &caches).await {
+        let result = if whole { collect(&registry, &caches).await } else { collect_pods(&registry, &caches, &changed).await };
+        if let Err(e) = result {
             tracing::debug!(error = %e, "garbage collection pass failed");
         }
+        changed.clear();
         if last_event_sweep.elapsed() > Duration::from_secs(60) {
             last_event_sweep = tokio::time::Instant::now();
             if let Err(e) = expire_events(&registry).await {
                 tracing::debug!(error = %e, "event expiry failed");
             }
         }
-        tokio::select! {
-            r = deployments.recv() => if matches!(r, Err(RecvError::Closed)) { return },
-            r = namespaces.recv() => if matches!(r, Err(RecvError::Closed)) { return },
-            r = pods.recv() => if matches!(r, Err(RecvError::Closed)) { return },
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        whole = false;
+        let mut pod_change = |r: Result<crate::informer::Change<Pod>, RecvError>, whole: &mut bool| match r {
+            Ok(change) => {
+                changed.extend(change.object);
+                true
+            }
+            Err(RecvError::Lagged(_)) => {
+                *whole = true;
+                true
+            }
+            Err(RecvError::Closed) => false,
+        };
+        let open = tokio::select! {
+            r = deployments.recv() => { whole = true; !matches!(r, Err(RecvError::Closed)) }
+            r = namespaces.recv() => { whole = true; !matches!(r, Err(RecvError::Closed)) }
+            r = pods.recv() => pod_change(r, &mut whole),
+            _ = tokio::time::sleep(Duration::from_secs(30)) => { whole = true; true }
+        };
+        if !open {
+            return;
         }
-        while deployments.try_recv().is_ok() || namespaces.try_recv().is_ok() || pods.try_recv().is_ok() {}
+        while deployments.try_recv().is_ok() || namespaces.try_recv().is_ok() {
+            whole = true;
+        }
+        loop {
+            match pods.try_recv() {
+                Ok(change) => changed.extend(change.object),
+                Err(TryRecvError::Lagged(_)) => whole = true,
+                Err(_) => break,
+            }
+        }
     }
 }
 
 /// One collection pass over the caches.
 pub async fn collect(registry: &Registry, caches: &Caches) -> Result<(), ApiError> {
-    let owners: HashSet<String> = caches.deployments.list().iter().filter_map(|d| d.metadata.uid.clone()).collect();
-    let namespaces: HashSet<String> = caches.namespaces.list().iter().filter_map(|n| n.metadata.name.clone()).collect();
-    for pod in caches.pods.list() {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let orphaned = owning_deployment(&pod).is_some_and(|o| !owners.contains(&o.uid));
-        if (orphaned || !namespaces.contains(&ns)) && pod.metadata.deletion_timestamp.is_none() {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let opts = DeleteOptions { precondition_uid: pod.metadata.uid.clone(), ..Default::default() };
-            match registry.delete_as::<Pod>(Some(&ns), &name, &opts).await {
-                Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    collect_pods(registry, caches, &caches.pods.list()).await?;
+    let namespaces = namespace_names(caches);
     for deployment in caches.deployments.list() {
         let ns = deployment.metadata.namespace.clone().unwrap_or_default();
         if !namespaces.contains(&ns) {
             let name = deployment.metadata.name.clone().unwrap_or_default();
             match registry.delete_as::<api::Deployment>(Some(&ns), &name, &DeleteOptions::default()).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn namespace_names(caches: &Caches) -> HashSet<String> {
+    caches.namespaces.list().iter().filter_map(|n| n.metadata.name.clone()).collect()
+}
+
+/// Deletes those of `pods` whose owning Deployment or namespace is gone.
+async fn collect_pods(registry: &Registry, caches: &Caches, pods: &[Arc<Pod>]) -> Result<(), ApiError> {
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let owners: HashSet<String> = caches.deployments.list().iter().filter_map(|d| d.metadata.uid.clone()).collect();
+    let namespaces = namespace_names(caches);
+    for pod in pods {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let orphaned = owning_deployment(pod).is_some_and(|o| !owners.contains(&o.uid));
+        if (orphaned || !namespaces.contains(ns)) && pod.metadata.deletion_timestamp.is_none() {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let opts = DeleteOptions { precondition_uid: pod.metadata.uid.clone(), ..Default::default() };
+            match registry.delete_as::<Pod>(Some(ns), name, &opts).await {
+                Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use api::ResourceType;
-use apiserver::registry::{from_value, Typed};
+use apiserver::registry::Typed;
 use apiserver::{ApiError, ListFilter, Registry};
 use futures::StreamExt;
 use store::Revision;
@@ -99,7 +99,7 @@ impl<K: Typed + Clone> Informer<K> {
         let mut events = Box::pin(registry.watch(rt, None, ListFilter::default(), revision).await?);
         while let Some(event) = events.next().await {
             let event = event?;
-            let object: K = from_value(event.object)?;
+            let object: K = K::deserialize(&*event.object).map_err(|e| ApiError::Internal(format!("stored object does not decode: {e}")))?;
             let key = key_of(object.metadata());
             let revision = revision_of(object.metadata());
             let change = {

@@ -12,7 +12,6 @@ use api::k8s_openapi::api::core::v1::{NodeCondition, Taint};
 use api::pod::is_terminating;
 use api::{Lease, Node, Pod, Time};
 use apiserver::{ApiError, DeleteOptions, Registry};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::events::Recorder;
 use crate::Caches;
@@ -35,21 +34,16 @@ impl Default for LifecycleConfig {
     }
 }
 
-/// Runs the controller until its task is dropped.
+/// Runs the controller until its task is dropped: a pass every tick. Heartbeats are not acted
+/// on as they arrive: a fleet renews hundreds of Leases a second, and a node's reachability
+/// only changes on the tick's time scale.
 pub async fn run(registry: Registry, caches: Caches, recorder: Recorder, config: LifecycleConfig) {
-    let mut leases = caches.leases.subscribe();
-    let mut nodes = caches.nodes.subscribe();
     let started = Timestamp::now();
     loop {
         if let Err(e) = pass(&registry, &caches, &recorder, &config, started, Timestamp::now()).await {
             tracing::debug!(error = %e, "node lifecycle pass failed");
         }
-        tokio::select! {
-            r = leases.recv() => if matches!(r, Err(RecvError::Closed)) { return },
-            r = nodes.recv() => if matches!(r, Err(RecvError::Closed)) { return },
-            _ = tokio::time::sleep(config.tick) => {}
-        }
-        while leases.try_recv().is_ok() || nodes.try_recv().is_ok() {}
+        tokio::time::sleep(config.tick).await;
     }
 }
 

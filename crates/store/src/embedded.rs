@@ -42,11 +42,15 @@ pub struct EmbeddedOptions {
     /// list again. Revisions stay monotonic: one durable commit reserves the next 10,000 for
     /// volatile writes, and a reopened store counts on after the reservation.
     pub volatile_prefixes: Vec<String>,
+    /// Bytes of file pages the store caches in memory (redb's own default is 1 GiB, which a
+    /// busy cluster fills: most of the process's memory). Pages not cached are read back
+    /// through the kernel's page cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { retained_revisions: 10_000, watch_buffer: 1024, volatile_prefixes: Vec::new() }
+        Self { retained_revisions: 10_000, watch_buffer: 1024, volatile_prefixes: Vec::new(), cache_bytes: 32 << 20 }
     }
 }
 
@@ -143,7 +147,7 @@ impl EmbeddedStore {
         }
         let prefixes = VolatilePrefixes::new(options.volatile_prefixes);
         let open = |source: redb::Error| EmbeddedError::Open { path: path.clone(), source };
-        let db = Database::builder().create(&path).map_err(|e| open(e.into()))?;
+        let db = Database::builder().set_cache_size(options.cache_bytes).create(&path).map_err(|e| open(e.into()))?;
         let counters = prepare(&db, options.retained_revisions, &prefixes).map_err(open)?;
         let memory = Mutex::new(Memory::new(&counters));
         let shared = Arc::new(Shared { db, path, prefixes, memory });

@@ -155,3 +155,53 @@ async fn priority_classes_set_pod_priority() {
     let (all, _) = r.list(pods(), Some("default"), &ListFilter::default()).await.unwrap();
     assert_eq!(all.len(), 4);
 }
+
+/// Takes events from `events` until none comes for 300 ms: (type, name).
+async fn drain_events(events: &mut (impl Stream<Item = Result<ObjectEvent, ApiError>> + Unpin)) -> Vec<(&'static str, String)> {
+    let mut got = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(std::time::Duration::from_millis(300), events.next()).await {
+        let event = event.unwrap();
+        got.push((event.type_, event.object["metadata"]["name"].as_str().unwrap().to_string()));
+    }
+    got
+}
+
+async fn bind(r: &Registry, name: &str, node: &str) {
+    let mut bound = r.get(pods(), Some("default"), name).await.unwrap();
+    bound["spec"]["nodeName"] = json!(node);
+    r.update(pods(), Some("default"), name, bound, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn node_watches_see_only_their_nodes_pods() {
+    let (r, _dir) = registry().await;
+    let start = r.store().revision().await.unwrap();
+    let on = |node: &str| ListFilter::parse(None, Some(&format!("spec.nodeName={node}"))).unwrap();
+    let mut n1 = Box::pin(r.watch(pods(), None, on("n1"), start).await.unwrap());
+    let mut n2 = Box::pin(r.watch(pods(), None, on("n2"), start).await.unwrap());
+    let mut everything = Box::pin(r.watch(pods(), None, ListFilter::default(), start).await.unwrap());
+    for name in ["a", "b", "c"] {
+        r.create(pods(), Some("default"), pod(name, "web")).await.unwrap();
+    }
+    bind(&r, "a", "n1").await;
+    bind(&r, "b", "n2").await;
+    let opts = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    r.delete(pods(), Some("default"), "a", &opts).await.unwrap();
+    // A bind is the pod arriving on its node; unbound pods reach no node.
+    assert_eq!(drain_events(&mut n1).await, vec![("ADDED", "a".into()), ("DELETED", "a".into())]);
+    assert_eq!(drain_events(&mut n2).await, vec![("ADDED", "b".into())]);
+    let all = drain_events(&mut everything).await;
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all.last(), Some(&("DELETED", "a".into())));
+    // A watch from before the first one (the hub's start) is still complete: the store serves it.
+    let mut late = Box::pin(r.watch(pods(), None, on("n2"), start - 1).await.unwrap());
+    assert_eq!(drain_events(&mut late).await, vec![("ADDED", "b".into())]);
+    // A watch starting after a list, while changes went on, replays what it missed.
+    let mid = r.store().revision().await.unwrap();
+    bind(&r, "c", "n2").await;
+    let mut resumed = Box::pin(r.watch(pods(), None, on("n2"), mid).await.unwrap());
+    assert_eq!(drain_events(&mut resumed).await, vec![("ADDED", "c".into())]);
+    // A revision the store has not reached is refused, as before.
+    let future = r.watch(pods(), None, on("n2"), mid + 1000).await.err().unwrap();
+    assert!(matches!(future, ApiError::BadRequest(_)), "{future:?}");
+}

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::Context;
 
+mod cluster;
 mod scheduler;
 
 /// `flotilla bench …`.
@@ -32,6 +33,9 @@ enum BenchCommand {
     Footprint(FootprintArgs),
     /// Scheduler placements per second over a synthetic fleet, in-process.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// Pods per second end to end (API, store, scheduler) over hollow nodes, against a
+    /// `flotilla server` it starts.
+    Cluster(cluster::ClusterBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +70,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::PodStart(a) => pod_start(&ctx()?, a).await,
         BenchCommand::Footprint(a) => footprint(a).await,
         BenchCommand::Scheduler(a) => scheduler::run(a),
+        BenchCommand::Cluster(a) => cluster::run(a).await,
     }
 }
 

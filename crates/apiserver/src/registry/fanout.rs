@@ -1,0 +1,260 @@
+//! Watch fan-out: one store watch per resource type, each change decoded once and handed to
+//! the watchers it concerns. A watcher selecting `spec.nodeName=<node>` (every agent does) is
+//! indexed by that node, so a pod change wakes the one or two agents it concerns, not all of
+//! them. The last changes are kept so a watch starting a little in the past (after a list) is
+//! served here too; one starting further back goes to the store directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use store::{EventKind, Revision, Store, StoreError};
+use tokio::sync::mpsc;
+
+use super::decode;
+
+/// Changes kept for watches that start before the newest one.
+const HISTORY: usize = 2048;
+
+/// Changes a watcher may have waiting before it is cut off as too slow (it lists again).
+const BACKLOG: usize = 16384;
+
+/// The field whose equality watches are indexed by.
+const NODE_FIELD: &str = "spec.nodeName";
+
+/// One change to an object, decoded once for every watcher.
+#[derive(Debug)]
+pub(crate) struct Change {
+    /// The store key.
+    pub key: String,
+    /// The revision of the change.
+    pub revision: Revision,
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The object after the change (the last state, for a delete), resourceVersion set.
+    pub now: Arc<Value>,
+    /// The object before the change.
+    pub prev: Option<Arc<Value>>,
+    /// `now` as JSON, made by the first watcher that sends it over HTTP.
+    pub encoded: Arc<OnceLock<Bytes>>,
+}
+
+impl Change {
+    pub fn decode(event: &store::WatchEvent) -> Result<Change, crate::ApiError> {
+        let revision = event.revision();
+        let now = Arc::new(decode(&event.kv, revision)?);
+        let prev = event.prev.as_ref().and_then(|p| decode(p, p.mod_revision).ok()).map(Arc::new);
+        Ok(Change { key: event.kv.key.clone(), revision, kind: event.kind, now, prev, encoded: Arc::default() })
+    }
+
+    fn node_names(&self) -> [Option<&str>; 2] {
+        fn node(v: &Value) -> Option<&str> {
+            v.pointer("/spec/nodeName").and_then(Value::as_str)
+        }
+        let now = node(&self.now);
+        let prev = self.prev.as_deref().and_then(node).filter(|p| Some(*p) != now);
+        [now, prev]
+    }
+}
+
+/// Why a fanned-out watch ended early.
+pub(crate) type Ending = Arc<Mutex<Option<String>>>;
+
+struct Watcher {
+    /// Only keys under this prefix (a namespace's, or the whole type's).
+    prefix: String,
+    /// Only changes after this revision.
+    after: Revision,
+    changes: mpsc::Sender<Arc<Change>>,
+    ending: Ending,
+}
+
+impl Watcher {
+    /// Hands `change` over; false when the watcher is gone or too far behind (it is dropped).
+    fn offer(&self, change: &Arc<Change>) -> bool {
+        if change.revision <= self.after || !change.key.starts_with(&self.prefix) {
+            return !self.changes.is_closed();
+        }
+        match self.changes.try_send(change.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                end(&self.ending, format!("the watcher fell more than {BACKLOG} changes behind; list again"));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+fn end(ending: &Ending, why: String) {
+    let mut slot = ending.lock().unwrap_or_else(|e| e.into_inner());
+    slot.get_or_insert(why);
+}
+
+#[derive(Default)]
+struct State {
+    /// Every change with revision > `complete_after` is in `history`.
+    complete_after: Revision,
+    /// The newest revision seen.
+    latest: Revision,
+    history: VecDeque<Arc<Change>>,
+    next_id: u64,
+    /// Watchers of every change.
+    all: HashMap<u64, Watcher>,
+    /// Watchers of one node's pods.
+    by_node: HashMap<String, HashMap<u64, Watcher>>,
+    /// Set when the store watch ended: the hub is done.
+    failed: Option<String>,
+}
+
+/// The fan-out of one resource type.
+pub(crate) struct Hub {
+    state: Mutex<State>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a hub for keys under `prefix`, complete from `after` on when the store still has
+    /// that history, else from the current revision.
+    pub async fn start(store: &Arc<dyn Store>, prefix: &str, after: Revision) -> Result<Arc<Hub>, StoreError> {
+        let (events, from) = match store.watch(prefix, after).await {
+            Ok(events) => (events, after),
+            Err(StoreError::Compacted { .. } | StoreError::FutureRevision { .. }) => {
+                let now = store.revision().await?;
+                (store.watch(prefix, now).await?, now)
+            }
+            Err(e) => return Err(e),
+        };
+        let hub = Arc::new(Hub { state: Mutex::new(State { complete_after: from, latest: from, ..Default::default() }) });
+        tokio::spawn(pump(Arc::downgrade(&hub), events));
+        Ok(hub)
+    }
+
+    /// The newest revision the hub has seen.
+    pub fn latest(&self) -> Revision {
+        self.lock().latest
+    }
+
+    /// True once the hub's store watch ended.
+    pub fn failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+
+    /// A stream of the changes under `prefix` after `after`, or `None` when the hub cannot
+    /// vouch for every change since `after` (the caller watches the store directly).
+    pub fn subscribe(&self, prefix: String, node: Option<String>, after: Revision) -> Option<(mpsc::Receiver<Arc<Change>>, Ending)> {
+        let mut state = self.lock();
+        if after < state.complete_after || state.failed.is_some() {
+            return None;
+        }
+        // Watchers whose client left are dropped when a change comes for them; a reconnecting
+        // agent's old ones go here.
+        match node.as_deref() {
+            Some(node) => {
+                if let Some(watchers) = state.by_node.get_mut(node) {
+                    watchers.retain(|_, w| !w.changes.is_closed());
+                }
+            }
+            None => state.all.retain(|_, w| !w.changes.is_closed()),
+        }
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let ending: Ending = Arc::default();
+        let watcher = Watcher { prefix, after, changes: tx, ending: ending.clone() };
+        let start = state.history.partition_point(|c| c.revision <= after);
+        for change in state.history.range(start..) {
+            if !node.as_deref().is_none_or(|n| change.node_names().contains(&Some(n))) {
+                continue;
+            }
+            if !watcher.offer(change) {
+                return Some((rx, ending));
+            }
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        match node {
+            Some(node) => {
+                state.by_node.entry(node).or_default().insert(id, watcher);
+            }
+            None => {
+                state.all.insert(id, watcher);
+            }
+        }
+        Some((rx, ending))
+    }
+
+    fn publish(&self, change: Change) {
+        let change = Arc::new(change);
+        let mut state = self.lock();
+        let state = &mut *state;
+        state.latest = change.revision;
+        state.all.retain(|_, w| w.offer(&change));
+        for node in change.node_names().into_iter().flatten() {
+            if let Some(watchers) = state.by_node.get_mut(node) {
+                watchers.retain(|_, w| w.offer(&change));
+                if watchers.is_empty() {
+                    state.by_node.remove(node);
+                }
+            }
+        }
+        state.history.push_back(change);
+        if state.history.len() > HISTORY {
+            if let Some(oldest) = state.history.pop_front() {
+                state.complete_after = oldest.revision;
+            }
+        }
+    }
+
+    fn fail(&self, why: String) {
+        let mut state = self.lock();
+        for watcher in state.all.values().chain(state.by_node.values().flat_map(HashMap::values)) {
+            end(&watcher.ending, why.clone());
+        }
+        state.all.clear();
+        state.by_node.clear();
+        state.failed = Some(why);
+    }
+}
+
+/// Feeds the store's changes to the hub until either is gone.
+async fn pump(hub: std::sync::Weak<Hub>, mut events: store::WatchStream) {
+    while let Some(event) = events.next().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match event.map_err(|e| e.to_string()).and_then(|e| Change::decode(&e).map_err(|e| e.to_string())) {
+            Ok(change) => hub.publish(change),
+            Err(why) => {
+                hub.fail(why);
+                return;
+            }
+        }
+    }
+    if let Some(hub) = hub.upgrade() {
+        hub.fail("the store watch ended".into());
+    }
+}
+
+/// The node a filter's `spec.nodeName=<node>` term names, for the index.
+pub(crate) fn indexed_node(fields: &[(String, String, bool)]) -> Option<String> {
+    fields.iter().find(|(path, _, equal)| path == NODE_FIELD && *equal).map(|(_, value, _)| value.clone())
+}
+
+/// The receiver as a stream that ends with an error when the hub cut it off.
+pub(crate) fn stream(rx: mpsc::Receiver<Arc<Change>>, ending: Ending) -> impl Stream<Item = Result<Arc<Change>, String>> + Send + 'static {
+    futures::stream::unfold((rx, ending, false), |(mut rx, ending, done)| async move {
+        if done {
+            return None;
+        }
+        match rx.recv().await {
+            Some(change) => Some((Ok(change), (rx, ending, false))),
+            None => {
+                let why = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
+                why.map(|why| (Err(why), (rx, ending, true)))
+            }
+        }
+    })
+}
