@@ -1,5 +1,6 @@
-//! Node loss, for real: a server and two agents on this host (own data dirs, bridges and pod
-//! CIDRs). One agent is killed with SIGKILL; its Deployment pod is replaced on the other node
+//! Node loss, for real: a server and two agents on this host, each with its own data dir,
+//! bridge and pod CIDR, the second in a network namespace of its own that reaches the server
+//! over a veth (so the nodes share no network stack). One agent is killed with SIGKILL; its Deployment pod is replaced on the other node
 //! within the documented bound; when it comes back, it stops the container of the replaced pod.
 
 mod common;

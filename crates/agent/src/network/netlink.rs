@@ -146,6 +146,11 @@ impl IpRoute2 {
     }
 }
 
+/// The link names of a `/proc/<pid>/net/dev` listing.
+fn links_in_proc(dev: &str) -> impl Iterator<Item = &str> {
+    dev.lines().skip(2).filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+}
+
 #[async_trait]
 impl Netlink for IpRoute2 {
     async fn netns_exists(&self, name: &str) -> Result<bool, NetworkError> {
@@ -162,8 +167,10 @@ impl Netlink for IpRoute2 {
 
     async fn link_exists(&self, ns: Netns<'_>, link: &str) -> Result<bool, NetworkError> {
         if ns == Netns::Host {
-            // The host's links are in sysfs: no process to start.
-            return Ok(Path::new("/sys/class/net").join(link).exists());
+            // The agent's own namespace's links, with no process to start. Not sysfs: that
+            // shows the namespace it was mounted in, which is not the agent's when the agent
+            // was started in a network namespace of its own (`nsenter --net`).
+            return Ok(links_in_proc(&std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default()).any(|l| l == link));
         }
         match self.try_ip(ns, &["link", "show", "dev", link], None).await? {
             Ok(_) => Ok(true),
@@ -272,5 +279,16 @@ mod tests {
         assert_eq!(parse_addresses(json).expect("parse"), vec!["10.88.0.7/16".parse::<Ipv4Net>().expect("net")]);
         assert_eq!(parse_addresses(b"\n").expect("empty"), Vec::<Ipv4Net>::new());
         assert!(parse_addresses(b"{").is_err());
+    }
+
+    #[test]
+    fn reads_link_names_from_proc_net_dev() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1234      10    0    0    0     0          0         0     1234      10    0    0    0     0       0          0
+fte2x7:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+  eth0: 99 1 0 0 0 0 0 0 99 1 0 0 0 0 0 0
+";
+        assert_eq!(links_in_proc(dev).collect::<Vec<_>>(), ["lo", "fte2x7", "eth0"]);
     }
 }

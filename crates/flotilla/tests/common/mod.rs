@@ -165,7 +165,11 @@ impl Cluster {
             }
             Mode::Split => {
                 if self.server.is_none() {
-                    let args: Vec<String> = ["server", "--data-dir", &data, "--listen", &listen].iter().map(|s| s.to_string()).collect();
+                    // Agents in network namespaces of their own (`ExtraAgent`) reach the
+                    // server through the hub bridge's address.
+                    let listen = format!("0.0.0.0:{}", self.port);
+                    let args: Vec<String> =
+                        ["server", "--data-dir", &data, "--listen", &listen, "--tls-san", HUB_ADDRESS].iter().map(|s| s.to_string()).collect();
                     self.server = Some(self.spawn(&args, "server.log"));
                 }
                 let token_file = self.data_dir().join("node-token");
@@ -321,7 +325,7 @@ impl Cluster {
 
     /// Everything this cluster's pods could have left on the host; empty when clean.
     pub fn leftovers(&self) -> Vec<String> {
-        leftovers_of(&self.agent_dir(), &self.pod_uids)
+        leftovers_of(&self.agent_dir(), &self.pod_uids, None)
     }
 
     /// Asserts, within a few seconds, that the host holds nothing of this cluster's pods.
@@ -363,12 +367,13 @@ impl Drop for Cluster {
 impl Cluster {
     fn force_cleanup(&mut self) {
         self.kill_all();
-        force_clean(&self.agent_dir(), &self.bridge, &mut self.pod_uids);
+        force_clean(&self.agent_dir(), &self.bridge, &mut self.pod_uids, None);
     }
 }
 
-/// One more node for a split cluster: an agent with its own data directory, node name, bridge
-/// and pod CIDR on this host.
+/// One more node for a split cluster: an agent in a network namespace of its own (reaching
+/// the server over a veth on the hub bridge), with its own data directory, node name, bridge
+/// and pod CIDR.
 pub struct ExtraAgent {
     /// Its data directory.
     pub data: TempDir,
@@ -376,9 +381,50 @@ pub struct ExtraAgent {
     pub node: String,
     bridge: String,
     pod_cidr: String,
+    /// Its network namespace (`/run/netns/<netns>`).
+    netns: String,
+    /// Its address on the hub bridge.
+    address: String,
     child: Option<Child>,
     /// Every pod uid it ran, for the host checks.
     pub pod_uids: BTreeSet<String>,
+}
+
+/// The host's address on the bridge joining the agents' network namespaces.
+pub const HUB_ADDRESS: &str = "10.98.0.1";
+const HUB_BRIDGE: &str = "fte2hub";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Creates network namespace `netns` joined to the hub bridge with `address`/24.
+fn join_hub(netns: &str, veth: &str, address: &str) {
+    let _ = Command::new("ip").args(["netns", "delete", netns]).output();
+    let _ = Command::new("ip").args(["link", "delete", veth]).output();
+    if Command::new("ip").args(["link", "show", HUB_BRIDGE]).output().is_ok_and(|o| !o.status.success()) {
+        ip(&["link", "add", HUB_BRIDGE, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{HUB_ADDRESS}/24"), "dev", HUB_BRIDGE]);
+        ip(&["link", "set", HUB_BRIDGE, "up"]);
+    }
+    ip(&["netns", "add", netns]);
+    ip(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns]);
+    ip(&["link", "set", veth, "master", HUB_BRIDGE, "up"]);
+    ip(&["-n", netns, "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+    ip(&["-n", netns, "link", "set", "eth0", "up"]);
+    ip(&["-n", netns, "link", "set", "lo", "up"]);
+    ip(&["-n", netns, "route", "add", "default", "via", HUB_ADDRESS]);
+}
+
+/// Removes `netns`, its veth, and the hub bridge once no namespace is joined to it.
+fn leave_hub(netns: &str, veth: &str) {
+    let _ = Command::new("ip").args(["netns", "delete", netns]).output();
+    let _ = Command::new("ip").args(["link", "delete", veth]).output();
+    let members = Command::new("ip").args(["-o", "link", "show", "master", HUB_BRIDGE]).output();
+    if members.is_ok_and(|o| o.status.success() && o.stdout.is_empty()) {
+        let _ = Command::new("ip").args(["link", "delete", HUB_BRIDGE]).output();
+    }
 }
 
 impl ExtraAgent {
@@ -391,9 +437,12 @@ impl ExtraAgent {
             node: format!("{}-{suffix}", cluster.node),
             bridge: format!("fte2x{slot}"),
             pod_cidr: format!("10.99.{slot}.0/24"),
+            netns: format!("fte2n{slot}"),
+            address: format!("10.98.0.{}", 10 + slot),
             child: None,
             pod_uids: BTreeSet::new(),
         };
+        join_hub(&agent.netns, &agent.veth(), &agent.address);
         let out = cluster.run_ok(&["image", "import", "--data-dir", agent.data.path().to_str().unwrap(), example_image().to_str().unwrap()]);
         assert!(out.contains(IMAGE), "image import did not name the image: {out}");
         agent.start(cluster);
@@ -404,10 +453,15 @@ impl ExtraAgent {
     pub fn start(&mut self, cluster: &Cluster) {
         let token = std::fs::read_to_string(cluster.data_dir().join("node-token")).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.path().join("agent.log")).unwrap();
+        let netns = format!("--net=/run/netns/{}", self.netns);
         let args = [
+            &netns,
+            FLOTILLA,
             "agent",
             "--server",
-            &format!("https://127.0.0.1:{}", cluster.port),
+            &format!("https://{HUB_ADDRESS}:{}", cluster.port),
+            "--node-ip",
+            &self.address,
             "--token",
             token.trim(),
             "--data-dir",
@@ -422,12 +476,16 @@ impl ExtraAgent {
             &self.pod_cidr,
         ];
         self.child = Some(
-            Command::new(FLOTILLA).args(args).env("HOME", cluster.home.path()).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap(),
+            Command::new("nsenter").args(args).env("HOME", cluster.home.path()).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap(),
         );
         wait_for(Duration::from_secs(60), "the extra node to be Ready", || {
             let nodes: Value = serde_json::from_str(&cluster.try_run(&["get", "nodes", "-o", "json"]).ok()?).ok()?;
             nodes["items"].as_array()?.iter().any(|n| n["metadata"]["name"] == self.node.as_str() && node_ready(n)).then_some(())
         });
+    }
+
+    fn veth(&self) -> String {
+        format!("{}h", self.netns)
     }
 
     /// Kills the agent with SIGKILL; its containers keep running.
@@ -449,7 +507,7 @@ impl ExtraAgent {
             self.pod_uids.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
         }
         wait_for(Duration::from_secs(10), "the extra agent's host state to be clean", || {
-            leftovers_of(self.data.path(), &self.pod_uids).is_empty().then_some(())
+            leftovers_of(self.data.path(), &self.pod_uids, Some(&self.netns)).is_empty().then_some(())
         });
     }
 }
@@ -457,7 +515,8 @@ impl ExtraAgent {
 impl Drop for ExtraAgent {
     fn drop(&mut self) {
         self.kill();
-        force_clean(self.data.path(), &self.bridge, &mut self.pod_uids);
+        force_clean(self.data.path(), &self.bridge, &mut self.pod_uids, Some(&self.netns));
+        leave_hub(&self.netns, &self.veth());
     }
 }
 
@@ -475,8 +534,18 @@ pub fn containers_in(agent_dir: &Path) -> Vec<(String, i64, String)> {
         .unwrap_or_default()
 }
 
-/// Everything the pods `pod_uids` of the agent in `agent_dir` could have left on the host.
-pub fn leftovers_of(agent_dir: &Path, pod_uids: &BTreeSet<String>) -> Vec<String> {
+/// `ip` with `args`, in network namespace `netns` when given.
+fn ip_in(netns: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("ip");
+    if let Some(ns) = netns {
+        command.args(["-n", ns]);
+    }
+    command.args(args).output().unwrap()
+}
+
+/// Everything the pods `pod_uids` of the agent in `agent_dir` (running in network namespace
+/// `netns`, or the host's) could have left on the host.
+pub fn leftovers_of(agent_dir: &Path, pod_uids: &BTreeSet<String>, netns: Option<&str>) -> Vec<String> {
     let mut found = Vec::new();
     for (id, _, status) in containers_in(agent_dir) {
         found.push(format!("runc container {id} ({status})"));
@@ -484,14 +553,14 @@ pub fn leftovers_of(agent_dir: &Path, pod_uids: &BTreeSet<String>) -> Vec<String
     for point in mounts_under(agent_dir) {
         found.push(format!("mount {point}"));
     }
-    let netns: BTreeSet<String> =
+    let namespaces: BTreeSet<String> =
         std::fs::read_dir("/run/netns").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = ip_in(netns, &["-o", "link", "show"]);
     let links = String::from_utf8_lossy(&links.stdout).into_owned();
     let cgroup_roots = cgroup_roots();
     for uid in pod_uids {
         let ns = agent::network::netns_name(uid);
-        if netns.contains(&ns) {
+        if namespaces.contains(&ns) {
             found.push(format!("netns {ns}"));
         }
         let veth = agent::network::host_veth_name(uid);
@@ -516,7 +585,7 @@ pub fn leftovers_of(agent_dir: &Path, pod_uids: &BTreeSet<String>) -> Vec<String
 
 /// Removes by force whatever an agent's pods left: containers, mounts, netns, veths, cgroups
 /// and the bridge (after a failed assertion too, so one failing test leaves nothing behind).
-pub fn force_clean(agent_dir: &Path, bridge: &str, pod_uids: &mut BTreeSet<String>) {
+pub fn force_clean(agent_dir: &Path, bridge: &str, pod_uids: &mut BTreeSet<String>, netns: Option<&str>) {
     let root = agent_dir.join("runc");
     for (id, _, _) in containers_in(agent_dir) {
         let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
@@ -533,10 +602,10 @@ pub fn force_clean(agent_dir: &Path, bridge: &str, pod_uids: &mut BTreeSet<Strin
     }
     for uid in pod_uids.iter() {
         let _ = Command::new("ip").args(["netns", "delete", &agent::network::netns_name(uid)]).output();
-        let _ = Command::new("ip").args(["link", "delete", &agent::network::host_veth_name(uid)]).output();
+        let _ = ip_in(netns, &["link", "delete", &agent::network::host_veth_name(uid)]);
         let _ = agent::runtime::remove_pod_cgroups(uid);
     }
-    let _ = Command::new("ip").args(["link", "delete", bridge]).output();
+    let _ = ip_in(netns, &["link", "delete", bridge]);
 }
 
 /// The mount points at or below `dir`.
