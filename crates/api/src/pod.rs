@@ -78,28 +78,51 @@ fn container_request(resources: Option<&ResourceRequirements>, out: &mut BTreeMa
     }
 }
 
-/// The pod's effective request by resource name: the sum over containers, at least the largest
-/// init container, plus the pod overhead. Quantities were validated at admission; unreadable
-/// ones count as zero here.
+/// The pod's effective request by resource name, as Kubernetes computes it: the regular
+/// containers plus the sidecars (init containers with `restartPolicy: Always`, which keep
+/// running beside them), or the peak of the init phase if that is higher (each ordinary init
+/// container runs alone beside the sidecars started before it), plus the pod overhead.
+/// Quantities were validated at admission; unreadable ones count as zero here.
 pub fn requests(spec: &PodSpec) -> BTreeMap<String, i64> {
     let mut sum = BTreeMap::new();
     for c in &spec.containers {
         container_request(c.resources.as_ref(), &mut sum, i64::saturating_add);
     }
-    let mut init = BTreeMap::new();
+    let mut sidecars: BTreeMap<String, i64> = BTreeMap::new();
+    let mut init_peak: BTreeMap<String, i64> = BTreeMap::new();
     for c in spec.init_containers.iter().flatten() {
-        container_request(c.resources.as_ref(), &mut init, i64::max);
+        let mut own = BTreeMap::new();
+        container_request(c.resources.as_ref(), &mut own, i64::saturating_add);
+        let sidecar = c.restart_policy.as_deref() == Some("Always");
+        if sidecar {
+            sidecars = add(&sidecars, &own);
+        }
+        let during: BTreeMap<String, i64> = if sidecar { sidecars.clone() } else { add(&sidecars, &own) };
+        for (name, v) in during {
+            let slot = init_peak.entry(name).or_insert(0);
+            *slot = (*slot).max(v);
+        }
     }
-    for (name, v) in init {
-        let slot = sum.entry(name).or_insert(0);
+    let mut total = add(&sum, &sidecars);
+    for (name, v) in init_peak {
+        let slot = total.entry(name).or_insert(0);
         *slot = (*slot).max(v);
     }
     for (name, q) in spec.overhead.iter().flatten() {
         if let Some(v) = resource_amount(name, q).filter(|v| *v > 0) {
-            *sum.entry(name.clone()).or_insert(0) += v;
+            *total.entry(name.clone()).or_insert(0) += v;
         }
     }
-    sum
+    total
+}
+
+fn add(a: &BTreeMap<String, i64>, b: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let mut out = a.clone();
+    for (name, v) in b {
+        let slot = out.entry(name.clone()).or_insert(0);
+        *slot = slot.saturating_add(*v);
+    }
+    out
 }
 
 /// A short stable hash of a pod template, used as the `pod-template-hash` label that tells
@@ -135,6 +158,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(requests(&spec), [("cpu".to_string(), 2000), ("memory".to_string(), 64 << 20)].into());
+    }
+
+    #[test]
+    fn sidecars_add_to_the_containers_and_init_containers_peak_beside_earlier_sidecars() {
+        let init = |cpu: &str, sidecar: bool| {
+            let mut c = container(Some(cpu), None);
+            c.restart_policy = sidecar.then(|| "Always".to_string());
+            c
+        };
+        let cpu = |spec: &PodSpec| requests(spec)["cpu"];
+        // Ordinary init containers: the largest one, if above the containers' sum.
+        let mut spec =
+            PodSpec { containers: vec![container(Some("1"), None)], init_containers: Some(vec![init("3", false), init("2", false)]), ..Default::default() };
+        assert_eq!(cpu(&spec), 3000);
+        // A 500m sidecar runs beside the 1-CPU container: 1.5 CPUs, the 2-CPU init container
+        // that starts after it peaks at 2.5, the 3-CPU one before it at 3.
+        spec.init_containers = Some(vec![init("3", false), init("500m", true), init("2", false)]);
+        assert_eq!(cpu(&spec), 3000);
+        spec.init_containers = Some(vec![init("500m", true), init("3", false)]);
+        assert_eq!(cpu(&spec), 3500);
+        spec.init_containers = Some(vec![init("500m", true), init("250m", true)]);
+        assert_eq!(cpu(&spec), 1750);
     }
 
     #[test]
