@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use store::{EventKind, KeyValue, Revision, Store};
+use store::{KeyValue, Revision, Store};
 
 use crate::admission::admit;
 
@@ -23,8 +23,11 @@ use crate::error::ApiError;
 pub struct Registry {
     store: Arc<dyn Store>,
     /// Watch fan-out, one hub per resource type (by key prefix).
-    hubs: Arc<tokio::sync::Mutex<std::collections::HashMap<String, Arc<fanout::Hub>>>>,
+    hubs: Arc<std::sync::Mutex<std::collections::HashMap<String, HubSlot>>>,
 }
+
+/// Where a type's fan-out hub lives once started.
+type HubSlot = Arc<tokio::sync::Mutex<Option<Arc<fanout::Hub>>>>;
 
 /// Label and field selectors of a list or watch.
 #[derive(Clone, Debug, Default)]
@@ -354,62 +357,47 @@ impl Registry {
         };
         let rt_copy = *rt;
         let hub = self.hub(rt, after).await?;
-        let fanned = match hub.subscribe(prefix.clone(), fanout::indexed_node(&filter.fields), after) {
-            Some((rx, ending)) => {
-                if after > hub.latest() {
-                    let current = self.store.revision().await.map_err(|e| ApiError::from_store(rt, "", e))?;
-                    if after > current {
-                        return Err(ApiError::from_store(rt, "", store::StoreError::FutureRevision { requested: after, current }));
-                    }
-                }
-                fanout::stream(rx, ending).map(|r| r.map_err(ApiError::Gone)).boxed()
+        if after > hub.latest() {
+            let current = self.store.revision().await.map_err(|e| ApiError::from_store(rt, "", e))?;
+            if after > current {
+                return Err(ApiError::from_store(rt, "", store::StoreError::FutureRevision { requested: after, current }));
             }
+        }
+        let seen = match hub.subscribe(prefix.clone(), filter.clone(), after) {
+            Some((rx, ending)) => fanout::stream(rx, ending).boxed(),
             None => {
                 let events = self.store.watch(&prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
                 events
-                    .map(move |event| {
-                        let event = event.map_err(|e| ApiError::from_store(&rt_copy, "", e))?;
-                        fanout::Change::decode(&event).map(Arc::new)
+                    .filter_map(move |event| {
+                        let seen = event.map_err(|e| ApiError::from_store(&rt_copy, "", e)).and_then(|event| fanout::Change::decode(&event)).map(|change| {
+                            let change = Arc::new(change);
+                            fanout::selected(&filter, &change).map(|type_| (type_, change))
+                        });
+                        futures::future::ready(seen.transpose())
                     })
                     .boxed()
             }
         };
-        Ok(fanned.filter_map(move |change| {
-            let out = match change {
-                Ok(change) => selected(&filter, &change).map(|type_| Ok(ObjectEvent { type_, object: change.now.clone(), encoded: change.encoded.clone() })),
-                Err(e) => Some(Err(e)),
-            };
-            futures::future::ready(out)
-        }))
+        Ok(seen.map(|seen| seen.map(|(type_, change)| ObjectEvent { type_, object: change.now.clone(), encoded: change.encoded.clone() })))
     }
 
-    /// The fan-out hub of `rt`, started (complete from `after` where it can be) if it is not
-    /// running.
+    /// The fan-out hub of `rt`, started if it is not running: complete from `after`, or, in
+    /// place of a hub that failed, from where that one had got to, so the watches of clients
+    /// that listed before the failure are still served by it.
     async fn hub(&self, rt: &ResourceType, after: Revision) -> Result<Arc<fanout::Hub>, ApiError> {
         let prefix = rt.key_prefix();
-        // Starting a hub awaits the store: the lock is held across it so that two first
-        // watches of a type start one hub, not two.
-        let mut hubs = self.hubs.lock().await;
-        if let Some(hub) = hubs.get(&prefix).filter(|h| !h.failed()) {
-            return Ok(hub.clone());
-        }
-        let hub = fanout::Hub::start(&self.store, &prefix, after).await.map_err(|e| ApiError::from_store(rt, "", e))?;
-        hubs.insert(prefix, hub.clone());
+        // One slot per type: starting a hub awaits the store, and only the watches of that
+        // type wait for it.
+        let slot = self.hubs.lock().unwrap_or_else(|e| e.into_inner()).entry(prefix.clone()).or_default().clone();
+        let mut slot = slot.lock().await;
+        let start = match slot.as_ref() {
+            Some(hub) if !hub.failed() => return Ok(hub.clone()),
+            Some(failed) => after.min(failed.latest()),
+            None => after,
+        };
+        let hub = fanout::Hub::start(&self.store, &prefix, start).await.map_err(|e| ApiError::from_store(rt, "", e))?;
+        *slot = Some(hub.clone());
         Ok(hub)
-    }
-}
-
-/// How a change shows through `filter`: ADDED, MODIFIED or DELETED, or not at all.
-fn selected(filter: &ListFilter, change: &fanout::Change) -> Option<&'static str> {
-    let was = change.prev.as_deref().is_some_and(|p| filter.matches(p));
-    let is = filter.matches(&change.now);
-    match (change.kind, was, is) {
-        (EventKind::Delete, true, _) => Some("DELETED"),
-        (EventKind::Delete, false, _) => None,
-        (EventKind::Put, false, true) => Some("ADDED"),
-        (EventKind::Put, true, true) => Some("MODIFIED"),
-        (EventKind::Put, true, false) => Some("DELETED"),
-        (EventKind::Put, false, false) => None,
     }
 }
 

@@ -14,7 +14,8 @@ use serde_json::Value;
 use store::{EventKind, Revision, Store, StoreError};
 use tokio::sync::mpsc;
 
-use super::decode;
+use super::{decode, ListFilter};
+use crate::ApiError;
 
 /// Changes kept for watches that start before the newest one.
 const HISTORY: usize = 2048;
@@ -43,7 +44,7 @@ pub(crate) struct Change {
 }
 
 impl Change {
-    pub fn decode(event: &store::WatchEvent) -> Result<Change, crate::ApiError> {
+    pub fn decode(event: &store::WatchEvent) -> Result<Change, ApiError> {
         let revision = event.revision();
         let now = Arc::new(decode(&event.kv, revision)?);
         let prev = event.prev.as_ref().and_then(|p| decode(p, p.mod_revision).ok()).map(Arc::new);
@@ -60,28 +61,35 @@ impl Change {
     }
 }
 
-/// Why a fanned-out watch ended early.
-pub(crate) type Ending = Arc<Mutex<Option<String>>>;
+/// Why a fanned-out watch ended early: too far behind (410, list again) or the store failed.
+pub(crate) type Ending = Arc<Mutex<Option<ApiError>>>;
+
+/// A change as one watcher sees it through its selectors.
+pub(crate) type Seen = (&'static str, Arc<Change>);
 
 struct Watcher {
     /// Only keys under this prefix (a namespace's, or the whole type's).
     prefix: String,
     /// Only changes after this revision.
     after: Revision,
-    changes: mpsc::Sender<Arc<Change>>,
+    /// Its selectors.
+    filter: ListFilter,
+    changes: mpsc::Sender<Seen>,
     ending: Ending,
 }
 
 impl Watcher {
-    /// Hands `change` over; false when the watcher is gone or too far behind (it is dropped).
+    /// Hands `change` over if the watcher selects it; false when the watcher is gone or too far
+    /// behind (it is dropped).
     fn offer(&self, change: &Arc<Change>) -> bool {
         if change.revision <= self.after || !change.key.starts_with(&self.prefix) {
             return !self.changes.is_closed();
         }
-        match self.changes.try_send(change.clone()) {
+        let Some(type_) = selected(&self.filter, change) else { return !self.changes.is_closed() };
+        match self.changes.try_send((type_, change.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                end(&self.ending, format!("the watcher fell more than {BACKLOG} changes behind; list again"));
+                end(&self.ending, ApiError::Gone(format!("the watch fell more than {BACKLOG} changes behind; list again")));
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -89,9 +97,24 @@ impl Watcher {
     }
 }
 
-fn end(ending: &Ending, why: String) {
+fn end(ending: &Ending, why: ApiError) {
     let mut slot = ending.lock().unwrap_or_else(|e| e.into_inner());
     slot.get_or_insert(why);
+}
+
+/// How a change shows through `filter`: ADDED, MODIFIED or DELETED, or not at all. An object
+/// entering the selection is ADDED and one leaving it DELETED, as Kubernetes reports them.
+pub(crate) fn selected(filter: &ListFilter, change: &Change) -> Option<&'static str> {
+    let was = change.prev.as_deref().is_some_and(|p| filter.matches(p));
+    let is = filter.matches(&change.now);
+    match (change.kind, was, is) {
+        (EventKind::Delete, true, _) => Some("DELETED"),
+        (EventKind::Delete, false, _) => None,
+        (EventKind::Put, false, true) => Some("ADDED"),
+        (EventKind::Put, true, true) => Some("MODIFIED"),
+        (EventKind::Put, true, false) => Some("DELETED"),
+        (EventKind::Put, false, false) => None,
+    }
 }
 
 #[derive(Default)]
@@ -107,7 +130,7 @@ struct State {
     /// Watchers of one node's pods.
     by_node: HashMap<String, HashMap<u64, Watcher>>,
     /// Set when the store watch ended: the hub is done.
-    failed: Option<String>,
+    failed: Option<ApiError>,
 }
 
 /// The fan-out of one resource type.
@@ -148,7 +171,8 @@ impl Hub {
 
     /// A stream of the changes under `prefix` after `after`, or `None` when the hub cannot
     /// vouch for every change since `after` (the caller watches the store directly).
-    pub fn subscribe(&self, prefix: String, node: Option<String>, after: Revision) -> Option<(mpsc::Receiver<Arc<Change>>, Ending)> {
+    pub fn subscribe(&self, prefix: String, filter: ListFilter, after: Revision) -> Option<(mpsc::Receiver<Seen>, Ending)> {
+        let node = indexed_node(&filter.fields);
         let mut state = self.lock();
         if after < state.complete_after || state.failed.is_some() {
             return None;
@@ -165,7 +189,7 @@ impl Hub {
         }
         let (tx, rx) = mpsc::channel(BACKLOG);
         let ending: Ending = Arc::default();
-        let watcher = Watcher { prefix, after, changes: tx, ending: ending.clone() };
+        let watcher = Watcher { prefix, after, filter, changes: tx, ending: ending.clone() };
         let start = state.history.partition_point(|c| c.revision <= after);
         for change in state.history.range(start..) {
             if !node.as_deref().is_none_or(|n| change.node_names().contains(&Some(n))) {
@@ -213,22 +237,58 @@ impl Hub {
     fn fail(&self, why: String) {
         let mut state = self.lock();
         for watcher in state.all.values().chain(state.by_node.values().flat_map(HashMap::values)) {
-            end(&watcher.ending, why.clone());
+            end(&watcher.ending, ApiError::Internal(why.clone()));
         }
         state.all.clear();
         state.by_node.clear();
-        state.failed = Some(why);
+        state.failed = Some(ApiError::Internal(why));
+    }
+
+    /// A stored object that does not decode ends the watches that would have seen its key;
+    /// the others go on.
+    fn undecodable(&self, key: &str, why: &ApiError) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let drop_watching = |watchers: &mut HashMap<u64, Watcher>| {
+            watchers.retain(|_, w| {
+                let watching = key.starts_with(&w.prefix);
+                if watching {
+                    end(&w.ending, ApiError::Internal(why.to_string()));
+                }
+                !watching
+            })
+        };
+        drop_watching(&mut state.all);
+        state.by_node.values_mut().for_each(drop_watching);
+    }
+}
+
+/// Fails the hub if its pump stops without saying why (cancelled with the runtime, or a panic),
+/// so watchers end instead of waiting forever and the next watch starts a new hub.
+struct PumpGuard(std::sync::Weak<Hub>);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        if let Some(hub) = self.0.upgrade() {
+            if !hub.failed() {
+                hub.fail("the watch fan-out stopped".into());
+            }
+        }
     }
 }
 
 /// Feeds the store's changes to the hub until either is gone.
 async fn pump(hub: std::sync::Weak<Hub>, mut events: store::WatchStream) {
+    let _guard = PumpGuard(hub.clone());
     while let Some(event) = events.next().await {
         let Some(hub) = hub.upgrade() else { return };
-        match event.map_err(|e| e.to_string()).and_then(|e| Change::decode(&e).map_err(|e| e.to_string())) {
-            Ok(change) => hub.publish(change),
-            Err(why) => {
-                hub.fail(why);
+        match event {
+            Ok(event) => match Change::decode(&event) {
+                Ok(change) => hub.publish(change),
+                Err(why) => hub.undecodable(&event.kv.key, &why),
+            },
+            Err(e) => {
+                hub.fail(format!("store watch: {e}"));
                 return;
             }
         }
@@ -240,11 +300,12 @@ async fn pump(hub: std::sync::Weak<Hub>, mut events: store::WatchStream) {
 
 /// The node a filter's `spec.nodeName=<node>` term names, for the index.
 pub(crate) fn indexed_node(fields: &[(String, String, bool)]) -> Option<String> {
-    fields.iter().find(|(path, _, equal)| path == NODE_FIELD && *equal).map(|(_, value, _)| value.clone())
+    // `spec.nodeName=` (empty) selects the unscheduled pods, which no node index holds.
+    fields.iter().find(|(path, value, equal)| path == NODE_FIELD && *equal && !value.is_empty()).map(|(_, value, _)| value.clone())
 }
 
 /// The receiver as a stream that ends with an error when the hub cut it off.
-pub(crate) fn stream(rx: mpsc::Receiver<Arc<Change>>, ending: Ending) -> impl Stream<Item = Result<Arc<Change>, String>> + Send + 'static {
+pub(crate) fn stream(rx: mpsc::Receiver<Seen>, ending: Ending) -> impl Stream<Item = Result<Seen, ApiError>> + Send + 'static {
     futures::stream::unfold((rx, ending, false), |(mut rx, ending, done)| async move {
         if done {
             return None;

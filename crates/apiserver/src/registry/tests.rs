@@ -180,6 +180,8 @@ async fn node_watches_see_only_their_nodes_pods() {
     let mut n1 = Box::pin(r.watch(pods(), None, on("n1"), start).await.unwrap());
     let mut n2 = Box::pin(r.watch(pods(), None, on("n2"), start).await.unwrap());
     let mut everything = Box::pin(r.watch(pods(), None, ListFilter::default(), start).await.unwrap());
+    // `spec.nodeName=` selects the pods no node holds yet.
+    let mut unbound = Box::pin(r.watch(pods(), None, on(""), start).await.unwrap());
     for name in ["a", "b", "c"] {
         r.create(pods(), Some("default"), pod(name, "web")).await.unwrap();
     }
@@ -193,6 +195,8 @@ async fn node_watches_see_only_their_nodes_pods() {
     let all = drain_events(&mut everything).await;
     assert_eq!(all.len(), 6, "{all:?}");
     assert_eq!(all.last(), Some(&("DELETED", "a".into())));
+    let expected = [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c"), ("DELETED", "a"), ("DELETED", "b")];
+    assert_eq!(drain_events(&mut unbound).await, expected.map(|(t, n)| (t, n.to_string())));
     // A watch from before the first one (the hub's start) is still complete: the store serves it.
     let mut late = Box::pin(r.watch(pods(), None, on("n2"), start - 1).await.unwrap());
     assert_eq!(drain_events(&mut late).await, vec![("ADDED", "b".into())]);
