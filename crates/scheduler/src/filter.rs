@@ -100,6 +100,19 @@ pub(crate) struct SpreadState {
     pub min: i64,
     /// 1 when the pod is one of the pods it counts.
     pub self_match: i64,
+    /// Counts of the domains that hold nodes the pod's node constraints refuse: only the
+    /// pods on the accepted nodes count there.
+    pub honored: Vec<(u32, i64)>,
+}
+
+impl SpreadState {
+    /// The pods the constraint counts in `domain`.
+    pub fn count(&self, tc: &crate::snapshot::TermCount, domain: u32) -> i64 {
+        match self.honored.iter().find(|(d, _)| *d == domain) {
+            Some((_, n)) => *n,
+            None => tc.count(domain) as i64,
+        }
+    }
 }
 
 impl Snapshot {
@@ -131,11 +144,14 @@ impl Snapshot {
         for (s, term) in pod.spread.iter().zip(spread_ids) {
             let topology = self.terms[term].topology;
             self.ensure_eligible(topology, pod);
-            let eligible = &self.eligible[&(topology, pod.node_constraint_key.clone())].1;
-            let count = eligible.len();
+            let eligible = &self.eligible[&(topology, pod.node_constraint_key.clone())];
+            let honored: Vec<(u32, i64)> = eligible.mixed.iter().map(|d| (*d, self.count_on_accepted(term, *d, pod))).collect();
+            let mut state = SpreadState { term, max_skew: s.max_skew, hard: s.hard, min: 0, self_match: self.self_matches(pod, &s.term) as i64, honored };
             let tc = &self.terms[term];
-            let min = if count < s.min_domains { 0 } else { eligible.iter().map(|d| tc.count(*d) as i64).min().unwrap_or(0) };
-            spread.push(SpreadState { term, max_skew: s.max_skew, hard: s.hard, min, self_match: self.self_matches(pod, &s.term) as i64 });
+            if eligible.domains.len() >= s.min_domains {
+                state.min = eligible.domains.iter().map(|d| state.count(tc, *d)).min().unwrap_or(0);
+            }
+            spread.push(state);
         }
         // The first pod of a group: no pod matches any of its required terms yet and it matches
         // all of them itself (Kubernetes' rule), so it may go anywhere the keys exist.
@@ -214,7 +230,7 @@ impl Snapshot {
         for s in prep.spread.iter().filter(|s| s.hard) {
             let tc = &self.terms[s.term];
             let domain = self.topologies[tc.topology].domain(slot);
-            if domain == NO_DOMAIN || tc.count(domain) as i64 + s.self_match - s.min > s.max_skew {
+            if domain == NO_DOMAIN || s.count(tc, domain) + s.self_match - s.min > s.max_skew {
                 return Some(Reject::Spread);
             }
         }

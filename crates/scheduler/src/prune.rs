@@ -122,7 +122,7 @@ impl Snapshot {
         }
         for s in prep.spread.iter().filter(|s| s.hard) {
             let tc = &self.terms[s.term];
-            self.keep_domains(set, tc.topology, |d| tc.count(d) as i64 + s.self_match - s.min <= s.max_skew);
+            self.keep_domains(set, tc.topology, |d| s.count(tc, d) + s.self_match - s.min <= s.max_skew);
         }
     }
 }

@@ -37,8 +37,7 @@ impl Snapshot {
                     let tc = &self.terms[s.term];
                     let domain = self.topologies[tc.topology].domain(*slot);
                     // A node outside every domain scores worst (marked, then set below).
-                    spread[i] =
-                        if domain == crate::snapshot::NO_DOMAIN || spread[i] < 0 { -1 } else { spread[i] + tc.count(domain) as i64 + s.self_match - s.min };
+                    spread[i] = if domain == crate::snapshot::NO_DOMAIN || spread[i] < 0 { -1 } else { spread[i] + s.count(tc, domain) + s.self_match - s.min };
                 }
             }
         }

@@ -44,6 +44,18 @@ pub struct NodeInfo {
     pub nominated: Vec<(String, i32, Request)>,
 }
 
+/// The domains of one topology that pods with one set of node constraints may spread over.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Eligible {
+    /// `node_generation` when computed.
+    pub generation: u64,
+    /// Domains holding at least one node the constraints accept.
+    pub domains: Vec<u32>,
+    /// Those of them that also hold nodes the constraints refuse: their pods do not count
+    /// toward spread (Kubernetes' default `nodeAffinityPolicy: Honor`).
+    pub mixed: Vec<u32>,
+}
+
 /// A pod holding resources on a node.
 #[derive(Clone, Debug)]
 pub(crate) struct Placed {
@@ -180,7 +192,7 @@ pub struct Snapshot {
     /// Namespace → the terms that look at it ("" for terms with a namespace selector).
     terms_by_namespace: HashMap<String, Vec<usize>>,
     /// (topology, node constraints) → eligible domains, valid while `node_generation` holds.
-    pub(crate) eligible: HashMap<(usize, String), (u64, Vec<u32>)>,
+    pub(crate) eligible: HashMap<(usize, String), Eligible>,
     node_generation: u64,
     /// How many nodes hold each image (image locality spreads by it).
     pub(crate) image_nodes: HashMap<String, usize>,
@@ -552,22 +564,51 @@ impl Snapshot {
     }
 
     /// Makes `eligible[(topology, pod's node constraints)]` hold the domains of `topology` that
-    /// hold at least one node the pod's node constraints accept.
+    /// hold at least one node the pod's node constraints accept, and which of them also hold
+    /// nodes they refuse.
     pub(crate) fn ensure_eligible(&mut self, topology: usize, pod: &PodInfo) {
         let key = (topology, pod.node_constraint_key.clone());
-        let fresh = self.eligible.get(&key).is_some_and(|(g, _)| *g == self.node_generation);
+        let fresh = self.eligible.get(&key).is_some_and(|e| e.generation == self.node_generation);
         if !fresh {
-            let mut seen = Bitset::default();
-            let mut domains = Vec::new();
+            let (mut accepting, mut refusing) = (Bitset::default(), Bitset::default());
+            let mut eligible = Eligible { generation: self.node_generation, ..Default::default() };
             for (slot, n) in self.nodes.iter().enumerate() {
                 let Some(n) = n else { continue };
                 let d = self.topologies[topology].domain(slot);
-                if d != NO_DOMAIN && !seen.contains(d as usize) && pod.accepts_node(&n.name, &n.labels) {
-                    seen.insert(d as usize);
-                    domains.push(d);
+                if d == NO_DOMAIN {
+                    continue;
+                }
+                if pod.accepts_node(&n.name, &n.labels) {
+                    if !accepting.contains(d as usize) {
+                        accepting.insert(d as usize);
+                        eligible.domains.push(d);
+                    }
+                } else {
+                    refusing.insert(d as usize);
                 }
             }
-            self.eligible.insert(key, (self.node_generation, domains));
+            eligible.mixed = eligible.domains.iter().copied().filter(|d| refusing.contains(*d as usize)).collect();
+            self.eligible.insert(key, eligible);
         }
+    }
+
+    /// The pods `term` counts on the nodes of `domain` that `pod`'s node constraints accept.
+    pub(crate) fn count_on_accepted(&self, term: usize, domain: u32, pod: &PodInfo) -> i64 {
+        let tc = &self.terms[term];
+        let members = self.topologies[tc.topology].members.get(domain as usize).map(Vec::as_slice).unwrap_or_default();
+        let mut count = 0;
+        for slot in members {
+            let Some(node) = self.nodes[*slot as usize].as_ref() else { continue };
+            if !pod.accepts_node(&node.name, &node.labels) {
+                continue;
+            }
+            count += node
+                .pods
+                .iter()
+                .filter_map(|key| self.placed.get(key))
+                .filter(|p| tc.term.matches(&p.namespace, self.namespaces.get(&p.namespace), &p.labels))
+                .count() as i64;
+        }
+        count
     }
 }

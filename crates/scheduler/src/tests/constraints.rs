@@ -277,6 +277,24 @@ fn topology_spread_min_domains_and_schedule_anyway() {
 }
 
 #[test]
+fn topology_spread_counts_only_pods_on_nodes_the_pod_may_use() {
+    // Zone a holds a GPU node and a CPU node with two app=web pods; zone b one GPU node.
+    let gpu = |z: &str| json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z, "gpu": "yes"}}});
+    let mut s = cluster(&[node("a-gpu", 8, 8, gpu("a")), node("a-cpu", 8, 8, zone("a")), node("b-gpu", 8, 8, gpu("b"))]);
+    for i in 0..2 {
+        let pinned = labelled("web", json!({"nodeSelector": {"kubernetes.io/hostname": "a-cpu"}}));
+        assert_eq!(place(&mut s, &pod(&format!("cpu{i}"), 100, 10, pinned)).unwrap(), "a-cpu");
+    }
+    // GPU pods spread by zone: the pods on a-cpu, a node they may not use, do not count
+    // (nodeAffinityPolicy: Honor), so the two zones start even and take one each.
+    let mut spec = spread("topology.kubernetes.io/zone", "DoNotSchedule", json!({}));
+    merge(&mut spec, json!({"nodeSelector": {"gpu": "yes"}}));
+    let mut placed: Vec<String> = (0..2).map(|i| place(&mut s, &pod(&format!("gpu{i}"), 100, 10, labelled("web", spec.clone()))).unwrap()).collect();
+    placed.sort();
+    assert_eq!(placed, ["a-gpu", "b-gpu"]);
+}
+
+#[test]
 fn strategies_spread_or_pack_and_the_per_workload_override() {
     let nodes = [node("a", 4, 8, json!({})), node("b", 4, 8, json!({}))];
     let mut s = cluster(&nodes);
