@@ -7,6 +7,7 @@ pub mod hollow;
 pub mod logs;
 pub mod network;
 pub mod node;
+mod path_error;
 pub mod pods;
 pub mod probes;
 pub mod runtime;
@@ -16,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use client::Client;
+
 use image::ImageStore;
+pub use path_error::PathError;
 
 use config::AgentConfig;
 use devices::{DeviceManager, DiscoveryConfig};

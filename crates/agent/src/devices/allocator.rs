@@ -12,6 +12,8 @@ use super::discovery::{Device, Inventory};
 use super::requests::PodRequest;
 use super::{AdmissionError, DeviceError};
 
+use crate::PathError;
+
 /// The file format's version; a file of another version is refused rather than misread.
 const VERSION: u32 = 1;
 
@@ -135,7 +137,7 @@ impl Allocations {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Allocations::new()),
-            Err(source) => return Err(DeviceError::Io { action: "read", path: path.to_path_buf(), source }),
+            Err(source) => return Err(DeviceError::Io(PathError { action: "read", path: path.to_path_buf(), source })),
         };
         let corrupt = |reason: String| DeviceError::CorruptAllocations { path: path.to_path_buf(), reason };
         let allocations: Allocations = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -155,11 +157,12 @@ impl Allocations {
     /// the new one, never a mix.
     pub fn save(&self, path: &Path) -> Result<(), DeviceError> {
         fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DeviceError + 'a {
-            move |source| DeviceError::Io { action, path: path.to_path_buf(), source }
+            move |source| DeviceError::Io(PathError { action, path: path.to_path_buf(), source })
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| DeviceError::Io { action: "serialize", path: path.to_path_buf(), source: e.into() })?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| DeviceError::Io(PathError { action: "serialize", path: path.to_path_buf(), source: e.into() }))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("allocations.json");
         let tmp = dir.join(format!(".{name}.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;

@@ -15,16 +15,8 @@ pub enum DeviceError {
         reason: String,
     },
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::PathError),
     /// The allocation file exists but cannot be understood.
     #[error(
         "device allocations in {path} are unreadable ({reason}); containers may hold devices it no longer records, so the agent will not guess: \

@@ -1,6 +1,5 @@
 //! Errors of pod networking, each naming the command, path or pod involved.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -59,16 +58,8 @@ pub enum NetworkError {
         reason: String,
     },
     /// Reading or writing state failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::PathError),
     /// Every address of the pod network is taken.
     #[error("no free address left in {cidr} for pod {pod_uid}; tear down unused pods or widen the pod CIDR")]
     PoolExhausted {

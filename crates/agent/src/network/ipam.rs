@@ -13,6 +13,8 @@ use ipnet::Ipv4Net;
 
 use super::NetworkError;
 
+use crate::PathError;
+
 /// Prefix of the files a claim is written to before it is linked into place.
 const TEMP_PREFIX: &str = ".claim-";
 
@@ -147,7 +149,7 @@ fn sync_dir(dir: &Path) -> Result<(), NetworkError> {
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> NetworkError {
-    NetworkError::Io { action, path: path.into(), source }
+    NetworkError::Io(PathError { action, path: path.into(), source })
 }
 
 #[cfg(test)]

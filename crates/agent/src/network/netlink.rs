@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use super::NetworkError;
 
+use crate::PathError;
+
 /// Where `ip netns` keeps named network namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
@@ -138,7 +140,7 @@ impl IpRoute2 {
         let output = tokio::time::timeout(IP_TIMEOUT, output)
             .await
             .map_err(|_| NetworkError::CommandTimeout { command: line.clone(), timeout: IP_TIMEOUT })?
-            .map_err(|source| NetworkError::Io { action: "run", path: self.binary.clone(), source })?;
+            .map_err(|source| NetworkError::Io(PathError { action: "run", path: self.binary.clone(), source }))?;
         if output.status.success() {
             return Ok(Ok(output.stdout));
         }
@@ -239,7 +241,7 @@ impl Netlink for IpRoute2 {
 
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError> {
         let path = Path::new("/proc/sys/net/ipv4/ip_forward");
-        tokio::fs::write(path, b"1").await.map_err(|source| NetworkError::Io { action: "write", path: path.into(), source })
+        tokio::fs::write(path, b"1").await.map_err(|source| NetworkError::Io(PathError { action: "write", path: path.into(), source }))
     }
 }
 

@@ -14,6 +14,8 @@ use oci_spec::OciSpecError;
 use super::defaults;
 use super::RuntimeError;
 
+use crate::PathError;
+
 /// CFS period used to express CPU limits (100 ms, as Kubernetes does).
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -164,15 +166,15 @@ pub struct DeviceNode {
 pub fn write_bundle(dir: &Path, spec: &ContainerSpec) -> Result<(), RuntimeError> {
     let oci = oci_spec(spec).map_err(|source| RuntimeError::Spec { bundle: dir.into(), source })?;
     let json = serde_json::to_vec_pretty(&oci).map_err(|err| RuntimeError::Parse { command: "serialize config.json".to_string(), reason: err.to_string() })?;
-    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { action: "create bundle directory", path: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io(PathError { action: "create bundle directory", path: dir.into(), source }))?;
     let path = dir.join("config.json");
     let tmp = dir.join(".config.json.tmp");
     let tmp_path = &tmp;
-    let io_err = |action| move |source| RuntimeError::Io { action, path: tmp_path.clone(), source };
+    let io_err = |action| move |source| RuntimeError::Io(PathError { action, path: tmp_path.clone(), source });
     let mut file = std::fs::File::create(&tmp).map_err(io_err("create bundle config"))?;
     file.write_all(&json).map_err(io_err("write bundle config"))?;
     file.sync_all().map_err(io_err("sync bundle config"))?;
-    std::fs::rename(&tmp, &path).map_err(|source| RuntimeError::Io { action: "install bundle config", path, source })
+    std::fs::rename(&tmp, &path).map_err(|source| RuntimeError::Io(PathError { action: "install bundle config", path, source }))
 }
 
 /// Builds the full OCI runtime spec: the caller's process, root and limits on top of

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{validate_name, RuntimeError};
 
+use crate::PathError;
+
 /// The cgroup directory, below each hierarchy root, that holds all of Flotilla's pods.
 pub const CGROUP_PARENT: &str = "/flotilla";
 
@@ -34,7 +36,8 @@ pub fn remove_pod_cgroups(pod_uid: &str) -> Result<(), RuntimeError> {
 /// The mount points of every cgroup (v1) and cgroup2 filesystem visible to this process.
 pub(crate) fn cgroup_mount_points() -> Result<Vec<PathBuf>, RuntimeError> {
     let mountinfo_path = Path::new("/proc/self/mountinfo");
-    let mountinfo = std::fs::read_to_string(mountinfo_path).map_err(|source| RuntimeError::Io { action: "read", path: mountinfo_path.into(), source })?;
+    let mountinfo =
+        std::fs::read_to_string(mountinfo_path).map_err(|source| RuntimeError::Io(PathError { action: "read", path: mountinfo_path.into(), source }))?;
     Ok(parse_cgroup_mounts(&mountinfo))
 }
 

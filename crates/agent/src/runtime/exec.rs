@@ -10,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::oci::{describe, os, runtime_errors, CONTROL_TIMEOUT};
 use super::{validate_name, ExecOutput, OciRuntime, RuntimeError, Signal};
 
+use crate::PathError;
+
 /// Output kept per stream of an exec; the rest is read and dropped so the process never blocks.
 const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
 
@@ -19,11 +21,10 @@ pub(super) async fn exec(runtime: &OciRuntime, id: &str, argv: &[String], timeou
     if argv.is_empty() {
         return Err(RuntimeError::InvalidName { what: "exec command", value: String::new(), reason: "argv must name a program" });
     }
-    let scratch = tempfile::Builder::new().prefix("flotilla-exec-").tempdir().map_err(|source| RuntimeError::Io {
-        action: "create",
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("flotilla-exec-")
+        .tempdir()
+        .map_err(|source| RuntimeError::Io(PathError { action: "create", path: std::env::temp_dir(), source }))?;
     let pid_file = scratch.path().join("pid");
     let runtime_log = scratch.path().join("runtime.log");
     let log_arg = format!("--log={}", runtime_log.display());
@@ -31,7 +32,7 @@ pub(super) async fn exec(runtime: &OciRuntime, id: &str, argv: &[String], timeou
     args.extend(argv.iter().map(os));
     let (mut command, line) = runtime.command(&args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|source| RuntimeError::Io { action: "spawn", path: runtime.binary().to_path_buf(), source })?;
+    let mut child = command.spawn().map_err(|source| RuntimeError::Io(PathError { action: "spawn", path: runtime.binary().to_path_buf(), source }))?;
     let stdout = read_capped(child.stdout.take());
     let stderr = read_capped(child.stderr.take());
     let run = async { tokio::join!(child.wait(), stdout, stderr) };
@@ -44,7 +45,7 @@ pub(super) async fn exec(runtime: &OciRuntime, id: &str, argv: &[String], timeou
             return Err(RuntimeError::ExecTimeout { id: id.to_string(), argv: argv.to_vec(), timeout });
         }
     };
-    let status = status.map_err(|source| RuntimeError::Io { action: "wait for", path: runtime.binary().to_path_buf(), source })?;
+    let status = status.map_err(|source| RuntimeError::Io(PathError { action: "wait for", path: runtime.binary().to_path_buf(), source }))?;
     let errors = runtime_errors(&runtime_log);
     if !status.success() && !errors.is_empty() {
         return Err(RuntimeError::Command { id: id.to_string(), command: line, status: describe(status), stderr: errors });

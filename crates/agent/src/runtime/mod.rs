@@ -45,16 +45,8 @@ pub enum RuntimeError {
         package: String,
     },
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done ("write bundle config", "open log", …).
-        action: &'static str,
-        /// The file or directory involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::PathError),
     /// The runtime command ran and failed.
     #[error("`{command}` for container {id:?} failed ({status}): {stderr}")]
     Command {

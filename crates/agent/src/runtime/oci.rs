@@ -13,6 +13,8 @@ use tokio::process::Command;
 use super::kind::find_binary;
 use super::{validate_name, ContainerRuntime, ContainerState, ContainerStatus, ExecOutput, RuntimeError, Signal};
 
+use crate::PathError;
+
 /// How long `run --detach` may take (image rootfs on slow disks, many mounts).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `state`, `list`, `kill` and `delete` may take.
@@ -68,7 +70,7 @@ impl OciRuntime {
         let output = tokio::time::timeout(CONTROL_TIMEOUT, command.output())
             .await
             .map_err(|_| RuntimeError::CommandTimeout { id: id.to_string(), command: line.clone(), timeout: CONTROL_TIMEOUT })?
-            .map_err(|source| RuntimeError::Io { action: "spawn", path: self.binary.clone(), source })?;
+            .map_err(|source| RuntimeError::Io(PathError { action: "spawn", path: self.binary.clone(), source }))?;
         Ok(Captured { line, status: output.status, stdout: output.stdout, stderr: output.stderr })
     }
 
@@ -109,13 +111,15 @@ impl Captured {
 impl ContainerRuntime for OciRuntime {
     async fn start(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32, RuntimeError> {
         validate_name("container id", id)?;
-        let bundle = std::path::absolute(bundle).map_err(|source| RuntimeError::Io { action: "resolve bundle path", path: bundle.into(), source })?;
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(log).map_err(|source| RuntimeError::Io {
-            action: "open container log",
-            path: log.into(),
-            source,
-        })?;
-        let stdout = log_file.try_clone().map_err(|source| RuntimeError::Io { action: "duplicate log fd", path: log.into(), source })?;
+        let bundle =
+            std::path::absolute(bundle).map_err(|source| RuntimeError::Io(PathError { action: "resolve bundle path", path: bundle.into(), source }))?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(log)
+            .map_err(|source| RuntimeError::Io(PathError { action: "open container log", path: log.into(), source }))?;
+        let stdout = log_file.try_clone().map_err(|source| RuntimeError::Io(PathError { action: "duplicate log fd", path: log.into(), source }))?;
         let pid_file = bundle.join("init.pid");
         let runtime_log = bundle.join("runtime.log");
         for stale in [&pid_file, &runtime_log] {
@@ -138,11 +142,12 @@ impl ContainerRuntime for OciRuntime {
         let status = tokio::time::timeout(START_TIMEOUT, command.status())
             .await
             .map_err(|_| RuntimeError::CommandTimeout { id: id.to_string(), command: line.clone(), timeout: START_TIMEOUT })?
-            .map_err(|source| RuntimeError::Io { action: "spawn", path: self.binary.clone(), source })?;
+            .map_err(|source| RuntimeError::Io(PathError { action: "spawn", path: self.binary.clone(), source }))?;
         if !status.success() {
             return Err(RuntimeError::Command { id: id.to_string(), command: line, status: describe(status), stderr: runtime_errors(&runtime_log) });
         }
-        let pid = std::fs::read_to_string(&pid_file).map_err(|source| RuntimeError::Io { action: "read pid file", path: pid_file.clone(), source })?;
+        let pid =
+            std::fs::read_to_string(&pid_file).map_err(|source| RuntimeError::Io(PathError { action: "read pid file", path: pid_file.clone(), source }))?;
         pid.trim().parse().map_err(|_| RuntimeError::Parse { command: line, reason: format!("pid file {} holds {pid:?}, not a PID", pid_file.display()) })
     }
 
@@ -248,7 +253,7 @@ fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RuntimeError::Io { action: "remove", path: path.into(), source }),
+        Err(source) => Err(RuntimeError::Io(PathError { action: "remove", path: path.into(), source })),
     }
 }
 
