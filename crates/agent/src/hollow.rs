@@ -77,12 +77,28 @@ pub async fn run(client: Client, node: HollowNode) -> Result<(), ClientError> {
         }
     });
     let _stop_heartbeats = AbortOnDrop(heartbeats);
-    let mut next_ip = 2u8;
+    let config = node.config();
+    let mut addresses = Addresses { host_ip: config.node_ip.to_string(), pod_prefix: config.pod_cidr.trim_end_matches(".0/24").to_string(), next: 2 };
     loop {
-        if let Err(e) = serve_pods(&client, &node, &mut next_ip).await {
+        if let Err(e) = serve_pods(&client, &node.name, &mut addresses).await {
             tracing::debug!(node = %node.name, error = %e, "hollow node: pod watch ended; listing again");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The node's address and the pod addresses it hands out, from its /24.
+struct Addresses {
+    host_ip: String,
+    pod_prefix: String,
+    next: u8,
+}
+
+impl Addresses {
+    fn next_pod_ip(&mut self) -> String {
+        let ip = format!("{}.{}", self.pod_prefix, self.next);
+        self.next = self.next.wrapping_add(1).max(2);
+        ip
     }
 }
 
@@ -94,25 +110,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn serve_pods(client: &Client, node: &HollowNode, next_ip: &mut u8) -> Result<(), ClientError> {
+async fn serve_pods(client: &Client, node: &str, addresses: &mut Addresses) -> Result<(), ClientError> {
     let pods = api::ResourceType::of::<Pod>();
-    let selectors = Selectors { fields: Some(format!("spec.nodeName={}", node.name)), labels: None };
+    let selectors = Selectors { fields: Some(format!("spec.nodeName={node}")), labels: None };
     let (items, revision) = client.list(pods, None, &selectors).await?;
     for pod in items {
-        handle(client, node, pod, next_ip).await?;
+        handle(client, pod, addresses).await?;
     }
     let mut events = client.watch(pods, None, &selectors, &revision).await?;
     while let Some(event) = events.next().await {
         let event = event?;
         if event.type_ != "DELETED" {
-            handle(client, node, event.object, next_ip).await?;
+            handle(client, event.object, addresses).await?;
         }
     }
     Ok(())
 }
 
 /// Reports a new pod Running; finishes a deleted one.
-async fn handle(client: &Client, node: &HollowNode, mut pod: Value, next_ip: &mut u8) -> Result<(), ClientError> {
+async fn handle(client: &Client, mut pod: Value, addresses: &mut Addresses) -> Result<(), ClientError> {
     let pods = api::ResourceType::of::<Pod>();
     let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -125,9 +141,7 @@ async fn handle(client: &Client, node: &HollowNode, mut pod: Value, next_ip: &mu
     if pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
         return Ok(());
     }
-    let config = node.config();
-    let pod_ip = config.pod_cidr.trim_end_matches(".0/24").to_string() + &format!(".{next_ip}");
-    *next_ip = next_ip.wrapping_add(1).max(2);
+    let pod_ip = addresses.next_pod_ip();
     let now = api::jiff::Timestamp::now().to_string();
     let containers: Vec<Value> = pod
         .pointer("/spec/containers")
@@ -144,7 +158,7 @@ async fn handle(client: &Client, node: &HollowNode, mut pod: Value, next_ip: &mu
         })
         .collect();
     let condition = |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now});
-    let host_ip = config.node_ip.to_string();
+    let host_ip = &addresses.host_ip;
     let status = &mut pod["status"];
     status["phase"] = json!("Running");
     status["hostIP"] = json!(host_ip);

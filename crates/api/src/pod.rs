@@ -103,7 +103,8 @@ pub fn requests(spec: &PodSpec) -> BTreeMap<String, i64> {
             *slot = (*slot).max(v);
         }
     }
-    let mut total = add(&sum, &sidecars);
+    let mut total = sum;
+    add_into(&mut total, &sidecars);
     for (name, v) in init_peak {
         let slot = total.entry(name).or_insert(0);
         *slot = (*slot).max(v);
@@ -118,11 +119,15 @@ pub fn requests(spec: &PodSpec) -> BTreeMap<String, i64> {
 
 fn add(a: &BTreeMap<String, i64>, b: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
     let mut out = a.clone();
+    add_into(&mut out, b);
+    out
+}
+
+fn add_into(into: &mut BTreeMap<String, i64>, b: &BTreeMap<String, i64>) {
     for (name, v) in b {
-        let slot = out.entry(name.clone()).or_insert(0);
+        let slot = into.entry(name.clone()).or_insert(0);
         *slot = slot.saturating_add(*v);
     }
-    out
 }
 
 /// A short stable hash of a pod template, used as the `pod-template-hash` label that tells

@@ -9,7 +9,7 @@ use api::ResourceType;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures::{stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{status_json, ApiError};
 use crate::registry::{ListFilter, ObjectEvent, Registry};
@@ -18,9 +18,7 @@ use crate::registry::{ListFilter, ObjectEvent, Registry};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn line(type_: &str, object: &Value) -> Result<Bytes, Infallible> {
-    let mut text = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
-    text.push(b'\n');
-    Ok(Bytes::from(text))
+    Ok(framed(type_, &serde_json::to_vec(object).unwrap_or_default()))
 }
 
 /// A watch line around an object already encoded.

@@ -395,15 +395,15 @@ pub const HUB_ADDRESS: &str = "10.98.0.1";
 const HUB_BRIDGE: &str = "fte2hub";
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
+    let out = ip_in(None, args);
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Creates network namespace `netns` joined to the hub bridge with `address`/24.
 fn join_hub(netns: &str, veth: &str, address: &str) {
-    let _ = Command::new("ip").args(["netns", "delete", netns]).output();
-    let _ = Command::new("ip").args(["link", "delete", veth]).output();
-    if Command::new("ip").args(["link", "show", HUB_BRIDGE]).output().is_ok_and(|o| !o.status.success()) {
+    ip_in(None, &["netns", "delete", netns]);
+    ip_in(None, &["link", "delete", veth]);
+    if !ip_in(None, &["link", "show", HUB_BRIDGE]).status.success() {
         ip(&["link", "add", HUB_BRIDGE, "type", "bridge"]);
         ip(&["addr", "add", &format!("{HUB_ADDRESS}/24"), "dev", HUB_BRIDGE]);
         ip(&["link", "set", HUB_BRIDGE, "up"]);
@@ -419,11 +419,11 @@ fn join_hub(netns: &str, veth: &str, address: &str) {
 
 /// Removes `netns`, its veth, and the hub bridge once no namespace is joined to it.
 fn leave_hub(netns: &str, veth: &str) {
-    let _ = Command::new("ip").args(["netns", "delete", netns]).output();
-    let _ = Command::new("ip").args(["link", "delete", veth]).output();
-    let members = Command::new("ip").args(["-o", "link", "show", "master", HUB_BRIDGE]).output();
-    if members.is_ok_and(|o| o.status.success() && o.stdout.is_empty()) {
-        let _ = Command::new("ip").args(["link", "delete", HUB_BRIDGE]).output();
+    ip_in(None, &["netns", "delete", netns]);
+    ip_in(None, &["link", "delete", veth]);
+    let members = ip_in(None, &["-o", "link", "show", "master", HUB_BRIDGE]);
+    if members.status.success() && members.stdout.is_empty() {
+        ip_in(None, &["link", "delete", HUB_BRIDGE]);
     }
 }
 
@@ -601,7 +601,7 @@ pub fn force_clean(agent_dir: &Path, bridge: &str, pod_uids: &mut BTreeSet<Strin
         let _ = Command::new("umount").arg("-l").arg(p).output();
     }
     for uid in pod_uids.iter() {
-        let _ = Command::new("ip").args(["netns", "delete", &agent::network::netns_name(uid)]).output();
+        ip_in(None, &["netns", "delete", &agent::network::netns_name(uid)]);
         let _ = ip_in(netns, &["link", "delete", &agent::network::host_veth_name(uid)]);
         let _ = agent::runtime::remove_pod_cgroups(uid);
     }

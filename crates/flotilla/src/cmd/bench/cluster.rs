@@ -42,7 +42,7 @@ const NAMESPACE: &str = "flotilla-bench-cluster";
 /// The server child process, stopped and its data removed when dropped.
 struct Server {
     child: Child,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -68,8 +68,8 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting flotilla server")?;
-        let mut server = Server { child, _data: data };
-        let path = server._data.path().join("kubeconfig");
+        let mut server = Server { child, data };
+        let path = server.data.path().join("kubeconfig");
         let started = Instant::now();
         loop {
             if let Ok(kubeconfig) = Kubeconfig::load(&path) {
@@ -86,7 +86,7 @@ impl Server {
     }
 
     fn data_dir(&self) -> &Path {
-        self._data.path()
+        self.data.path()
     }
 
     /// CPU seconds (user + system) the server has used.
