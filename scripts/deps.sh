@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Flotilla and its test suite run for real: the OCI runtime, etcd,
 # an OCI registry, busybox for the offline example image, image tools the tests build images with,
-# and protoc for the etcd client's build. Idempotent; needs root (or sudo).
+# protoc for the etcd client's build, and the reference version orderings (dpkg, python3-packaging,
+# node-semver) the scanner's property tests compare against. Idempotent; needs root (or sudo).
 set -euo pipefail
 packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler
-          iproute2 curl jq ca-certificates build-essential pkg-config)
+          iproute2 curl jq ca-certificates build-essential pkg-config
+          python3-packaging node-semver nodejs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

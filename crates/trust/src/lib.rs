@@ -1,0 +1,5 @@
+//! What is in an image and whether to trust it: package inventories (SBOMs), vulnerability
+//! matching against OSV advisories, and (with the image crate) signatures and image policy.
+#![forbid(unsafe_code)]
+
+pub mod version;
