@@ -3,3 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod version;
+pub mod osv;
+pub mod severity;
