@@ -2,6 +2,7 @@
 //! matching against OSV advisories, and (with the image crate) signatures and image policy.
 #![forbid(unsafe_code)]
 
-pub mod version;
 pub mod osv;
 pub mod severity;
+pub mod version;
+pub mod vulndb;

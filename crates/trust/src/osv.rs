@@ -213,7 +213,18 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, OsvError> {
         let versions = strings(item, "versions", &format!("{at}.versions")).map_err(|(f, r)| err(&f, &r))?;
         let own = severity(item, &format!("{at}.")).map_err(|(f, r)| err(&f, &r))?;
         let severity = if own.level > top_severity.level { own } else { top_severity.clone() };
-        out.push(Entry { id: id.clone(), aliases: aliases.clone(), summary: summary.clone(), modified: modified.clone(), withdrawn, severity, ecosystem, name, ranges, versions });
+        out.push(Entry {
+            id: id.clone(),
+            aliases: aliases.clone(),
+            summary: summary.clone(),
+            modified: modified.clone(),
+            withdrawn,
+            severity,
+            ecosystem,
+            name,
+            ranges,
+            versions,
+        });
     }
     Ok(out)
 }
@@ -238,7 +249,12 @@ fn parse_range(range: &Value, at: &str) -> Result<Option<Range>, (String, String
             }
             return Err((at, "must have exactly one of introduced, fixed, last_affected".to_string()));
         };
-        let version = value.as_str().filter(|v| !v.trim().is_empty()).ok_or_else(|| (format!("{at}.{key}"), "must be a non-empty string".to_string()))?.trim().to_string();
+        let version = value
+            .as_str()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| (format!("{at}.{key}"), "must be a non-empty string".to_string()))?
+            .trim()
+            .to_string();
         out.push(match key.as_str() {
             "introduced" => Event::Introduced(version),
             "fixed" => Event::Fixed(version),

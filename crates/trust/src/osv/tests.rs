@@ -136,8 +136,14 @@ fn bad_records_name_the_field() {
             r#"{"id": "X-1", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "ranges": [{"type": "SEMVER", "events": [{"introduced": "0", "fixed": "1"}]}]}]}"#,
             "affected[0].ranges[0].events[0]",
         ),
-        (r#"{"id": "X-1", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "ranges": [{"type": "SEMVER", "events": [{"fixed": "1"}]}]}]}"#, "affected[0].ranges[0].events"),
-        (r#"{"id": "X-1", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "ranges": [{"type": "RPM", "events": []}]}]}"#, "affected[0].ranges[0].type"),
+        (
+            r#"{"id": "X-1", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "ranges": [{"type": "SEMVER", "events": [{"fixed": "1"}]}]}]}"#,
+            "affected[0].ranges[0].events",
+        ),
+        (
+            r#"{"id": "X-1", "modified": "m", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "ranges": [{"type": "RPM", "events": []}]}]}"#,
+            "affected[0].ranges[0].type",
+        ),
     ];
     for (doc, field) in cases {
         let err = parse(doc.as_bytes()).expect_err(doc);
