@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod osv;
+pub mod rootfs;
+pub mod sbom;
 pub mod severity;
 pub mod version;
 pub mod vulndb;
