@@ -8,3 +8,4 @@ pub mod sbom;
 pub mod severity;
 pub mod version;
 pub mod vulndb;
+pub mod scan;
