@@ -82,6 +82,8 @@ enum Command {
     Drain(cmd::node::DrainArgs),
     /// Manage this node's images.
     Image(cmd::image::ImageArgs),
+    /// Manage the offline vulnerability database (OSV advisories).
+    Vulndb(cmd::vulndb::VulnDbArgs),
     /// Measure pod start latency and the footprint (see BENCHMARKS.md).
     Bench(cmd::bench::BenchArgs),
     /// Print client and server versions.
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Server { server } => cmd::run::server(server.clone()).await,
         Command::Agent { server, token, data_dir, agent } => cmd::run::agent(server.clone(), token.clone(), data_dir.clone(), agent.clone()).await,
         Command::Image(args) => cmd::image::run(args).await,
+        Command::Vulndb(args) => cmd::vulndb::run(args).await,
         Command::Version => {
             println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
             if let Ok(ctx) = context(&cli) {

@@ -5,7 +5,7 @@
 pub mod osv;
 pub mod rootfs;
 pub mod sbom;
+pub mod scan;
 pub mod severity;
 pub mod version;
 pub mod vulndb;
-pub mod scan;

@@ -62,11 +62,12 @@ pub fn scan(sbom: &Sbom, db: &VulnDb) -> Result<ScanReport, VulnDbError> {
         }
         let (name, version) = package.advisory_key();
         let key = (package.ecosystem.as_str(), name);
-        if !cache.contains_key(&key) {
-            cache.insert(key, db.lookup(key.0, key.1)?);
-        }
+        let entries = match cache.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(db.lookup(key.0, key.1)?),
+        };
         let mut seen = Vec::new();
-        for entry in &cache[&key] {
+        for entry in entries.iter() {
             if seen.contains(&&entry.id) {
                 continue;
             }
@@ -87,7 +88,9 @@ pub fn scan(sbom: &Sbom, db: &VulnDb) -> Result<ScanReport, VulnDbError> {
             }
         }
     }
-    report.findings.sort_by(|a, b| b.severity.level.cmp(&a.severity.level).then_with(|| a.package.name.cmp(&b.package.name)).then_with(|| a.advisory.cmp(&b.advisory)));
+    report
+        .findings
+        .sort_by(|a, b| b.severity.level.cmp(&a.severity.level).then_with(|| a.package.name.cmp(&b.package.name)).then_with(|| a.advisory.cmp(&b.advisory)));
     Ok(report)
 }
 

@@ -11,3 +11,4 @@ pub mod node;
 pub mod rollout;
 pub mod run;
 pub mod scale;
+pub mod vulndb;

@@ -41,7 +41,8 @@ Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: ope
     write(&root, "app/Cargo.lock", b"[[package]]\nname = \"h2\"\nversion = \"0.3.20\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\nname = \"regex\"\nversion = \"1.5.5\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n");
     let sbom = catalog(&Rootfs::from_dir(&root)).unwrap();
     let report = scan(&sbom, &database(tmp.path())).unwrap();
-    let found: BTreeSet<(String, String, Option<String>)> = report.findings.iter().map(|f| (f.package.name.clone(), f.advisory.clone(), f.fixed.clone())).collect();
+    let found: BTreeSet<(String, String, Option<String>)> =
+        report.findings.iter().map(|f| (f.package.name.clone(), f.advisory.clone(), f.fixed.clone())).collect();
     let expected: BTreeSet<(String, String, Option<String>)> = [
         ("wget", "CVE-2024-10524", None),
         ("semver", "GHSA-c2qf-rxjj-qqgw", Some("7.5.2")),
