@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::Context;
 
 mod cluster;
+mod scan;
 mod scheduler;
 
 /// `flotilla bench …`.
@@ -36,6 +37,8 @@ enum BenchCommand {
     /// Pods per second end to end (API, store, scheduler) over hollow nodes, against a
     /// `flotilla server` it starts.
     Cluster(cluster::ClusterBenchArgs),
+    /// Vulnerability scan time: an image of ~500 packages against ~50,000 advisories.
+    Scan(scan::ScanBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +74,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::Footprint(a) => footprint(a).await,
         BenchCommand::Scheduler(a) => scheduler::run(a),
         BenchCommand::Cluster(a) => cluster::run(a).await,
+        BenchCommand::Scan(a) => scan::run(a),
     }
 }
 
