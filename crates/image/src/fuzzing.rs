@@ -8,12 +8,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::unpack::{unpack_layer, Limits};
+use crate::unpack::{unpack_layer, Limits, SetIdPolicy};
 
 mod tar_bytes;
 
 /// Small bounds so one input cannot make a run slow (a gzip bomb, a million empty entries).
-const FUZZ_LIMITS: Limits = Limits { max_bytes: 1 << 20, max_entries: 512 };
+const FUZZ_LIMITS: Limits = Limits { max_bytes: 1 << 20, max_entries: 512, max_path_bytes: 4096, setid: SetIdPolicy::Keep };
 
 /// A sibling of the layer root that a layer could reach only by escaping: `../outside/...`.
 const OUTSIDE: &str = "outside";

@@ -48,7 +48,7 @@ pub use refs::{ImageRecord, RefsError};
 pub use registry::{plain_http_allowed, Credentials, PullOptions, RegistryError};
 pub use snapshots::{chain_ids, SnapshotError};
 pub use store::{ImageStore, StoreError};
-pub use unpack::{unpack_layer, Limits, UnpackError, UnpackStats};
+pub use unpack::{unpack_layer, Limits, SetIdPolicy, UnpackError, UnpackStats};
 
 /// Every way an image store operation can fail.
 #[derive(Debug, thiserror::Error)]

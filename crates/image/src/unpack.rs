@@ -21,19 +21,34 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Slack per entry for headers, padding and PAX records when capping the tar stream's size.
 const PER_ENTRY_OVERHEAD: u64 = 4096;
 
-/// Bounds on what one layer may unpack to.
+/// Bounds on what one layer may unpack to, and what it may contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Total bytes of regular-file content.
     pub max_bytes: u64,
     /// Number of tar entries, directories and links included.
     pub max_entries: u64,
+    /// Bytes in one entry's path or link target (Linux's PATH_MAX by default).
+    pub max_path_bytes: usize,
+    /// What to do with setuid and setgid bits.
+    pub setid: SetIdPolicy,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 32 << 30, max_entries: 1_000_000 }
+        Limits { max_bytes: 32 << 30, max_entries: 1_000_000, max_path_bytes: 4096, setid: SetIdPolicy::Keep }
     }
+}
+
+/// How setuid and setgid bits in a layer are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetIdPolicy {
+    /// Keep them, as container runtimes do by default (`su`, `passwd` need them).
+    Keep,
+    /// Clear them: the files unpack without privilege.
+    Strip,
+    /// Refuse the layer.
+    Refuse,
 }
 
 /// What an unpack wrote.
@@ -147,6 +162,10 @@ pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, limits: &Limits, whiteo
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let refuse = |reason: &str| UnpackError::Refused { entry: name.clone(), reason: reason.to_string() };
+        let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+        if raw.len() > limits.max_path_bytes || link_len > limits.max_path_bytes {
+            return Err(refuse(&format!("path or link target longer than {} bytes", limits.max_path_bytes)));
+        }
         let rel = clean_path(&raw).map_err(refuse)?;
         let kind = entry.header().entry_type();
         if whiteouts == Whiteouts::Overlay {
@@ -168,7 +187,14 @@ pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, limits: &Limits, whiteo
                 }
             }
         }
-        let meta = Meta::from_entry(&mut entry).map_err(stream)?;
+        let mut meta = Meta::from_entry(&mut entry).map_err(stream)?;
+        if meta.is_setid() {
+            match limits.setid {
+                SetIdPolicy::Keep => {}
+                SetIdPolicy::Strip => meta.strip_setid(),
+                SetIdPolicy::Refuse => return Err(refuse("setuid/setgid bits are not allowed by policy")),
+            }
+        }
         match kind {
             EntryType::Directory => {
                 root.dir(&rel, &meta, &name)?;

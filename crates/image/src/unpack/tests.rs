@@ -205,10 +205,10 @@ fn device_nodes_are_refused_but_fifos_allowed() {
 fn limits_are_enforced_with_clear_errors() {
     let sb = Sandbox::new();
     let tar = Tar::default().file("a", b"12345").file("b", b"67890").bytes();
-    let small = Limits { max_bytes: 8, max_entries: 10 };
+    let small = Limits { max_bytes: 8, max_entries: 10, ..Limits::default() };
     let err = unpack_layer(&tar[..], &sb.root(), &small).unwrap_err().to_string();
     assert!(err.contains("exceeds 8 bytes") && err.contains("\"b\""), "{err}");
-    let few = Limits { max_bytes: 100, max_entries: 1 };
+    let few = Limits { max_bytes: 100, max_entries: 1, ..Limits::default() };
     let err = unpack_layer(&tar[..], &sb.root(), &few).unwrap_err().to_string();
     assert!(err.contains("more than 1 entries"), "{err}");
 }
@@ -250,3 +250,5 @@ fn accepts_a_tar_missing_its_final_padding_but_not_truncated_content() {
     let sb = Sandbox::new();
     assert!(sb.unpack(truncated).is_err());
 }
+
+mod cves;

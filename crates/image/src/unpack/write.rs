@@ -52,6 +52,17 @@ impl Meta {
         }
         Ok(Meta { mode, uid, gid, mtime, xattrs })
     }
+
+    /// Whether the setuid or setgid bit is set.
+    pub(super) fn is_setid(&self) -> bool {
+        self.mode & 0o6000 != 0
+    }
+
+    /// Clears the setuid and setgid bits, and the file capabilities that grant the same.
+    pub(super) fn strip_setid(&mut self) {
+        self.mode &= !0o6000;
+        self.xattrs.retain(|(name, _)| name != "security.capability");
+    }
 }
 
 /// The destination directory of one unpack.
