@@ -2,6 +2,7 @@
 //! matching against OSV advisories, and (with the image crate) signatures and image policy.
 #![forbid(unsafe_code)]
 
+pub mod fuzzing;
 pub mod osv;
 pub mod rootfs;
 pub mod sbom;
