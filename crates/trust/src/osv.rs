@@ -111,24 +111,26 @@ impl Entry {
 
 /// OSV's evaluation: walk the events in version order, switching in at `introduced` and out
 /// at `fixed` (or just after `last_affected`).
+fn event_version(e: &Event) -> &str {
+    match e {
+        Event::Introduced(v) | Event::Fixed(v) | Event::LastAffected(v) => v,
+    }
+}
+
 fn range_affects(scheme: Scheme, events: &[Event], version: &str) -> Option<bool> {
     use std::cmp::Ordering::*;
+    // Every version must parse before sorting: a comparator that gives up part way is not a
+    // total order, and sorting by one is undefined.
+    let key = event_version;
+    if events.iter().map(key).any(|v| v != "0" && scheme.compare(v, v).is_none()) {
+        return None;
+    }
     let mut sorted: Vec<&Event> = events.iter().collect();
-    let key = |e: &Event| match e {
-        Event::Introduced(v) | Event::Fixed(v) | Event::LastAffected(v) => v.clone(),
-    };
-    let mut failed = false;
-    sorted.sort_by(|a, b| {
-        let (a, b) = (key(a), key(b));
-        match (a == "0", b == "0") {
-            (true, true) => Equal,
-            (true, false) => Less,
-            (false, true) => Greater,
-            _ => scheme.compare(&a, &b).unwrap_or_else(|| {
-                failed = true;
-                Equal
-            }),
-        }
+    sorted.sort_by(|a, b| match (key(a) == "0", key(b) == "0") {
+        (true, true) => Equal,
+        (true, false) => Less,
+        (false, true) => Greater,
+        _ => scheme.compare(key(a), key(b)).unwrap_or(Equal),
     });
     let mut affected = false;
     for event in sorted {
@@ -150,11 +152,28 @@ fn range_affects(scheme: Scheme, events: &[Event], version: &str) -> Option<bool
             }
         }
     }
-    (!failed).then_some(affected)
+    Some(affected)
+}
+
+/// One advisory: its id and version, and its entries (none when it names no package an image
+/// can hold, e.g. only GIT ranges).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advisory {
+    /// The id.
+    pub id: String,
+    /// When it was last modified (RFC 3339).
+    pub modified: String,
+    /// One entry per affected package.
+    pub entries: Vec<Entry>,
 }
 
 /// Parses one OSV record into its entries.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, OsvError> {
+    parse_advisory(bytes).map(|a| a.entries)
+}
+
+/// Parses one OSV record.
+pub fn parse_advisory(bytes: &[u8]) -> Result<Advisory, OsvError> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| OsvError { id: "?".into(), field: "(document)".into(), reason: format!("not JSON: {e}") })?;
     let id = match doc.get("id") {
         Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
@@ -178,7 +197,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, OsvError> {
     aliases.extend(strings(&doc, "upstream", "upstream").map_err(|(f, r)| err(&f, &r))?);
     let top_severity = severity(&doc, "").map_err(|(f, r)| err(&f, &r))?;
     let affected = match doc.get("affected") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
+        None | Some(Value::Null) => return Ok(Advisory { id, modified, entries: Vec::new() }),
         Some(Value::Array(a)) => a,
         Some(_) => return Err(err("affected", "must be an array")),
     };
@@ -201,6 +220,9 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, OsvError> {
         };
         let ecosystem = field_str(package, "ecosystem")?;
         let name = normalize_name(&ecosystem, &field_str(package, "name")?);
+        if ecosystem.contains('\0') || name.contains('\0') {
+            return Err(err(&format!("{at}.package"), "names may not contain NUL"));
+        }
         let mut ranges = Vec::new();
         if let Some(raw) = item.get("ranges") {
             let raw = raw.as_array().ok_or_else(|| err(&format!("{at}.ranges"), "must be an array"))?;
@@ -226,7 +248,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, OsvError> {
             versions,
         });
     }
-    Ok(out)
+    Ok(Advisory { id, modified, entries: out })
 }
 
 /// Parses a range; GIT ranges (commit hashes) are dropped, since images carry versions.

@@ -89,29 +89,37 @@ impl Rootfs {
     }
 
     /// The topmost layer entry at `rel` (no symlinks followed), honouring whiteouts and opaque
-    /// directories on the way down.
+    /// directories on the way down. In each layer the parents are checked before the entry, so
+    /// the kernel never follows a symlink a layer put in a parent's place: a parent that is not
+    /// a real directory there (a symlink, a file, a whiteout) hides everything below it.
     fn lookup(&self, rel: &Path) -> io::Result<Option<(PathBuf, fs::Metadata)>> {
-        'layers: for layer in &self.layers {
-            // An upper layer may hide `rel` with a whiteout at it or an opaque parent.
-            let host = layer.join(rel);
-            match fs::symlink_metadata(&host) {
-                Ok(meta) if is_whiteout(&meta) => return Ok(None),
-                Ok(meta) => return Ok(Some((host, meta))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}
-                Err(e) => return Err(e),
-            }
+        let absent = |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
+        for layer in &self.layers {
             let mut ancestor = layer.clone();
+            let (mut opaque, mut missing) = (false, false);
             for component in rel.parent().into_iter().flat_map(Path::components) {
                 ancestor.push(component);
                 match fs::symlink_metadata(&ancestor) {
-                    Ok(meta) if meta.is_dir() => {
-                        if is_opaque(&ancestor) {
-                            return Ok(None);
-                        }
-                    }
+                    Ok(meta) if meta.is_dir() => opaque |= is_opaque(&ancestor),
                     Ok(_) => return Ok(None),
-                    Err(_) => continue 'layers,
+                    Err(e) if absent(&e) => {
+                        missing = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
+            }
+            if !missing {
+                let host = layer.join(rel);
+                match fs::symlink_metadata(&host) {
+                    Ok(meta) if is_whiteout(&meta) => return Ok(None),
+                    Ok(meta) => return Ok(Some((host, meta))),
+                    Err(e) if absent(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if opaque {
+                return Ok(None);
             }
         }
         Ok(None)
@@ -122,6 +130,7 @@ impl Rootfs {
     pub fn files(&self, wanted: &dyn Fn(&Path, &str) -> bool, prune: &dyn Fn(&str) -> bool) -> io::Result<Vec<VisibleFile>> {
         let mut seen: HashMap<PathBuf, bool> = HashMap::new();
         let mut opaque: HashSet<PathBuf> = HashSet::new();
+        let mut pruned: HashSet<PathBuf> = HashSet::new();
         let mut out = Vec::new();
         for layer in &self.layers {
             let mut stack = vec![PathBuf::new()];
@@ -139,8 +148,12 @@ impl Rootfs {
                     let meta = entry.metadata()?;
                     if let Some(&is_dir) = seen.get(&rel) {
                         // An upper layer decided this path; a lower directory under an upper
-                        // directory merges unless that upper one is opaque.
-                        if is_dir && meta.is_dir() && !opaque.contains(&rel) {
+                        // directory merges unless that upper one is opaque, and may itself be
+                        // opaque to the layers below.
+                        if is_dir && meta.is_dir() && !opaque.contains(&rel) && !pruned.contains(&rel) {
+                            if is_opaque(&entry.path()) {
+                                new_opaque.push(rel.clone());
+                            }
                             stack.push(rel);
                         }
                         continue;
@@ -155,7 +168,9 @@ impl Rootfs {
                         if is_opaque(&entry.path()) {
                             new_opaque.push(rel.clone());
                         }
-                        if !prune(&name) {
+                        if prune(&name) {
+                            pruned.insert(rel);
+                        } else {
                             stack.push(rel);
                         }
                     } else if meta.is_file() && wanted(&rel, &name) {

@@ -126,7 +126,7 @@ pub fn catalog(rootfs: &Rootfs) -> Result<Sbom, SbomError> {
             "package-lock.json" => packages.extend(npm::parse_lock(&read()?, &location)),
             "package.json" if in_node_modules(&file.path) => packages.extend(npm::parse_manifest(&read()?, &location)),
             _ if python::is_metadata(&file.path) => packages.extend(python::parse(&read()?, &location)),
-            _ if file.executable => packages.extend(golang::parse(&file.host, &location).map_err(|source| SbomError::Io { path: location.clone(), source })?),
+            _ if file.executable => packages.extend(golang::parse(&file.host, &location)),
             _ => {}
         }
     }

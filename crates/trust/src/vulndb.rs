@@ -207,14 +207,16 @@ pub struct ImportReport {
 /// `db`, creating it if needed. An advisory replaces an earlier one with the same id when its
 /// `modified` time is newer. All or nothing: one bad file leaves the database as it was.
 pub fn import(db: &Path, sources: &[PathBuf], now: DateTime<Utc>) -> Result<ImportReport, VulnDbError> {
-    let mut by_id: HashMap<String, Vec<Entry>> = HashMap::new();
+    let mut by_id: HashMap<String, (String, Vec<Entry>)> = HashMap::new();
     match VulnDb::open(db) {
         Ok(existing) => {
             for entry in existing.entries()? {
-                by_id.entry(entry.id.clone()).or_default().push(entry);
+                by_id.entry(entry.id.clone()).or_insert_with(|| (entry.modified.clone(), Vec::new())).1.push(entry);
             }
         }
         Err(VulnDbError::Missing { .. }) => {}
+        // The fix the error suggests: import the advisories again, starting afresh.
+        Err(e @ VulnDbError::Corrupt { .. }) => tracing::warn!("{e}; rebuilding it from the advisories given"),
         Err(e) => return Err(e),
     }
     let mut files = Vec::new();
@@ -224,20 +226,20 @@ pub fn import(db: &Path, sources: &[PathBuf], now: DateTime<Utc>) -> Result<Impo
     let (mut updated, mut unchanged) = (0, 0);
     for file in &files {
         let bytes = fs::read(file).map_err(|e| VulnDbError::Io { path: file.clone(), source: e })?;
-        let entries = osv::parse(&bytes).map_err(|source| VulnDbError::Advisory { file: file.clone(), source })?;
-        let Some(first) = entries.first() else {
-            unchanged += 1;
-            continue;
+        let advisory = osv::parse_advisory(&bytes).map_err(|source| VulnDbError::Advisory { file: file.clone(), source })?;
+        // An advisory updated to name no package any more still replaces its old entries.
+        let newer = match by_id.get(&advisory.id) {
+            Some((modified, _)) => newer_than(&advisory.modified, modified),
+            None => true,
         };
-        let newer = by_id.get(&first.id).and_then(|old| old.first()).is_none_or(|old| newer_than(&first.modified, &old.modified));
         if newer {
-            by_id.insert(first.id.clone(), entries);
+            by_id.insert(advisory.id, (advisory.modified, advisory.entries));
             updated += 1;
         } else {
             unchanged += 1;
         }
     }
-    let meta = write(db, by_id.into_values().flatten().collect(), now)?;
+    let meta = write(db, by_id.into_values().flat_map(|(_, entries)| entries).collect(), now)?;
     Ok(ImportReport { files: files.len() as u64, updated, unchanged, meta })
 }
 
@@ -326,6 +328,8 @@ pub fn write(db: &Path, mut entries: Vec<Entry>, now: DateTime<Utc>) -> Result<M
     let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    // Advisories are public: readable by every user, as a package database is.
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io(db))?;
     tmp.write_all(&out).map_err(io(db))?;
     tmp.as_file().sync_all().map_err(io(db))?;
     tmp.persist(db).map_err(|e| VulnDbError::Io { path: db.to_path_buf(), source: e.error })?;

@@ -150,3 +150,13 @@ fn bad_records_name_the_field() {
         assert_eq!(err.field, field, "{doc}: {err}");
     }
 }
+
+#[test]
+fn a_range_with_a_version_that_does_not_parse_is_undecided_not_a_panic() {
+    let mut events = Vec::new();
+    for i in 0..30 {
+        events.push(if i % 3 == 0 { Event::Fixed("bad version".into()) } else { Event::Introduced(format!("{}.0.0", i % 5)) });
+    }
+    let entry = Entry { ranges: vec![Range { events }], versions: Vec::new(), ..sample("GHSA-c2qf-rxjj-qqgw")[0].clone() };
+    assert_eq!(entry.affects("1.0.0"), None);
+}

@@ -85,3 +85,35 @@ fn a_symlink_loop_ends() {
     symlink("a", tmp.path().join("b")).unwrap();
     assert_eq!(Rootfs::from_dir(tmp.path()).read("a").unwrap(), None);
 }
+
+/// A lower layer's symlink in a parent's place must not lead to the host, even where an upper
+/// layer has a real directory of that name.
+#[test]
+fn a_lower_layer_symlink_parent_never_reaches_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (top, lower) = (tmp.path().join("top"), tmp.path().join("lower"));
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::create_dir_all(&lower).unwrap();
+    let host = tmp.path().join("host");
+    write(&host, "os-release", "ID=host\n");
+    symlink(&host, lower.join("etc")).unwrap();
+    let fs = Rootfs::from_layers(vec![top, lower]);
+    assert_eq!(text(&fs, "/etc/os-release"), None);
+    assert!(fs.files(&|_, _| true, &|_| false).unwrap().is_empty());
+}
+
+#[test]
+fn an_opaque_directory_below_a_merged_one_hides_the_layers_under_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let [base, middle, top]: [PathBuf; 3] = ["base", "middle", "top"].map(|l| tmp.path().join(l));
+    write(&top, "data/x", "x");
+    write(&middle, "data/b", "b");
+    marks::set_opaque(&middle.join("data"));
+    write(&base, "data/a", "a");
+    write(&base, "proc/1/package-lock.json", "{}");
+    write(&top, "proc/self", "");
+    let fs = Rootfs::from_layers(vec![top, middle, base]);
+    assert_eq!(text(&fs, "data/a"), None);
+    let listed: Vec<String> = fs.files(&|_, _| true, &|name| name == "proc").unwrap().into_iter().map(|f| f.path.display().to_string()).collect();
+    assert_eq!(listed, ["data/b", "data/x"], "the opaque middle hides base's data/a, and pruned proc stays pruned in every layer");
+}

@@ -12,12 +12,17 @@ const MAGIC: &[u8] = b"\xff Go buildinf:";
 /// The build information is small; a larger section is not one Go wrote.
 const MAX_SECTION: u64 = 4 << 20;
 
-pub(super) fn parse(path: &Path, location: &str) -> io::Result<Vec<Package>> {
-    let file = File::open(path)?;
-    let Some(section) = buildinfo_section(&file)? else {
-        return Ok(Vec::new());
-    };
-    Ok(packages(&section, location))
+/// The Go modules in the executable at `path`; nothing for a file that is not a readable Go
+/// binary (one unreadable or malformed file must not stop the inventory).
+pub(super) fn parse(path: &Path, location: &str) -> Vec<Package> {
+    match File::open(path).and_then(|file| buildinfo_section(&file)) {
+        Ok(Some(section)) => packages(&section, location),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(location, error = %e, "executable not read for Go build information");
+            Vec::new()
+        }
+    }
 }
 
 /// The bytes of `.go.buildinfo`, if the file is a little-endian ELF with that section.
@@ -91,15 +96,18 @@ fn packages(section: &[u8], location: &str) -> Vec<Package> {
         return Vec::new();
     }
     let mut at = 32;
-    let (Some(version), Some(modinfo)) = (varint_string(section, &mut at), varint_string(section, &mut at)) else {
+    let (Some(version), Some(modinfo)) = (varint_bytes(section, &mut at), varint_bytes(section, &mut at)) else {
         return Vec::new();
     };
+    let version = String::from_utf8_lossy(version);
     let mut out = Vec::new();
     if let Some(v) = version.strip_prefix("go").filter(|v| v.starts_with(|c: char| c.is_ascii_digit())) {
         out.push(module("stdlib", v, location));
     }
-    // The module text sits between two 16-byte sentinels.
-    let modinfo = if modinfo.len() >= 33 && modinfo.as_bytes()[modinfo.len() - 17] == b'\n' { &modinfo[16..modinfo.len() - 16] } else { modinfo.as_str() };
+    // The module text sits between two 16-byte sentinels, which are not UTF-8: cut them off
+    // the raw bytes.
+    let modinfo = if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' { &modinfo[16..modinfo.len() - 16] } else { modinfo };
+    let modinfo = String::from_utf8_lossy(modinfo);
     for line in modinfo.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
@@ -127,7 +135,7 @@ fn module(path: &str, version: &str, location: &str) -> Package {
     }
 }
 
-fn varint_string(data: &[u8], at: &mut usize) -> Option<String> {
+fn varint_bytes<'a>(data: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
     let (mut len, mut shift) = (0u64, 0);
     loop {
         let b = *data.get(*at)?;
@@ -142,9 +150,9 @@ fn varint_string(data: &[u8], at: &mut usize) -> Option<String> {
         }
     }
     let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let text = String::from_utf8_lossy(data.get(*at..end)?).into_owned();
+    let bytes = data.get(*at..end)?;
     *at = end;
-    Some(text)
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -154,31 +162,36 @@ mod tests {
     #[test]
     fn reads_the_build_info_of_a_real_go_binary() {
         // skopeo is a Go program the test suite installs (scripts/deps.sh).
-        let found = parse(Path::new("/usr/bin/skopeo"), "/usr/bin/skopeo").expect("skopeo is installed");
+        assert!(Path::new("/usr/bin/skopeo").exists(), "skopeo is installed by scripts/deps.sh");
+        let found = parse(Path::new("/usr/bin/skopeo"), "/usr/bin/skopeo");
         let stdlib = found.iter().find(|p| p.name == "stdlib").expect("the Go toolchain version");
         assert!(stdlib.version.starts_with("1."), "{stdlib:?}");
     }
 
     #[test]
     fn a_non_go_binary_has_no_build_info() {
-        assert!(parse(Path::new("/bin/sh"), "/bin/sh").unwrap().is_empty());
-        assert!(parse(Path::new("/etc/hostname"), "/etc/hostname").unwrap().is_empty());
+        assert!(parse(Path::new("/bin/sh"), "/bin/sh").is_empty());
+        assert!(parse(Path::new("/etc/hostname"), "/etc/hostname").is_empty());
+        assert!(parse(Path::new("/nonexistent"), "/nonexistent").is_empty());
     }
 
     #[test]
     fn modules_and_replacements_are_read() {
-        let modinfo = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:x\ndep\tgithub.com/a/b\tv1.0.0\th1:y\n=>\tgithub.com/fork/b\tv1.0.1\th1:z\n";
+        // Go wraps the module text in these two 16-byte sentinels, neither valid UTF-8.
+        let mut modinfo = b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6".to_vec();
+        modinfo.extend_from_slice(b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:x\ndep\tgithub.com/a/b\tv1.0.0\th1:y\n=>\tgithub.com/fork/b\tv1.0.1\th1:z\n");
+        modinfo.extend_from_slice(b"\xf92C1\x86\x18 r\x00\x82B\x10A\x16\xd8\xf2");
         let mut section = MAGIC.to_vec();
         section.extend([8, 2]);
         section.resize(32, 0);
-        for s in ["go1.21.4", modinfo] {
+        for s in [&b"go1.21.4"[..], &modinfo] {
             let mut len = s.len();
             while len >= 0x80 {
                 section.push((len as u8 & 0x7f) | 0x80);
                 len >>= 7;
             }
             section.push(len as u8);
-            section.extend_from_slice(s.as_bytes());
+            section.extend_from_slice(s);
         }
         let found: Vec<(String, String)> = packages(&section, "/app").into_iter().map(|p| (p.name, p.version)).collect();
         assert_eq!(found, [("stdlib".into(), "1.21.4".into()), ("golang.org/x/net".into(), "v0.7.0".into()), ("github.com/fork/b".into(), "v1.0.1".into())]);

@@ -97,3 +97,25 @@ fn staleness_is_measured_from_the_build_time() {
     assert_eq!(db.stale(when(5), chrono::Duration::days(7)), None);
     assert_eq!(db.stale(when(20), chrono::Duration::days(7)), Some(chrono::Duration::days(19)));
 }
+
+#[test]
+fn an_advisory_updated_to_name_no_package_drops_its_entries_and_a_corrupt_database_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("osv.db");
+    let file = dir.path().join("x.json");
+    std::fs::write(
+        &file,
+        r#"{"id": "X-1", "modified": "2024-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": "npm", "name": "a"}, "versions": ["1.0.0"]}]}"#,
+    )
+    .unwrap();
+    import(&path, std::slice::from_ref(&file), when(1)).unwrap();
+    assert_eq!(VulnDb::open(&path).unwrap().lookup("npm", "a").unwrap().len(), 1);
+    std::fs::write(&file, r#"{"id": "X-1", "modified": "2024-02-01T00:00:00Z", "affected": []}"#).unwrap();
+    assert_eq!(import(&path, std::slice::from_ref(&file), when(2)).unwrap().updated, 1);
+    assert!(VulnDb::open(&path).unwrap().lookup("npm", "a").unwrap().is_empty());
+    std::fs::write(&path, b"FLOTVDB1 and garbage").unwrap();
+    let report = import(&path, &[samples()], when(3)).unwrap();
+    assert_eq!(report.meta.advisories, 37);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+}
