@@ -122,6 +122,9 @@ pub fn catalog(rootfs: &Rootfs) -> Result<Sbom, SbomError> {
         let read = || std::fs::read(&file.host).map_err(|source| SbomError::Io { path: file.path.display().to_string(), source });
         let location = format!("/{}", file.path.display());
         match file.path.file_name().and_then(|n| n.to_str()).unwrap_or("") {
+            _ if file.path.parent() == Some(Path::new(dpkg::STATUS_D)) => {
+                packages.extend(dpkg::parse(&String::from_utf8_lossy(&read()?), &location, &ecosystem, os.as_ref()))
+            }
             "Cargo.lock" => packages.extend(cargo::parse(&read()?, &location)),
             "package-lock.json" => packages.extend(npm::parse_lock(&read()?, &location)),
             "package.json" if in_node_modules(&file.path) => packages.extend(npm::parse_manifest(&read()?, &location)),

@@ -287,22 +287,20 @@ pub fn write(db: &Path, mut entries: Vec<Entry>, now: DateTime<Utc>) -> Result<M
     let mut body = Vec::new();
     let mut keys: Vec<u8> = Vec::new();
     let mut index = Vec::with_capacity(entries.len() * SLOT);
-    let mut last_key: Option<(u32, u32)> = None;
-    let mut last_key_text = Vec::new();
+    // Entries are sorted, so those of one package are adjacent and share one key.
+    let mut previous: Option<(&Entry, (u32, u32))> = None;
     for e in &entries {
-        let mut key = e.ecosystem.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(e.name.as_bytes());
-        let (key_off, key_len) = match last_key {
-            Some(k) if last_key_text == key => k,
+        let (key_off, key_len) = match previous {
+            Some((p, k)) if p.ecosystem == e.ecosystem && p.name == e.name => k,
             _ => {
-                let k = (keys.len() as u32, key.len() as u32);
-                keys.extend_from_slice(&key);
-                last_key_text = key;
-                last_key = Some(k);
+                let k = (keys.len() as u32, (e.ecosystem.len() + 1 + e.name.len()) as u32);
+                keys.extend_from_slice(e.ecosystem.as_bytes());
+                keys.push(0);
+                keys.extend_from_slice(e.name.as_bytes());
                 k
             }
         };
+        previous = Some((e, (key_off, key_len)));
         let encoded = serde_json::to_vec(e).expect("entries serialise");
         let entry_off = (HEADER + body.len()) as u64;
         body.extend_from_slice(&encoded);

@@ -5,22 +5,14 @@ use super::{field, paragraphs, purl_escape, Kind, OsRelease, Package, SbomError}
 use crate::rootfs::Rootfs;
 
 const STATUS: &str = "/var/lib/dpkg/status";
-const STATUS_D: &str = "var/lib/dpkg/status.d";
+/// The one-file-per-package directory; the inventory's walk of the image finds its files.
+pub(super) const STATUS_D: &str = "var/lib/dpkg/status.d";
 
 pub(super) fn catalog(rootfs: &Rootfs, ecosystem: &str, os: Option<&OsRelease>) -> Result<Vec<Package>, SbomError> {
-    let mut out = Vec::new();
-    if let Some(bytes) = rootfs.read(STATUS).map_err(|source| SbomError::Io { path: STATUS.into(), source })? {
-        out.extend(parse(&String::from_utf8_lossy(&bytes), STATUS, ecosystem, os));
+    match rootfs.read(STATUS).map_err(|source| SbomError::Io { path: STATUS.into(), source })? {
+        Some(bytes) => Ok(parse(&String::from_utf8_lossy(&bytes), STATUS, ecosystem, os)),
+        None => Ok(Vec::new()),
     }
-    let extra = rootfs
-        .files(&|path, _| path.parent().is_some_and(|p| p == std::path::Path::new(STATUS_D)), &|_| false)
-        .map_err(|source| SbomError::Io { path: STATUS_D.into(), source })?;
-    for file in extra.into_iter().filter(|f| f.path.parent().is_some_and(|p| p == std::path::Path::new(STATUS_D))) {
-        let location = format!("/{}", file.path.display());
-        let bytes = std::fs::read(&file.host).map_err(|source| SbomError::Io { path: location.clone(), source })?;
-        out.extend(parse(&String::from_utf8_lossy(&bytes), &location, ecosystem, os));
-    }
-    Ok(out)
 }
 
 /// Packages in a status file that are installed (or, in status.d files, simply listed).

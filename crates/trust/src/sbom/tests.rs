@@ -19,10 +19,8 @@ fn lists_the_debian_packages_of_a_real_dpkg_database() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "var/lib/dpkg/status", &fs::read("/var/lib/dpkg/status").unwrap());
     write(tmp.path(), "usr/lib/os-release", &fs::read("/usr/lib/os-release").unwrap());
-    std::os::unix::fs::symlink("../usr/lib/os-release", tmp.path().join("etc/os-release")).unwrap_or_else(|_| {
-        fs::create_dir_all(tmp.path().join("etc")).unwrap();
-        std::os::unix::fs::symlink("../usr/lib/os-release", tmp.path().join("etc/os-release")).unwrap();
-    });
+    fs::create_dir_all(tmp.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", tmp.path().join("etc/os-release")).unwrap();
     let sbom = catalog(&Rootfs::from_dir(tmp.path())).unwrap();
     let os = sbom.os.as_ref().expect("os-release read through its symlink");
     assert_eq!(os.id, "debian");
@@ -129,4 +127,16 @@ fn cyclonedx_and_spdx_documents_list_every_package() {
     assert_eq!(packages.len(), 1 + sbom.packages.len());
     assert_eq!(spdx["relationships"].as_array().unwrap().len(), packages.len());
     assert!(packages.iter().any(|p| p["externalRefs"][0]["referenceLocator"] == "pkg:npm/ws@8.0.0"));
+}
+
+#[test]
+fn distroless_status_d_files_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n");
+    write(tmp.path(), "var/lib/dpkg/status.d/libssl3", b"Package: libssl3\nSource: openssl\nVersion: 3.0.11-1~deb12u2\nArchitecture: amd64\n");
+    write(tmp.path(), "var/lib/dpkg/status.d/nested/ignored", b"Package: ignored\nVersion: 1\n");
+    let sbom = catalog(&Rootfs::from_dir(tmp.path())).unwrap();
+    let libssl = find(&sbom, Kind::Deb, "libssl3");
+    assert_eq!((libssl.location.as_str(), libssl.advisory_key()), ("/var/lib/dpkg/status.d/libssl3", ("openssl", "3.0.11-1~deb12u2")));
+    assert!(sbom.packages.iter().all(|p| p.name != "ignored"));
 }
