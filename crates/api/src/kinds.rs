@@ -90,6 +90,15 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", short_names: &["deploy"], namespaced: true },
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },
     ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },
+    ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "ImagePolicy", plural: "imagepolicies", short_names: &["imgpol"], namespaced: true },
+    ResourceType {
+        group: "flotilla.dev",
+        version: "v1alpha1",
+        kind: "ClusterImagePolicy",
+        plural: "clusterimagepolicies",
+        short_names: &["cimgpol"],
+        namespaced: false,
+    },
 ];
 
 /// Finds a type by `apiVersion` and `kind`.

@@ -7,6 +7,7 @@ pub mod events;
 pub mod field;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod imagepolicy;
 pub mod kinds;
 pub mod manifest;
 pub mod pod;
@@ -25,6 +26,7 @@ pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};
 
 pub use field::{FieldError, FieldErrors};
+pub use imagepolicy::ImagePolicy;
 pub use kinds::ResourceType;
 
 /// The current time in the Kubernetes wire type.

@@ -88,7 +88,15 @@ fn store_image(store: &ImageStore, dir: &Path, origin: &Path, image: &ArchiveIma
         }
         layers.push(desc);
     }
-    let manifest = Manifest { schema_version: 2, media_type: Some(OCI_MANIFEST.to_string()), config: config_desc, layers, annotations: BTreeMap::new() };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        config: config_desc,
+        layers,
+        annotations: BTreeMap::new(),
+        artifact_type: None,
+        subject: None,
+    };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| ImportError::Invalid { path: origin.to_path_buf(), reason: format!("serializing manifest: {e}") })?;
     Ok(store.blobs.put_bytes(OCI_MANIFEST, &bytes)?)
 }

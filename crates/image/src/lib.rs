@@ -45,7 +45,8 @@ pub use manifest::{
 pub use overlay::{mount_overlay, overlay_options, unmount, KernelMounter, Mounter, OverlayError};
 pub use reference::{normalize_reference, Reference, ReferenceError, DEFAULT_REGISTRY};
 pub use refs::{ImageRecord, RefsError};
-pub use registry::{plain_http_allowed, Credentials, PullOptions, RegistryError};
+pub use registry::referrers_tag;
+pub use registry::{plain_http_allowed, Credentials, PullOptions, RegistryError, Remote};
 pub use snapshots::{chain_ids, SnapshotError};
 pub use store::{ImageStore, StoreError};
 pub use unpack::{unpack_layer, Limits, SetIdPolicy, UnpackError, UnpackStats};

@@ -95,12 +95,15 @@ pub struct Descriptor {
     /// Annotations (`org.opencontainers.image.ref.name`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The artifact type of the manifest described, in referrers indexes (OCI 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
     /// A descriptor with no platform or annotations.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Descriptor { media_type: media_type.to_string(), digest, size, platform: None, annotations: BTreeMap::new() }
+        Descriptor { media_type: media_type.to_string(), digest, size, platform: None, annotations: BTreeMap::new(), artifact_type: None }
     }
 }
 
@@ -160,6 +163,12 @@ pub struct Manifest {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// What kind of artifact this manifest is, when it is not an image (OCI 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest this one refers to (OCI 1.1 referrers: signatures, SBOMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
 }
 
 /// An image index or Docker manifest list.
@@ -182,7 +191,7 @@ pub struct Index {
 #[derive(Debug, Clone)]
 pub enum Document {
     /// A single-platform image manifest.
-    Image(Manifest),
+    Image(Box<Manifest>),
     /// An index pointing at manifests.
     Index(Index),
 }
@@ -220,7 +229,7 @@ pub fn parse_document(bytes: &[u8], digest: &Digest, hint: &str) -> Result<Docum
         if let Some(layer) = manifest.layers.iter().find(|l| !LAYER_TYPES.contains(&l.media_type.as_str())) {
             return Err(ManifestError::UnsupportedMediaType { digest: layer.digest.to_string(), media_type: layer.media_type.clone() });
         }
-        Ok(Document::Image(manifest))
+        Ok(Document::Image(Box::new(manifest)))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::reference::normalize_reference;
 use crate::refs::ImageRecord;
 use crate::store::ImageStore;
 use crate::ImageError;
-use client::Client;
+pub use client::{referrers_tag, Remote};
 
 const MAX_INDEX_DEPTH: usize = 2;
 
@@ -52,16 +52,20 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The HTTP exchange failed (connection, TLS, protocol).
-    #[error("GET {url}: {source}")]
+    #[error("{method} {url}: {source}")]
     Http {
+        /// The HTTP method.
+        method: String,
         /// The URL requested.
         url: String,
         /// The client's error.
         source: reqwest::Error,
     },
     /// The registry answered with an error status.
-    #[error("GET {url}: HTTP {status}: {body}")]
+    #[error("{method} {url}: HTTP {status}: {body}")]
     Status {
+        /// The HTTP method.
+        method: String,
         /// The URL requested.
         url: String,
         /// The status code.
@@ -87,8 +91,8 @@ pub enum RegistryError {
         /// What the body hashes to.
         actual: Digest,
     },
-    /// A manifest larger than this store reads.
-    #[error("manifest from {url} is larger than {limit} bytes")]
+    /// A manifest or blob larger than this store reads.
+    #[error("{url} is larger than {limit} bytes")]
     TooLarge {
         /// The URL requested.
         url: String,
@@ -97,13 +101,20 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// Whether the registry said the manifest, blob or endpoint does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::Status { status: 404, .. })
+    }
+}
+
 impl ImageStore {
     /// Pulls `reference` (normalized: `busybox` means `docker.io/library/busybox:latest`) and
     /// records it under its normalized name. Every blob is verified before it is stored.
     pub async fn pull(&self, reference: &str, opts: &PullOptions) -> Result<ImageRecord, ImageError> {
         let reference = normalize_reference(reference)?;
         let _gc = self.gc_shared()?;
-        let mut client = Client::new(&reference, opts)?;
+        let mut client = Remote::new(&reference, opts)?;
         let mut selector = reference.manifest_selector();
         let mut expected: Option<Descriptor> = None;
         for _ in 0..=MAX_INDEX_DEPTH {

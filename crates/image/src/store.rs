@@ -234,7 +234,7 @@ impl ImageStore {
         let desc = Descriptor::new(OCI_MANIFEST, digest.clone(), self.blob_size(&digest)?);
         let bytes = self.blobs.read_verified(&desc, MAX_DOCUMENT_SIZE)?;
         let manifest = match parse_document(&bytes, &digest, "")? {
-            Document::Image(m) => m,
+            Document::Image(m) => *m,
             Document::Index(_) => return Err(StoreError::NotAnImage { digest }.into()),
         };
         let config_bytes = self.blobs.read_verified(&manifest.config, MAX_DOCUMENT_SIZE)?;

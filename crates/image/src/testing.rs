@@ -175,6 +175,8 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], cmd: &[&str]) -> 
         config: put_blob(dir, OCI_CONFIG, &config),
         layers: layer_descs,
         annotations: BTreeMap::new(),
+        artifact_type: None,
+        subject: None,
     };
     let desc = put_blob(dir, OCI_MANIFEST, &serde_json::to_vec(&manifest).expect("manifest json"));
     tag_layout(dir, tag, &desc);

@@ -1,4 +1,5 @@
-//! `flotilla image import|ls|pull|sbom|scan`: this node's image store and what is in its images.
+//! `flotilla image import|ls|pull|sbom|scan|keygen|sign|verify`: this node's image store, what is
+//! in its images, and their signatures.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use trust::rootfs::Rootfs;
 use trust::sbom::{Sbom, Subject};
 use trust::severity::Level;
 
+use crate::cmd::signing;
 use crate::output::table;
 
 /// Arguments of `image`.
@@ -38,6 +40,43 @@ pub enum ImageCommand {
     Pull {
         /// The reference, e.g. localhost:5000/busybox:1.35.
         reference: String,
+        /// Registries reached over plain HTTP besides loopback ones.
+        #[arg(long, value_delimiter = ',')]
+        insecure_registry: Vec<String>,
+    },
+    /// Write a cosign-compatible ECDSA P-256 key pair: <prefix>.key (encrypted with the password
+    /// from COSIGN_PASSWORD or the terminal) and <prefix>.pub.
+    Keygen {
+        /// Where to write the keys.
+        #[arg(long, default_value = "cosign")]
+        output_key_prefix: PathBuf,
+    },
+    /// Sign an image in a registry the way cosign does (a tag is resolved to its digest first).
+    Sign {
+        /// The image reference, e.g. localhost:5000/app:1.0.
+        reference: String,
+        /// The private key (cosign's encrypted PEM); its password comes from COSIGN_PASSWORD or
+        /// the terminal.
+        #[arg(long)]
+        key: PathBuf,
+        /// Extra KEY=VALUE claims in the payload's `optional` section.
+        #[arg(short = 'a', long = "annotation")]
+        annotations: Vec<String>,
+        /// Store a Sigstore bundle as an OCI 1.1 referrer instead of the `sha256-<hex>.sig` tag.
+        #[arg(long)]
+        bundle: bool,
+        /// Registries reached over plain HTTP besides loopback ones.
+        #[arg(long, value_delimiter = ',')]
+        insecure_registry: Vec<String>,
+    },
+    /// Verify that an image is signed by one of the given public keys, for its own digest and
+    /// repository.
+    Verify {
+        /// The image reference.
+        reference: String,
+        /// A trusted public key (PEM); repeat for several.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
         /// Registries reached over plain HTTP besides loopback ones.
         #[arg(long, value_delimiter = ',')]
         insecure_registry: Vec<String>,
@@ -86,10 +125,15 @@ pub enum SbomFormat {
 /// Runs `image`.
 pub async fn run(args: &ImageArgs) -> Result<()> {
     let root = args.data_dir.join("images");
-    let store = ImageStore::open(&root).with_context(|| format!("opening the image store at {}", root.display()))?;
+    let open_store = || ImageStore::open(&root).with_context(|| format!("opening the image store at {}", root.display()));
     match &args.command {
+        ImageCommand::Keygen { output_key_prefix } => signing::keygen(output_key_prefix)?,
+        ImageCommand::Sign { reference, key, annotations, bundle, insecure_registry } => {
+            signing::sign(reference, key, annotations, *bundle, insecure_registry).await?
+        }
+        ImageCommand::Verify { reference, keys, insecure_registry } => signing::verify(reference, keys, insecure_registry).await?,
         ImageCommand::Import { path, name } => {
-            let (store_path, name) = (path.clone(), name.clone());
+            let (store, store_path, name) = (open_store()?, path.clone(), name.clone());
             let records = tokio::task::spawn_blocking(move || store.import(&store_path, name.as_deref())).await??;
             for r in records {
                 println!("imported {} ({})", r.name, r.digest);
@@ -97,18 +141,18 @@ pub async fn run(args: &ImageArgs) -> Result<()> {
         }
         ImageCommand::Ls => {
             let mut rows = vec![vec!["IMAGE".to_string(), "DIGEST".into(), "SIZE".into()]];
-            for r in store.list()? {
+            for r in open_store()?.list()? {
                 rows.push(vec![r.name.clone(), r.digest.chars().take(19).collect(), format!("{:.1}MB", r.size as f64 / 1e6)]);
             }
             table(&rows);
         }
         ImageCommand::Pull { reference, insecure_registry } => {
             let opts = PullOptions { insecure_registries: insecure_registry.clone(), ..Default::default() };
-            let r = store.pull(reference, &opts).await?;
+            let r = open_store()?.pull(reference, &opts).await?;
             println!("pulled {} ({})", r.name, r.digest);
         }
         ImageCommand::Sbom { image, format } => {
-            let (record, sbom) = inventory(store, image).await?;
+            let (record, sbom) = inventory(open_store()?, image).await?;
             let subject = Subject { name: record.name, digest: record.digest };
             match format {
                 SbomFormat::Cyclonedx => println!("{}", serde_json::to_string_pretty(&trust::sbom::to_cyclonedx(&sbom, &subject, chrono::Utc::now()))?),
@@ -132,7 +176,7 @@ pub async fn run(args: &ImageArgs) -> Result<()> {
                     db.meta().built_at.format("%Y-%m-%d")
                 );
             }
-            let (_, sbom) = inventory(store, image).await?;
+            let (_, sbom) = inventory(open_store()?, image).await?;
             let mut report = trust::scan::scan(&sbom, &db)?;
             let worst = report.worst();
             report.findings.retain(|f| f.severity.level >= *severity);

@@ -11,4 +11,5 @@ pub mod node;
 pub mod rollout;
 pub mod run;
 pub mod scale;
+pub mod signing;
 pub mod vulndb;
