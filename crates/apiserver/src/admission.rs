@@ -67,6 +67,17 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             errors.into_result().map_err(invalid)?;
             encode(&class)
         }
+        "ImagePolicy" | "ClusterImagePolicy" => {
+            let policy: api::ImagePolicy = strict(rt, &name, value)?;
+            api::imagepolicy::validate(&policy, rt.namespaced).map_err(invalid)?;
+            if let Err(reason) = trust::policy::compile(&policy) {
+                let (path, message) = reason.split_once(": ").unwrap_or(("spec", reason.as_str()));
+                let mut errors = FieldErrors::default();
+                errors.push(api::FieldError { path: path.to_string(), message: message.to_string() });
+                return Err(invalid(errors));
+            }
+            encode(&policy)
+        }
         other => Err(ApiError::Internal(format!("no admission for kind {other}"))),
     }
 }

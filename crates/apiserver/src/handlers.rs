@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{authorize, Authenticator};
 use crate::error::ApiError;
+use crate::imagegate::Review;
 use crate::registry::{DeleteOptions, ListFilter, Registry};
 use crate::request::{resolve, RequestInfo};
 use crate::{discovery, watch};
@@ -43,6 +44,8 @@ pub struct AppState {
     /// The cluster CA certificate, served at `/cacerts` so joining agents can check it
     /// against the hash in their token.
     pub ca_pem: Arc<String>,
+    /// Image admission (ImagePolicy); `None` admits every image.
+    pub image_gate: Option<Arc<crate::imagegate::ImageGate>>,
 }
 
 /// The handler for every `/api…` and `/apis…` path.
@@ -101,13 +104,15 @@ async fn dispatch(state: &AppState, info: &RequestInfo, query: &HashMap<String, 
         }
         ("watch", None, None) => watch::serve(registry, rt, ns, query).await,
         ("create", None, None) => {
-            let value = read_body(headers, body).await?;
+            let mut value = read_body(headers, body).await?;
+            let review = review_images(state, rt, ns, &mut value, None).await?;
             let created = registry.create(rt, ns, value).await?;
-            Ok((StatusCode::CREATED, Json(created)).into_response())
+            Ok(with_warnings((StatusCode::CREATED, Json(created)).into_response(), &review))
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
-            let value = read_body(headers, body).await?;
-            Ok(Json(registry.update(rt, ns, name, value, sub.is_some()).await?).into_response())
+            let mut value = read_body(headers, body).await?;
+            let review = if sub.is_none() { review_images(state, rt, ns, &mut value, Some(name)).await? } else { Review::default() };
+            Ok(with_warnings(Json(registry.update(rt, ns, name, value, sub.is_some()).await?).into_response(), &review))
         }
         ("delete", Some(name), None) => {
             if rt.kind == "Namespace" && ["default", "kube-system", "kube-node-lease"].contains(&name) {
@@ -121,6 +126,35 @@ async fn dispatch(state: &AppState, info: &RequestInfo, query: &HashMap<String, 
         }
         (verb, _, sub) => Err(ApiError::MethodNotAllowed(format!("{verb} {}{}", rt.plural, sub.map(|s| format!("/{s}")).unwrap_or_default()))),
     }
+}
+
+/// Runs the image gate on a Pod or Deployment being created, or updated with different images.
+async fn review_images(state: &AppState, rt: &ResourceType, ns: Option<&str>, value: &mut Value, updating: Option<&str>) -> Result<Review, ApiError> {
+    let Some(gate) = &state.image_gate else {
+        return Ok(Review::default());
+    };
+    if !crate::imagegate::GATED_KINDS.contains(&rt.kind) {
+        return Ok(Review::default());
+    }
+    let ns = ns.unwrap_or("default");
+    if let Some(name) = updating {
+        let old = state.registry.get(rt, Some(ns), name).await?;
+        if crate::imagegate::same_images(&old, value) {
+            return Ok(Review::default());
+        }
+    }
+    gate.review(&state.registry, rt, ns, value).await
+}
+
+/// Adds a `Warning: 299 - "..."` header per warning, as the Kubernetes API server does.
+fn with_warnings(mut response: Response, review: &Review) -> Response {
+    for warning in &review.warnings {
+        let text = warning.replace(['"', '\\'], "'").replace(|c: char| c.is_control(), " ");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            response.headers_mut().append(axum::http::header::WARNING, value);
+        }
+    }
+    response
 }
 
 async fn pod_log(state: &AppState, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {

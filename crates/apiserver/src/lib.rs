@@ -7,6 +7,7 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod imagegate;
 pub mod logs;
 pub mod registry;
 pub mod request;

@@ -73,6 +73,7 @@ pub struct Client {
     server: String,
     token: String,
     http: reqwest::Client,
+    print_warnings: bool,
 }
 
 /// Label and field selectors of a list or watch.
@@ -94,13 +95,20 @@ impl Client {
             builder = builder.add_root_certificate(cert).tls_built_in_root_certs(false);
         }
         let http = builder.build().map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Client { server: server.trim_end_matches('/').to_string(), token: token.to_string(), http })
+        Ok(Client { server: server.trim_end_matches('/').to_string(), token: token.to_string(), http, print_warnings: false })
     }
 
     /// A client from a kubeconfig's current context.
     pub fn from_kubeconfig(config: &Kubeconfig) -> Result<Client, ClientError> {
         let (server, ca, token) = config.current().map_err(ClientError::Config)?;
         Client::new(&server, ca.as_deref(), &token)
+    }
+
+    /// Prints the server's `Warning` headers (image policy warnings, deprecations) to stderr,
+    /// as kubectl does; for command-line use.
+    pub fn print_warnings(mut self) -> Client {
+        self.print_warnings = true;
+        self
     }
 
     /// The server URL.
@@ -120,6 +128,13 @@ impl Client {
         }
         let response = request.send().await.map_err(|source| ClientError::Transport { server: self.server.clone(), source })?;
         if response.status().is_success() {
+            if self.print_warnings {
+                for warning in response.headers().get_all(reqwest::header::WARNING) {
+                    let text = warning.to_str().unwrap_or("");
+                    let text = text.strip_prefix("299 - ").unwrap_or(text).trim_matches('"');
+                    eprintln!("Warning: {text}");
+                }
+            }
             return Ok(response);
         }
         let code = response.status();

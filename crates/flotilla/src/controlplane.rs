@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use apiserver::auth::{generate_token, write_secret, Authenticator, ADMIN_GROUP, NODES_GROUP};
 use apiserver::handlers::AppState;
+use apiserver::imagegate::{GateConfig, ImageGate};
 use apiserver::server::{Metrics, ServerConfig};
 use apiserver::Registry;
 use client::Kubeconfig;
@@ -26,6 +27,8 @@ pub struct ControlPlaneOptions {
     pub tls_sans: Vec<String>,
     /// Controller settings (scheduling strategy, node grace).
     pub controllers: controllers::ControllerOptions,
+    /// Registries the image policy gate reaches over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 /// A running control plane.
@@ -103,7 +106,15 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     auth.load_file(&opts.data_dir.join("tokens.csv"))?;
     let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_token)?);
     let metrics = Arc::new(Metrics::default());
-    let state = AppState { registry: registry.clone(), auth, logs, metrics, ca_pem: Arc::new(pki.ca_pem.clone()) };
+    let image_store = image::ImageStore::open(&opts.data_dir.join("images")).context("opening the image store for the image policy gate")?;
+    let gate = Arc::new(ImageGate::new(GateConfig {
+        insecure_registries: opts.insecure_registries.clone(),
+        image_store: Some(image_store),
+        vulndb: Some(crate::cmd::vulndb::default_path(&opts.data_dir)),
+    }));
+    let gate_metrics = gate.clone();
+    metrics.add_source(Arc::new(move || gate_metrics.metrics()));
+    let state = AppState { registry: registry.clone(), auth, logs, metrics, ca_pem: Arc::new(pki.ca_pem.clone()), image_gate: Some(gate) };
     let tls = apiserver::tls::server_config(&pki.cert_path, &pki.key_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let bound = listener.local_addr()?;

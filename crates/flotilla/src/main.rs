@@ -103,7 +103,7 @@ pub struct Context {
 fn context(cli: &Cli) -> Result<Context> {
     let path = client::kubeconfig::default_path(cli.kubeconfig.as_deref());
     let config = client::Kubeconfig::load(&path).map_err(anyhow::Error::msg)?;
-    let client = client::Client::from_kubeconfig(&config)?;
+    let client = client::Client::from_kubeconfig(&config)?.print_warnings();
     let namespace = cli.namespace.clone().or_else(|| config.namespace()).unwrap_or_else(|| "default".into());
     Ok(Context { client, namespace, namespace_given: cli.namespace.is_some() })
 }

@@ -34,6 +34,10 @@ pub struct ServerArgs {
     /// How long a node may miss heartbeats before it is NotReady and tainted (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = crate::cmd::rollout::parse_duration)]
     pub node_grace: Duration,
+    /// Registries the image policy gate reaches over plain HTTP (to resolve tags and read
+    /// signatures) besides loopback ones.
+    #[arg(long, value_delimiter = ',')]
+    pub policy_insecure_registry: Vec<String>,
 }
 
 fn parse_strategy(text: &str) -> Result<scheduler::Strategy, String> {
@@ -50,6 +54,7 @@ fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
             scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
             lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
         },
+        insecure_registries: server.policy_insecure_registry.clone(),
     }
 }
 

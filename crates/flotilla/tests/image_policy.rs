@@ -1,0 +1,190 @@
+//! Signing images with the binary and enforcing a ClusterImagePolicy at admission, against a real
+//! registry (Debian's `docker-registry`) and a real one-node cluster: signed images run pinned to
+//! their digest; unsigned, tampered, wrongly keyed and borrowed signatures are refused with the
+//! rule and the fix, and nothing of the refused workload is stored or started; `warn` and `audit`
+//! modes admit and record.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Cluster, FLOTILLA};
+use image::testing::{busybox_layout, write_layout, Registry};
+use serde_json::Value;
+
+fn flotilla(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(FLOTILLA).current_dir(dir).env("COSIGN_PASSWORD", "correct horse").args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Applies `manifest`; returns success, stdout and stderr.
+fn apply(cluster: &Cluster, manifest: &str) -> (bool, String, String) {
+    let mut child = cluster.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn pod(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{test: {name}}}\nspec:\n  containers:\n  - name: main\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+fn policy(mode: &str, key: &Path) -> String {
+    let pem = std::fs::read_to_string(key).unwrap();
+    let indented: String = pem.lines().map(|l| format!("        {l}\n")).collect();
+    format!(
+        "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterImagePolicy\nmetadata:\n  name: trusted\nspec:\n  mode: {mode}\n  images: [\"127.0.0.1:*/**\"]\n  signatures:\n    keys:\n    - name: release\n      publicKey: |\n{indented}"
+    )
+}
+
+fn events(cluster: &Cluster, reason: &str) -> Vec<String> {
+    let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "events", "-o", "json"])).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| format!("{} {}", e["involvedObject"]["name"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .collect()
+}
+
+fn absent(cluster: &Cluster, kind: &str, name: &str) -> bool {
+    cluster.try_run(&["get", kind, name]).is_err_and(|e| e.contains("not found"))
+}
+
+#[test]
+fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    busybox_layout(&dir.join("busybox"), "t");
+    let signed = registry.push(&dir.join("busybox"), "t", "demo", "signed");
+    let other_image = |variant: &str, tag: &str| {
+        let layout = dir.join(variant);
+        write_layout(&layout, "t", &[vec![0u8; 1024]], &["echo", variant]);
+        registry.push(&layout, "t", "demo", tag)
+    };
+    let unsigned = other_image("unsigned", "unsigned");
+
+    // Keys, signing and verifying through the CLI.
+    let (ok, out) = flotilla(dir, &["image", "keygen"]);
+    assert!(ok, "{out}");
+    assert!(std::fs::read_to_string(dir.join("cosign.key")).unwrap().starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+    let (ok, out) = flotilla(dir, &["image", "keygen", "--output-key-prefix", "other"]);
+    assert!(ok, "{out}");
+    let (ok, out) = flotilla(dir, &["image", "keygen"]);
+    assert!(!ok && out.contains("cosign.key exists"), "keygen must not overwrite: {out}");
+    let (ok, out) = flotilla(dir, &["image", "sign", "--key", "cosign.key", &signed]);
+    assert!(ok && out.contains("Pushing signature to: "), "{out}");
+    let (ok, out) = flotilla(dir, &["image", "verify", "--key", "cosign.pub", &signed]);
+    assert!(ok && out.contains("Verified") && out.contains("signature tag"), "{out}");
+    let (ok, out) = flotilla(dir, &["image", "verify", "--key", "other.pub", &signed]);
+    assert!(!ok && out.contains("signed by none of the trusted keys"), "{out}");
+    let (ok, out) = flotilla(dir, &["image", "verify", "--key", "cosign.pub", &unsigned]);
+    assert!(!ok && out.contains("has no signature"), "{out}");
+    let wrong_password =
+        Command::new(FLOTILLA).current_dir(dir).env("COSIGN_PASSWORD", "wrong").args(["image", "sign", "--key", "cosign.key", &unsigned]).output().unwrap();
+    assert!(!wrong_password.status.success() && String::from_utf8_lossy(&wrong_password.stderr).contains("wrong password"));
+    // A bundle attached as a referrer verifies too.
+    let bundled = other_image("bundled", "bundled");
+    let (ok, out) = flotilla(dir, &["image", "sign", "--bundle", "--key", "cosign.key", &bundled]);
+    assert!(ok, "{out}");
+    let (ok, out) = flotilla(dir, &["image", "verify", "--key", "cosign.pub", &bundled]);
+    assert!(ok && out.contains("Sigstore bundle referrer"), "{out}");
+
+    let mut cluster = Cluster::up("imgpolicy");
+    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("cosign.pub")));
+    assert!(ok, "{err}");
+
+    // Signed: admitted, pinned to the verified digest, and running.
+    let (ok, _, err) = apply(&cluster, &pod("signed", &signed));
+    assert!(ok, "{err}");
+    let image = cluster.get("pod", "signed")["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+    assert!(image.starts_with(&format!("{signed}@sha256:")), "the tag is pinned to its digest: {image}");
+    cluster.wait_ready("test=signed", 1, Duration::from_secs(60));
+
+    // Unsigned: refused with the policy, the rule and the fix; nothing stored.
+    let (ok, _, err) = apply(&cluster, &pod("unsigned", &unsigned));
+    assert!(!ok, "an unsigned image was admitted");
+    for part in ["forbidden by image policy", "ClusterImagePolicy trusted rule signatures", "has no signature", "to fix: sign", "flotilla image sign --key"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(absent(&cluster, "pod", "unsigned"));
+
+    // A signature for another digest, copied to the unsigned image's signature tag.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opts = image::PullOptions::default();
+        let signed_ref = image::normalize_reference(&signed).unwrap();
+        let unsigned_ref = image::normalize_reference(&unsigned).unwrap();
+        let mut remote = image::Remote::for_push(&signed_ref, &opts).unwrap();
+        let signed_digest = trust::signatures::resolve(&mut remote, &signed_ref).await.unwrap().descriptor.digest;
+        let unsigned_digest = trust::signatures::resolve(&mut remote, &unsigned_ref).await.unwrap().descriptor.digest;
+        let (sig, _) = remote.manifest(&trust::signatures::signature_tag(&signed_digest), None).await.unwrap();
+        remote.push_manifest(&trust::signatures::signature_tag(&unsigned_digest), image::OCI_MANIFEST, &sig).await.unwrap();
+    });
+    let (ok, _, err) = apply(&cluster, &pod("borrowed", &unsigned));
+    assert!(!ok && err.contains("is for sha256:") && err.contains("rule signatures"), "a borrowed signature was accepted: {err}");
+    assert!(absent(&cluster, "pod", "borrowed"));
+
+    // Tampered: the tag was signed, then re-pushed with other content.
+    let release = registry.push(&dir.join("busybox"), "t", "demo", "release");
+    let (ok, out) = flotilla(dir, &["image", "sign", "--key", "cosign.key", &release]);
+    assert!(ok, "{out}");
+    other_image("tampered", "release");
+    let (ok, _, err) = apply(&cluster, &pod("tampered", &release));
+    assert!(!ok && err.contains("has no signature"), "a tampered image was admitted: {err}");
+    assert!(absent(&cluster, "pod", "tampered"));
+
+    // A Deployment of an unsigned image is refused whole: no Deployment, no pods.
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: unsigned-web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: unsigned-web}}\n  template:\n    metadata:\n      labels: {{app: unsigned-web}}\n    spec:\n      containers:\n      - name: main\n        image: {unsigned}\n"
+    );
+    let (ok, _, err) = apply(&cluster, &deployment);
+    assert!(!ok && err.contains("deployments \"unsigned-web\" is forbidden") && err.contains("containers[0]"), "{err}");
+    assert!(absent(&cluster, "deployment", "unsigned-web"));
+    assert!(cluster.pods(Some("app=unsigned-web")).is_empty());
+    assert!(!events(&cluster, "ImagePolicyDenied").is_empty());
+
+    // The wrong key: the policy trusts only the other key now.
+    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("other.pub")));
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply(&cluster, &pod("wrong-key", &signed));
+    assert!(!ok && err.contains("signed by none of the trusted keys"), "{err}");
+    assert!(absent(&cluster, "pod", "wrong-key"));
+
+    // warn: admitted, with a warning in the response and an Event.
+    let (ok, _, err) = apply(&cluster, &policy("warn", &dir.join("cosign.pub")));
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply(&cluster, &pod("warned", &unsigned));
+    assert!(ok, "warn mode refused: {err}");
+    assert!(err.contains("Warning: image ") && err.contains("rule signatures"), "no warning printed: {err}");
+    assert!(events(&cluster, "ImagePolicyWarning").iter().any(|e| e.starts_with("warned ")));
+
+    // audit: admitted silently, recorded as an Event.
+    let (ok, _, err) = apply(&cluster, &policy("audit", &dir.join("cosign.pub")));
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply(&cluster, &pod("audited", &unsigned));
+    assert!(ok && !err.contains("Warning"), "audit mode must admit without warnings: {err}");
+    assert!(events(&cluster, "ImagePolicyAudit").iter().any(|e| e.starts_with("audited ")));
+
+    let tokens = std::fs::read_to_string(cluster.data_dir().join("tokens.csv")).unwrap();
+    let admin = tokens.split(',').next().unwrap();
+    let out = Command::new("curl")
+        .args(["-sfk", "-H", &format!("Authorization: Bearer {admin}"), &format!("https://127.0.0.1:{}/metrics", cluster.port)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics.contains("flotilla_image_policy_violations_total{policy=\"ClusterImagePolicy trusted\",rule=\"signatures\",mode=\"enforce\"}"),
+        "{metrics}"
+    );
+
+    cluster.delete_everything();
+    cluster.assert_host_clean();
+}
