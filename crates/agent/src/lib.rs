@@ -40,6 +40,8 @@ pub struct AgentContext {
     pub images: Arc<ImageStore>,
     /// The node's devices and who holds them.
     pub devices: Arc<DeviceManager>,
+    /// Image policy re-checks before containers start.
+    pub image_policy: Arc<trust::enforce::Evaluator>,
 }
 
 /// Why the agent could not start.
@@ -86,8 +88,22 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
         .await
         .map_err(AgentError::Setup)?;
     node::register(&client, node::describe(&config, bound.port(), &devices.node_devices())).await?;
-    let ctx =
-        Arc::new(AgentContext { client, config, runtime: Arc::new(runtime), network: Arc::new(network), images: Arc::new(images), devices: Arc::new(devices) });
+    let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
+        insecure_registries: config.insecure_registries.clone(),
+        image_store: Some(images.clone()),
+        vulndb: Some(config.data_dir.join("vulndb").join("osv.db")),
+        site: "node",
+        vulndb_optional: true,
+    }));
+    let ctx = Arc::new(AgentContext {
+        client,
+        config,
+        runtime: Arc::new(runtime),
+        network: Arc::new(network),
+        images: Arc::new(images),
+        devices: Arc::new(devices),
+        image_policy,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(async move {
         let _ = server.await;

@@ -5,53 +5,30 @@
 //! the digest that was checked, so the node runs exactly what was verified.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use api::imagepolicy::ImagePolicy;
 use api::kinds::lookup_kind;
 use api::ResourceType;
-use image::{normalize_reference, ImageStore, PullOptions, Reference, Remote};
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
+use trust::enforce::{Evaluator, EvaluatorConfig};
 use trust::policy::{compile, Compiled, Mode, Violation};
-use trust::signatures::{self, Resolved};
 
 use crate::error::ApiError;
 use crate::registry::{ListFilter, Registry};
-
-/// How long a tag's resolution to a digest is reused.
-const RESOLVE_TTL: Duration = Duration::from_secs(30);
-/// How long a successful signature verification is reused for the same digest and keys.
-const VERIFY_TTL: Duration = Duration::from_secs(300);
-
-/// What the gate needs besides the policies.
-#[derive(Default)]
-pub struct GateConfig {
-    /// Registries reached over plain HTTP besides loopback ones.
-    pub insecure_registries: Vec<String>,
-    /// Where images are pulled to be scanned (the node's image store under `flotilla up`).
-    pub image_store: Option<ImageStore>,
-    /// The vulnerability database file; policies with a vulnerability gate refuse images when it
-    /// is missing.
-    pub vulndb: Option<PathBuf>,
-}
 
 /// Per-outcome counters for `/metrics`.
 #[derive(Default)]
 struct Counters {
     /// (policy, rule, mode) → violations.
     violations: HashMap<(String, String, String), u64>,
-    verify_cached: u64,
-    verify_uncached: u64,
 }
 
 /// The image admission gate.
 pub struct ImageGate {
-    config: GateConfig,
-    resolved: Mutex<HashMap<String, (Resolved, Instant)>>,
-    verified: Mutex<HashMap<(String, String), Instant>>,
+    evaluator: Evaluator,
     counters: Mutex<Counters>,
 }
 
@@ -72,8 +49,8 @@ struct ImageRef {
 
 impl ImageGate {
     /// A gate with empty caches.
-    pub fn new(config: GateConfig) -> ImageGate {
-        ImageGate { config, resolved: Mutex::default(), verified: Mutex::default(), counters: Mutex::default() }
+    pub fn new(config: EvaluatorConfig) -> ImageGate {
+        ImageGate { evaluator: Evaluator::new(EvaluatorConfig { site: "server", ..config }), counters: Mutex::default() }
     }
 
     /// Evaluates the policies that govern `object`'s images (a Pod or a Deployment in
@@ -91,68 +68,11 @@ impl ImageGate {
         let mut violations: Vec<(String, Violation)> = Vec::new();
         let mut pins = Vec::new();
         for img in &images {
-            let Ok(reference) = normalize_reference(&img.image) else {
-                continue; // validation names the malformed image
-            };
-            let governing: Vec<&Compiled> = policies.iter().filter(|p| p.governs(namespace, &reference)).collect();
+            let outcome = self.evaluator.evaluate(namespace, &img.image, &policies).await;
             let subject = format!("image {} ({})", img.image, img.path);
-            for policy in &governing {
-                if let Some(v) = policy.check_location(&reference) {
-                    violations.push((subject.clone(), v));
-                }
-            }
-            let needs_digest = governing.iter().any(|p| !p.keys.is_empty() || p.max_severity.is_some());
-            if !needs_digest {
-                continue;
-            }
-            let resolved = match self.resolve(&reference).await {
-                Ok(r) => r,
-                Err(e) => {
-                    for policy in governing.iter().filter(|p| !p.keys.is_empty() || p.max_severity.is_some()) {
-                        let rule = if policy.keys.is_empty() { "vulnerabilities" } else { "signatures" };
-                        violations.push((
-                            subject.clone(),
-                            Violation {
-                                policy: policy.name.clone(),
-                                mode: policy.mode,
-                                rule,
-                                message: format!("cannot resolve {reference} in its registry: {e}"),
-                                fix: "check that the image exists and the registry is reachable from the server".to_string(),
-                            },
-                        ));
-                    }
-                    continue;
-                }
-            };
-            let pinned = resolved.reference.with_digest(resolved.descriptor.digest.clone());
-            for policy in governing.iter().filter(|p| !p.keys.is_empty()) {
-                if let Err(reason) = self.verify(&resolved, policy).await {
-                    violations.push((subject.clone(), policy.signature_violation(&pinned.to_string(), &reason)));
-                }
-            }
-            for policy in governing.iter().filter(|p| p.max_severity.is_some()) {
-                match self.scan(&pinned).await {
-                    Ok(report) => {
-                        if let Some(v) = policy.check_vulnerabilities(&report, chrono::Utc::now()) {
-                            violations.push((subject.clone(), v));
-                        }
-                    }
-                    Err(message) => violations.push((
-                        subject.clone(),
-                        Violation {
-                            policy: policy.name.clone(),
-                            mode: policy.mode,
-                            rule: "vulnerabilities",
-                            message,
-                            fix: "import advisories with `flotilla vulndb import` on the server, or remove spec.vulnerabilities".to_string(),
-                        },
-                    )),
-                }
-            }
-            if reference.digest.is_none() {
-                let mut pin = reference.clone();
-                pin.digest = Some(resolved.descriptor.digest.clone());
-                pins.push((img.pointer.clone(), pin.to_string()));
+            violations.extend(outcome.violations.into_iter().map(|v| (subject.clone(), v)));
+            if let Some(pinned) = outcome.pinned {
+                pins.push((img.pointer.clone(), pinned));
             }
         }
 
@@ -222,55 +142,6 @@ impl ImageGate {
         Ok(out)
     }
 
-    async fn resolve(&self, reference: &Reference) -> Result<Resolved, String> {
-        let key = reference.to_string();
-        if let Some((r, at)) = self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if at.elapsed() < RESOLVE_TTL || reference.digest.is_some() {
-                return Ok(r.clone());
-            }
-        }
-        let mut remote = Remote::new(reference, &self.pull_options()).map_err(|e| e.to_string())?;
-        let resolved = signatures::resolve(&mut remote, reference).await.map_err(|e| e.to_string())?;
-        self.resolved.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (resolved.clone(), Instant::now()));
-        Ok(resolved)
-    }
-
-    async fn verify(&self, resolved: &Resolved, policy: &Compiled) -> Result<(), String> {
-        let keys: Vec<String> = policy.keys.iter().map(|(_, k)| k.id()).collect();
-        let cache_key = (resolved.descriptor.digest.to_string() + "@" + &resolved.reference.repository_name(), keys.join(","));
-        if let Some(at) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key) {
-            if at.elapsed() < VERIFY_TTL {
-                self.counters.lock().unwrap_or_else(|e| e.into_inner()).verify_cached += 1;
-                return Ok(());
-            }
-        }
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).verify_uncached += 1;
-        let mut remote = Remote::new(&resolved.reference, &self.pull_options()).map_err(|e| e.to_string())?;
-        let keys: Vec<_> = policy.keys.iter().map(|(_, k)| k.clone()).collect();
-        signatures::verify(&mut remote, resolved, &keys).await.map_err(|e| e.to_string())?;
-        self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(cache_key, Instant::now());
-        Ok(())
-    }
-
-    async fn scan(&self, pinned: &Reference) -> Result<trust::scan::ScanReport, String> {
-        let (Some(store), Some(db_path)) = (self.config.image_store.clone(), self.config.vulndb.clone()) else {
-            return Err("the server has no vulnerability database to check against".to_string());
-        };
-        let record = store.pull(&pinned.to_string(), &self.pull_options()).await.map_err(|e| format!("pulling {pinned} to scan it: {e}"))?;
-        tokio::task::spawn_blocking(move || {
-            let db = trust::vulndb::VulnDb::open(&db_path).map_err(|e| e.to_string())?;
-            let layers = store.prepare_layers(&record).map_err(|e| e.to_string())?;
-            let sbom = trust::sbom::catalog(&trust::rootfs::Rootfs::from_layers(layers)).map_err(|e| e.to_string())?;
-            trust::scan::scan(&sbom, &db).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("scan task: {e}"))?
-    }
-
-    fn pull_options(&self) -> PullOptions {
-        PullOptions { insecure_registries: self.config.insecure_registries.clone(), ..Default::default() }
-    }
-
     fn count(&self, v: &Violation) {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         *counters.violations.entry((v.policy.clone(), v.rule.to_string(), v.mode.to_string())).or_default() += 1;
@@ -290,8 +161,9 @@ impl ImageGate {
             let _ = writeln!(out, "flotilla_image_policy_violations_total{{policy=\"{policy}\",rule=\"{rule}\",mode=\"{mode}\"}} {n}");
         }
         out.push_str("# HELP flotilla_image_signature_verifications_total Signature checks at admission, by cache outcome.\n# TYPE flotilla_image_signature_verifications_total counter\n");
-        let _ = writeln!(out, "flotilla_image_signature_verifications_total{{cache=\"hit\"}} {}", counters.verify_cached);
-        let _ = writeln!(out, "flotilla_image_signature_verifications_total{{cache=\"miss\"}} {}", counters.verify_uncached);
+        let (hits, misses) = (self.evaluator.verify_hits.load(Ordering::Relaxed), self.evaluator.verify_misses.load(Ordering::Relaxed));
+        let _ = writeln!(out, "flotilla_image_signature_verifications_total{{cache=\"hit\"}} {hits}");
+        let _ = writeln!(out, "flotilla_image_signature_verifications_total{{cache=\"miss\"}} {misses}");
         out
     }
 }

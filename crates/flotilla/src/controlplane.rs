@@ -7,13 +7,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use apiserver::auth::{generate_token, write_secret, Authenticator, ADMIN_GROUP, NODES_GROUP};
 use apiserver::handlers::AppState;
-use apiserver::imagegate::{GateConfig, ImageGate};
+use apiserver::imagegate::ImageGate;
 use apiserver::server::{Metrics, ServerConfig};
 use apiserver::Registry;
 use client::Kubeconfig;
 use sha2::{Digest, Sha256};
 use store::Store;
 use tokio::task::JoinSet;
+use trust::enforce::EvaluatorConfig;
 
 /// Where the control plane keeps its state and how it listens.
 pub struct ControlPlaneOptions {
@@ -107,10 +108,12 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_token)?);
     let metrics = Arc::new(Metrics::default());
     let image_store = image::ImageStore::open(&opts.data_dir.join("images")).context("opening the image store for the image policy gate")?;
-    let gate = Arc::new(ImageGate::new(GateConfig {
+    let gate = Arc::new(ImageGate::new(EvaluatorConfig {
         insecure_registries: opts.insecure_registries.clone(),
         image_store: Some(image_store),
         vulndb: Some(crate::cmd::vulndb::default_path(&opts.data_dir)),
+        site: "server",
+        vulndb_optional: false,
     }));
     let gate_metrics = gate.clone();
     metrics.add_source(Arc::new(move || gate_metrics.metrics()));

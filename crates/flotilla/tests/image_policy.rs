@@ -173,6 +173,24 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     assert!(ok && !err.contains("Warning"), "audit mode must admit without warnings: {err}");
     assert!(events(&cluster, "ImagePolicyAudit").iter().any(|e| e.starts_with("audited ")));
 
+    // The node re-checks before every (re)start: a crashing container admitted under audit is
+    // refused its restart once the policy enforces.
+    let crasher = registry.push(&dir.join("busybox"), "t", "other", "crash");
+    let (ok, _, err) = apply(&cluster, &pod("crasher", &crasher).replace("[\"sleep\", \"3600\"]", "[\"sh\", \"-c\", \"sleep 1; exit 1\"]"));
+    assert!(ok, "{err}");
+    common::wait_for(Duration::from_secs(60), "the crasher to have run", || {
+        let pod = cluster.get("pod", "crasher");
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1).then_some(())
+    });
+    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("cosign.pub")));
+    assert!(ok, "{err}");
+    let waiting = common::wait_for(Duration::from_secs(60), "the node to refuse the restart", || {
+        let pod = cluster.get("pod", "crasher");
+        let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+        (waiting["reason"] == "ImagePolicyDenied").then(|| waiting["message"].as_str().unwrap_or("").to_string())
+    });
+    assert!(waiting.contains("has no signature") && waiting.contains("node"), "{waiting}");
+
     let tokens = std::fs::read_to_string(cluster.data_dir().join("tokens.csv")).unwrap();
     let admin = tokens.split(',').next().unwrap();
     let out = Command::new("curl")

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cosign;
+pub mod enforce;
 pub mod fuzzing;
 pub mod osv;
 pub mod policy;

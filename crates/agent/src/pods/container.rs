@@ -28,6 +28,42 @@ fn fail(reason: &'static str, message: impl Into<String>) -> StartError {
     StartError { reason, message: message.into() }
 }
 
+/// Re-checks `container`'s image against the image policies the API holds now, as admission did:
+/// an enforced failure refuses the start (`ImagePolicyDenied`). Returns the container with its
+/// image pinned to the checked digest when a tag was resolved. When the API cannot be reached the
+/// container starts as admitted (the server checked it then), so nodes keep running offline.
+pub async fn recheck_image(ctx: &AgentContext, namespace: &str, container: &Container) -> Result<Option<Container>, StartError> {
+    let image = container.image.clone().unwrap_or_default();
+    let mut policies = Vec::new();
+    for kind in ["ClusterImagePolicy", "ImagePolicy"] {
+        let Some(rt) = api::kinds::lookup_kind(api::imagepolicy::API_VERSION, kind) else { continue };
+        let ns = rt.namespaced.then_some(namespace);
+        match ctx.client.list(rt, ns, &client::Selectors::default()).await {
+            Ok((items, _)) => {
+                for item in items {
+                    match serde_json::from_value::<api::ImagePolicy>(item).map_err(|e| e.to_string()).and_then(|p| trust::policy::compile(&p)) {
+                        Ok(p) => policies.push(p),
+                        Err(e) => tracing::warn!(kind, error = %e, "skipping an image policy that does not compile"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "cannot list image policies; starting the container as admitted");
+                return Ok(None);
+            }
+        }
+    }
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let outcome = ctx.image_policy.evaluate(namespace, &image, &policies).await;
+    let refused: Vec<String> = outcome.violations.iter().filter(|v| v.mode == trust::policy::Mode::Enforce).map(|v| v.to_string()).collect();
+    if !refused.is_empty() {
+        return Err(fail("ImagePolicyDenied", format!("image \"{image}\" refused by the node's image policy check: {}", refused.join("; "))));
+    }
+    Ok(outcome.pinned.map(|pinned| Container { image: Some(pinned), ..container.clone() }))
+}
+
 /// The image for `container`, pulled or not according to its `imagePullPolicy`. The second
 /// value says whether it was pulled now.
 pub async fn ensure_image(ctx: &AgentContext, container: &Container) -> Result<(ImageRecord, bool), StartError> {

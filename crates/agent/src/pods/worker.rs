@@ -232,9 +232,16 @@ impl Worker {
     async fn start(&mut self, pod: &Pod, container: &Container, i: usize) {
         let Some((_, netns)) = self.network.clone() else { return };
         let ctx = self.ctx.clone();
-        let image = match container::ensure_image(&ctx, container).await {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let pinned = match container::recheck_image(&ctx, &namespace, container).await {
+            Ok(pinned) => pinned,
+            Err(e) => return self.failed_start(pod, i, e.reason, &e.message).await,
+        };
+        // What runs is the pinned image; the spec (and its hash) stays as the API holds it.
+        let run = pinned.as_ref().unwrap_or(container);
+        let image = match container::ensure_image(&ctx, run).await {
             Ok((image, pulled)) => {
-                let reference = container.image.clone().unwrap_or_default();
+                let reference = run.image.clone().unwrap_or_default();
                 let message = if pulled {
                     format!("Successfully pulled image \"{reference}\"")
                 } else {
@@ -251,7 +258,7 @@ impl Worker {
             &container.name,
             restart,
         );
-        match container::start(&ctx, pod, container, &image, &netns, &log).await {
+        match container::start(&ctx, pod, run, &image, &netns, &log).await {
             Ok(pid) => {
                 let track = &mut self.tracks[i];
                 track.attempt += 1;
