@@ -107,8 +107,8 @@ impl Evaluator {
             }
         }
         let gates: Vec<&&Compiled> = governing.iter().filter(|p| p.max_severity.is_some()).collect();
-        let no_db = self.config.vulndb.as_deref().is_none_or(|p| !p.exists());
-        if !gates.is_empty() && !(no_db && self.config.vulndb_optional) {
+        let skip_gates = self.config.vulndb_optional && self.config.vulndb.as_deref().is_none_or(|p| !p.exists());
+        if !gates.is_empty() && !skip_gates {
             let now = chrono::Utc::now();
             match self.scan(&pinned).await {
                 Ok(report) => outcome.violations.extend(gates.iter().filter_map(|p| p.check_vulnerabilities(&report, now))),
