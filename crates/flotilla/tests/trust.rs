@@ -130,3 +130,57 @@ fn a_bad_advisory_is_named_and_the_database_is_unchanged() {
     let missing = flotilla(&dir.path().join("empty"), &["image", "scan", "nothing"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("flotilla vulndb import"), "{}", String::from_utf8_lossy(&missing.stderr));
 }
+
+fn apply(cluster: &common::Cluster, manifest: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut child = cluster
+        .command(&["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// The vulnerability gate at admission: the server pulls the image it is asked to admit, scans it
+/// against its database, and refuses findings above the policy's limit unless an unexpired
+/// exception names them.
+#[test]
+fn admission_refuses_images_with_findings_above_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_image(dir.path());
+    let registry = image::testing::Registry::start();
+    let reference = registry.push(&layout, "12", "debian", "12");
+    let mut cluster = common::Cluster::up("vulngate");
+    ok(cluster.data_dir(), &["vulndb", "import", trust_data().join("osv").to_str().unwrap()]);
+    let policy = |exceptions: &str| {
+        format!(
+            "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterImagePolicy\nmetadata:\n  name: low-only\nspec:\n  images: [\"127.0.0.1:*/**\"]\n  vulnerabilities:\n    maxSeverity: LOW\n    exceptions:\n{exceptions}"
+        )
+    };
+    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: debian\nspec:\n  containers:\n  - name: main\n    image: {reference}\n");
+
+    apply(&cluster, &policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2001-01-01T00:00:00Z\"\n")).unwrap();
+    let err = apply(&cluster, &pod).unwrap_err();
+    for part in ["ClusterImagePolicy low-only rule vulnerabilities", "2 finding(s) above maxSeverity LOW", "GHSA-c2qf-rxjj-qqgw in semver 7.5.1", "GHSA-9wx4-h78v-vm56", "to fix: rebuild the image"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(!err.contains("CVE-2024-10524"), "an UNKNOWN finding is not above LOW: {err}");
+    assert!(cluster.try_run(&["get", "pod", "debian"]).is_err());
+
+    apply(&cluster, &policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2099-01-01T00:00:00Z\"\n    - id: CVE-2022-25883\n")).unwrap();
+    let admitted = apply(&cluster, &pod).unwrap();
+    assert!(admitted.contains("debian"), "{admitted}");
+    let image = cluster.get("pod", "debian")["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+    assert!(image.starts_with(&format!("{reference}@sha256:")), "{image}");
+    cluster.delete_everything();
+    cluster.assert_host_clean();
+}
