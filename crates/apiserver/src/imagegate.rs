@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use api::imagepolicy::ImagePolicy;
 use api::kinds::lookup_kind;
 use api::ResourceType;
+use image::normalize_reference;
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
 use trust::enforce::{Evaluator, EvaluatorConfig};
@@ -30,7 +31,13 @@ struct Counters {
 pub struct ImageGate {
     evaluator: Evaluator,
     counters: Mutex<Counters>,
+    vulndb: Option<std::path::PathBuf>,
+    /// Pod uid → the vulnerability refusals last reported for it.
+    affected: Mutex<HashMap<String, Vec<String>>>,
 }
+
+/// How often the rescan loop looks for a new vulnerability database.
+const RESCAN_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The outcome of a review that admits: warnings for the response.
 #[derive(Debug, Default)]
@@ -50,7 +57,100 @@ struct ImageRef {
 impl ImageGate {
     /// A gate with empty caches.
     pub fn new(config: EvaluatorConfig) -> ImageGate {
-        ImageGate { evaluator: Evaluator::new(EvaluatorConfig { site: "server", ..config }), counters: Mutex::default() }
+        let vulndb = config.vulndb.clone();
+        ImageGate { evaluator: Evaluator::new(EvaluatorConfig { site: "server", ..config }), counters: Mutex::default(), vulndb, affected: Mutex::default() }
+    }
+
+    /// Rescans the images of every live pod whenever the vulnerability database file changes,
+    /// recording a `VulnerabilitiesFound` Event on each pod that a vulnerability gate would now
+    /// refuse (once per new set of findings) and keeping `flotilla_image_vulnerable_pods`.
+    pub async fn rescan_on_update(&self, registry: Registry) {
+        let Some(path) = self.vulndb.clone() else { return };
+        let mut seen: Option<std::time::SystemTime> = None;
+        loop {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if modified.is_some() && modified != seen {
+                seen = modified;
+                if let Err(e) = self.rescan(&registry).await {
+                    tracing::warn!(error = %e, "rescanning running workloads");
+                }
+            }
+            tokio::time::sleep(RESCAN_POLL).await;
+        }
+    }
+
+    async fn rescan(&self, registry: &Registry) -> Result<(), ApiError> {
+        let pods_rt = lookup_kind("v1", "Pod").ok_or_else(|| ApiError::Internal("Pod is not served".into()))?;
+        let (pods, _) = registry.list(pods_rt, None, &ListFilter::default()).await?;
+        let mut policies_by_ns: HashMap<String, Vec<Compiled>> = HashMap::new();
+        let mut now_affected = HashMap::new();
+        for pod in &pods {
+            let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) || phase == "Succeeded" || phase == "Failed" {
+                continue;
+            }
+            let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+            let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+            if !policies_by_ns.contains_key(&ns) {
+                let compiled = self.policies(registry, &ns).await?;
+                policies_by_ns.insert(ns.clone(), compiled);
+            }
+            let gates: Vec<Compiled> = policies_by_ns[&ns].iter().filter(|p| p.max_severity.is_some()).cloned().collect();
+            if gates.is_empty() {
+                continue;
+            }
+            let mut refusals = Vec::new();
+            for img in images(pod, "/spec") {
+                let Ok(reference) = normalize_reference(&img.image) else { continue };
+                let governing: Vec<&Compiled> = gates.iter().filter(|p| p.governs(&ns, &reference)).collect();
+                if governing.is_empty() {
+                    continue;
+                }
+                let report = match self.evaluator.scan(&reference).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(image = %img.image, error = %e, "rescan");
+                        continue;
+                    }
+                };
+                let now = chrono::Utc::now();
+                refusals
+                    .extend(governing.iter().filter_map(|p| p.check_vulnerabilities(&report, now)).map(|v| format!("image {} ({}): {v}", img.image, img.path)));
+            }
+            if refusals.is_empty() {
+                continue;
+            }
+            let previously = self.affected.lock().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned();
+            if previously.as_ref() != Some(&refusals) {
+                let involved = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
+                    namespace: Some(ns.clone()),
+                    uid: Some(uid.clone()),
+                    ..Default::default()
+                };
+                let event = api::events::build(
+                    involved,
+                    "image-policy",
+                    true,
+                    "VulnerabilitiesFound",
+                    &format!("after a vulnerability database update: {}", refusals.join("; ")),
+                );
+                self.record(registry, &ns, &event).await;
+            }
+            now_affected.insert(uid, refusals);
+        }
+        *self.affected.lock().unwrap_or_else(|e| e.into_inner()) = now_affected;
+        Ok(())
+    }
+
+    async fn record(&self, registry: &Registry, namespace: &str, event: &api::Event) {
+        if let (Ok(value), Some(events)) = (serde_json::to_value(event), lookup_kind("v1", "Event")) {
+            if let Err(e) = registry.create(events, Some(namespace), value).await {
+                tracing::warn!(error = %e, "recording an image policy Event");
+            }
+        }
     }
 
     /// Evaluates the policies that govern `object`'s images (a Pod or a Deployment in
@@ -96,11 +196,7 @@ impl ImageGate {
                 Mode::Audit => "ImagePolicyAudit",
             };
             let event = api::events::build(involved.clone(), "image-policy", v.mode != Mode::Audit, reason, &text);
-            if let (Ok(value), Some(events)) = (serde_json::to_value(&event), lookup_kind("v1", "Event")) {
-                if let Err(e) = registry.create(events, Some(namespace), value).await {
-                    tracing::warn!(error = %e, "recording an image policy Event");
-                }
-            }
+            self.record(registry, namespace, &event).await;
             match v.mode {
                 Mode::Enforce => refused.push(text),
                 Mode::Warn => review.warnings.push(text),
@@ -160,6 +256,9 @@ impl ImageGate {
         for ((policy, rule, mode), n) in rows {
             let _ = writeln!(out, "flotilla_image_policy_violations_total{{policy=\"{policy}\",rule=\"{rule}\",mode=\"{mode}\"}} {n}");
         }
+        let affected = self.affected.lock().unwrap_or_else(|e| e.into_inner()).len();
+        out.push_str("# HELP flotilla_image_vulnerable_pods Live pods a vulnerability gate would refuse since the last database update.\n# TYPE flotilla_image_vulnerable_pods gauge\n");
+        let _ = writeln!(out, "flotilla_image_vulnerable_pods {affected}");
         out.push_str("# HELP flotilla_image_signature_verifications_total Signature checks at admission, by cache outcome.\n# TYPE flotilla_image_signature_verifications_total counter\n");
         let (hits, misses) = (self.evaluator.verify_hits.load(Ordering::Relaxed), self.evaluator.verify_misses.load(Ordering::Relaxed));
         let _ = writeln!(out, "flotilla_image_signature_verifications_total{{cache=\"hit\"}} {hits}");

@@ -116,6 +116,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
         vulndb_optional: false,
     }));
     let gate_metrics = gate.clone();
+    let rescanner = (gate.clone(), registry.clone());
     metrics.add_source(Arc::new(move || gate_metrics.metrics()));
     let state = AppState { registry: registry.clone(), auth, logs, metrics, ca_pem: Arc::new(pki.ca_pem.clone()), image_gate: Some(gate) };
     let tls = apiserver::tls::server_config(&pki.cert_path, &pki.key_path)?;
@@ -129,6 +130,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
             tracing::error!(error = %e, "API server stopped");
         }
     });
+    tasks.spawn(async move { rescanner.0.rescan_on_update(rescanner.1).await });
     let mut controllers = controllers::start_all(registry, opts.controllers.clone()).await;
     tasks.spawn(async move { while controllers.join_next().await.is_some() {} });
     let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);

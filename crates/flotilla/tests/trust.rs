@@ -170,7 +170,13 @@ fn admission_refuses_images_with_findings_above_the_limit() {
 
     apply(&cluster, &policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2001-01-01T00:00:00Z\"\n")).unwrap();
     let err = apply(&cluster, &pod).unwrap_err();
-    for part in ["ClusterImagePolicy low-only rule vulnerabilities", "2 finding(s) above maxSeverity LOW", "GHSA-c2qf-rxjj-qqgw in semver 7.5.1", "GHSA-9wx4-h78v-vm56", "to fix: rebuild the image"] {
+    for part in [
+        "ClusterImagePolicy low-only rule vulnerabilities",
+        "2 finding(s) above maxSeverity LOW",
+        "GHSA-c2qf-rxjj-qqgw in semver 7.5.1",
+        "GHSA-9wx4-h78v-vm56",
+        "to fix: rebuild the image",
+    ] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
     }
     assert!(!err.contains("CVE-2024-10524"), "an UNKNOWN finding is not above LOW: {err}");
@@ -181,6 +187,29 @@ fn admission_refuses_images_with_findings_above_the_limit() {
     assert!(admitted.contains("debian"), "{admitted}");
     let image = cluster.get("pod", "debian")["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
     assert!(image.starts_with(&format!("{reference}@sha256:")), "{image}");
+
+    // Running workloads are rescanned when the database changes: with the exceptions gone and
+    // the advisories re-imported, the running pod is reported by an Event and the metric.
+    let strict = "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterImagePolicy\nmetadata:\n  name: low-only\nspec:\n  images: [\"127.0.0.1:*/**\"]\n  vulnerabilities:\n    maxSeverity: LOW\n";
+    apply(&cluster, strict).unwrap();
+    ok(cluster.data_dir(), &["vulndb", "import", trust_data().join("osv").to_str().unwrap()]);
+    let message = common::wait_for(std::time::Duration::from_secs(30), "a VulnerabilitiesFound Event", || {
+        let events: Value = serde_json::from_str(&cluster.run_ok(&["get", "events", "-o", "json"])).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "VulnerabilitiesFound" && e["involvedObject"]["name"] == "debian")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+    });
+    assert!(message.contains("GHSA-c2qf-rxjj-qqgw") && message.contains("after a vulnerability database update"), "{message}");
+    let tokens = fs::read_to_string(cluster.data_dir().join("tokens.csv")).unwrap();
+    let admin = tokens.split(',').next().unwrap();
+    let metrics = Command::new("curl")
+        .args(["-sfk", "-H", &format!("Authorization: Bearer {admin}"), &format!("https://127.0.0.1:{}/metrics", cluster.port)])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("flotilla_image_vulnerable_pods 1"), "{}", String::from_utf8_lossy(&metrics.stdout));
     cluster.delete_everything();
     cluster.assert_host_clean();
 }
