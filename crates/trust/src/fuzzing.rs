@@ -1,5 +1,5 @@
-//! Fuzz bodies for the parsers in this crate that read untrusted input (advisories and the
-//! package databases inside images), shared by the cargo-fuzz targets in `fuzz/` and the corpus
+//! Fuzz bodies for the parsers in this crate that read untrusted input (advisories, the package
+//! databases inside images, and signature payloads and bundles from registries), shared by the cargo-fuzz targets in `fuzz/` and the corpus
 //! tests in `tests/fuzz_corpus.rs` so CI runs them on stable.
 //!
 //! Each body panics only when it finds a bug: bad input must come back as an error or be skipped.
@@ -80,4 +80,23 @@ pub fn inventory(data: &[u8]) {
     let os = usize::from(inventory.os.is_some());
     assert_eq!(cdx["components"].as_array().map(Vec::len), Some(inventory.packages.len() + os));
     assert_eq!(spdx["packages"].as_array().map(Vec::len), Some(inventory.packages.len() + 1));
+}
+
+const FUZZ_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE33BU5xbhUpwMOZ2TByPrmO0iy8Fp
+4nyn8ArHnXLUwwvmNKYS+NRI37tV+7hi7BPI9y00PwIW5f9S1leY+GLJVg==
+-----END PUBLIC KEY-----
+";
+
+/// Reads `data` as what a registry serves for signatures: a simple-signing payload, a Sigstore
+/// bundle (checked with a fixed key), and a base64 signature. A payload that parses must come back
+/// with the same claims from cosign's encoding of it.
+pub fn signature(data: &[u8]) {
+    if let Ok(claims) = crate::cosign::Claims::from_payload(data) {
+        let again = crate::cosign::Claims::from_payload(&claims.to_payload()).expect("encoded payloads parse");
+        assert_eq!(again, claims);
+    }
+    let key = crate::cosign::PublicKey::from_pem(FUZZ_KEY, "fuzz key").expect("the fuzz key parses");
+    assert!(crate::cosign::verify_bundle(data, &key).is_err(), "nothing the fuzzer makes is signed by the fuzz key");
+    assert!(key.verify_base64(b"payload", std::str::from_utf8(data).unwrap_or("")).is_err());
 }

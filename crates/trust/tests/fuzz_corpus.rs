@@ -1,4 +1,4 @@
-//! Runs the `osv` and `inventory` fuzz bodies over their seed corpora in `fuzz/corpus/` and
+//! Runs the `osv`, `inventory` and `signature` fuzz bodies over their seed corpora in `fuzz/corpus/` and
 //! deterministic mutations of them, so the fuzz targets' assertions hold on stable in every run.
 
 #[path = "../../../fuzz/mutate.rs"]
@@ -62,4 +62,28 @@ fn inventory_seeds() {
 #[test]
 fn inventory_mutants() {
     mutate::run_mutants("inventory", 0x1bad_5eed, 400, INVENTORY_TOKENS, trust::fuzzing::inventory);
+}
+
+const SIGNATURE_TOKENS: &[&[u8]] = &[
+    b"\"critical\"",
+    b"\"docker-manifest-digest\"",
+    b"\"cosign container image signature\"",
+    b"\"optional\"",
+    b"\"dsseEnvelope\"",
+    b"\"payloadType\"",
+    b"\"signatures\"",
+    b"\"application/vnd.dev.sigstore.bundle.v0.3+json\"",
+    b"null",
+    b"{}",
+    b"MEUCIQ",
+];
+
+#[test]
+fn signature_seeds() {
+    mutate::run_seeds("signature", trust::fuzzing::signature);
+}
+
+#[test]
+fn signature_mutants() {
+    mutate::run_mutants("signature", 0x5160_5eed, 1500, SIGNATURE_TOKENS, trust::fuzzing::signature);
 }
