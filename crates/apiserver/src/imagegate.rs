@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use api::imagepolicy::ImagePolicy;
 use api::kinds::lookup_kind;
 use api::ResourceType;
 use image::normalize_reference;
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
 use trust::enforce::{Evaluator, EvaluatorConfig};
-use trust::policy::{compile, Compiled, Mode, Violation};
+use trust::policy::{compile_stored, Compiled, Mode, Violation};
 
 use crate::error::ApiError;
 use crate::registry::{ListFilter, Registry};
@@ -221,19 +220,7 @@ impl ImageGate {
         for (kind, ns) in [("ClusterImagePolicy", None), ("ImagePolicy", Some(namespace))] {
             let rt = lookup_kind(api::imagepolicy::API_VERSION, kind).ok_or_else(|| ApiError::Internal(format!("{kind} is not served")))?;
             let (items, _) = registry.list(rt, ns, &ListFilter::default()).await?;
-            for item in items {
-                let policy: ImagePolicy = match serde_json::from_value(item) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(kind, error = %e, "skipping an unreadable image policy");
-                        continue;
-                    }
-                };
-                match compile(&policy) {
-                    Ok(c) => out.push(c),
-                    Err(e) => tracing::warn!(kind, name = ?policy.metadata.name, error = %e, "skipping an image policy that does not compile"),
-                }
-            }
+            out.extend(compile_stored(items));
         }
         Ok(out)
     }

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Cluster, FLOTILLA};
@@ -18,14 +17,6 @@ use serde_json::Value;
 fn flotilla(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(FLOTILLA).current_dir(dir).env("COSIGN_PASSWORD", "correct horse").args(args).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// Applies `manifest`; returns success, stdout and stderr.
-fn apply(cluster: &Cluster, manifest: &str) -> (bool, String, String) {
-    let mut child = cluster.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn pod(name: &str, image: &str) -> String {
@@ -98,18 +89,18 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     assert!(ok && out.contains("Sigstore bundle referrer"), "{out}");
 
     let mut cluster = Cluster::up("imgpolicy");
-    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("cosign.pub")));
+    let (ok, _, err) = cluster.try_apply(&policy("enforce", &dir.join("cosign.pub")));
     assert!(ok, "{err}");
 
     // Signed: admitted, pinned to the verified digest, and running.
-    let (ok, _, err) = apply(&cluster, &pod("signed", &signed));
+    let (ok, _, err) = cluster.try_apply(&pod("signed", &signed));
     assert!(ok, "{err}");
     let image = cluster.get("pod", "signed")["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
     assert!(image.starts_with(&format!("{signed}@sha256:")), "the tag is pinned to its digest: {image}");
     cluster.wait_ready("test=signed", 1, Duration::from_secs(60));
 
     // Unsigned: refused with the policy, the rule and the fix; nothing stored.
-    let (ok, _, err) = apply(&cluster, &pod("unsigned", &unsigned));
+    let (ok, _, err) = cluster.try_apply(&pod("unsigned", &unsigned));
     assert!(!ok, "an unsigned image was admitted");
     for part in ["forbidden by image policy", "ClusterImagePolicy trusted rule signatures", "has no signature", "to fix: sign", "flotilla image sign --key"] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
@@ -128,7 +119,7 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
         let (sig, _) = remote.manifest(&trust::signatures::signature_tag(&signed_digest), None).await.unwrap();
         remote.push_manifest(&trust::signatures::signature_tag(&unsigned_digest), image::OCI_MANIFEST, &sig).await.unwrap();
     });
-    let (ok, _, err) = apply(&cluster, &pod("borrowed", &unsigned));
+    let (ok, _, err) = cluster.try_apply(&pod("borrowed", &unsigned));
     assert!(!ok && err.contains("is for sha256:") && err.contains("rule signatures"), "a borrowed signature was accepted: {err}");
     assert!(absent(&cluster, "pod", "borrowed"));
 
@@ -137,7 +128,7 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     let (ok, out) = flotilla(dir, &["image", "sign", "--key", "cosign.key", &release]);
     assert!(ok, "{out}");
     other_image("tampered", "release");
-    let (ok, _, err) = apply(&cluster, &pod("tampered", &release));
+    let (ok, _, err) = cluster.try_apply(&pod("tampered", &release));
     assert!(!ok && err.contains("has no signature"), "a tampered image was admitted: {err}");
     assert!(absent(&cluster, "pod", "tampered"));
 
@@ -145,44 +136,44 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     let deployment = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: unsigned-web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: unsigned-web}}\n  template:\n    metadata:\n      labels: {{app: unsigned-web}}\n    spec:\n      containers:\n      - name: main\n        image: {unsigned}\n"
     );
-    let (ok, _, err) = apply(&cluster, &deployment);
+    let (ok, _, err) = cluster.try_apply(&deployment);
     assert!(!ok && err.contains("deployments \"unsigned-web\" is forbidden") && err.contains("containers[0]"), "{err}");
     assert!(absent(&cluster, "deployment", "unsigned-web"));
     assert!(cluster.pods(Some("app=unsigned-web")).is_empty());
     assert!(!events(&cluster, "ImagePolicyDenied").is_empty());
 
     // The wrong key: the policy trusts only the other key now.
-    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("other.pub")));
+    let (ok, _, err) = cluster.try_apply(&policy("enforce", &dir.join("other.pub")));
     assert!(ok, "{err}");
-    let (ok, _, err) = apply(&cluster, &pod("wrong-key", &signed));
+    let (ok, _, err) = cluster.try_apply(&pod("wrong-key", &signed));
     assert!(!ok && err.contains("signed by none of the trusted keys"), "{err}");
     assert!(absent(&cluster, "pod", "wrong-key"));
 
     // warn: admitted, with a warning in the response and an Event.
-    let (ok, _, err) = apply(&cluster, &policy("warn", &dir.join("cosign.pub")));
+    let (ok, _, err) = cluster.try_apply(&policy("warn", &dir.join("cosign.pub")));
     assert!(ok, "{err}");
-    let (ok, _, err) = apply(&cluster, &pod("warned", &unsigned));
+    let (ok, _, err) = cluster.try_apply(&pod("warned", &unsigned));
     assert!(ok, "warn mode refused: {err}");
     assert!(err.contains("Warning: image ") && err.contains("rule signatures"), "no warning printed: {err}");
     assert!(events(&cluster, "ImagePolicyWarning").iter().any(|e| e.starts_with("warned ")));
 
     // audit: admitted silently, recorded as an Event.
-    let (ok, _, err) = apply(&cluster, &policy("audit", &dir.join("cosign.pub")));
+    let (ok, _, err) = cluster.try_apply(&policy("audit", &dir.join("cosign.pub")));
     assert!(ok, "{err}");
-    let (ok, _, err) = apply(&cluster, &pod("audited", &unsigned));
+    let (ok, _, err) = cluster.try_apply(&pod("audited", &unsigned));
     assert!(ok && !err.contains("Warning"), "audit mode must admit without warnings: {err}");
     assert!(events(&cluster, "ImagePolicyAudit").iter().any(|e| e.starts_with("audited ")));
 
     // The node re-checks before every (re)start: a crashing container admitted under audit is
     // refused its restart once the policy enforces.
     let crasher = registry.push(&dir.join("busybox"), "t", "other", "crash");
-    let (ok, _, err) = apply(&cluster, &pod("crasher", &crasher).replace("[\"sleep\", \"3600\"]", "[\"sh\", \"-c\", \"sleep 1; exit 1\"]"));
+    let (ok, _, err) = cluster.try_apply(&pod("crasher", &crasher).replace("[\"sleep\", \"3600\"]", "[\"sh\", \"-c\", \"sleep 1; exit 1\"]"));
     assert!(ok, "{err}");
     common::wait_for(Duration::from_secs(60), "the crasher to have run", || {
         let pod = cluster.get("pod", "crasher");
         (pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1).then_some(())
     });
-    let (ok, _, err) = apply(&cluster, &policy("enforce", &dir.join("cosign.pub")));
+    let (ok, _, err) = cluster.try_apply(&policy("enforce", &dir.join("cosign.pub")));
     assert!(ok, "{err}");
     let waiting = common::wait_for(Duration::from_secs(60), "the node to refuse the restart", || {
         let pod = cluster.get("pod", "crasher");
@@ -191,13 +182,7 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     });
     assert!(waiting.contains("has no signature") && waiting.contains("node"), "{waiting}");
 
-    let tokens = std::fs::read_to_string(cluster.data_dir().join("tokens.csv")).unwrap();
-    let admin = tokens.split(',').next().unwrap();
-    let out = Command::new("curl")
-        .args(["-sfk", "-H", &format!("Authorization: Bearer {admin}"), &format!("https://127.0.0.1:{}/metrics", cluster.port)])
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&out.stdout);
+    let metrics = cluster.metrics();
     assert!(
         metrics.contains("flotilla_image_policy_violations_total{policy=\"ClusterImagePolicy trusted\",rule=\"signatures\",mode=\"enforce\"}"),
         "{metrics}"

@@ -131,25 +131,6 @@ fn a_bad_advisory_is_named_and_the_database_is_unchanged() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("flotilla vulndb import"), "{}", String::from_utf8_lossy(&missing.stderr));
 }
 
-fn apply(cluster: &common::Cluster, manifest: &str) -> Result<String, String> {
-    use std::io::Write as _;
-    let mut child = cluster
-        .command(&["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
-}
-
 /// The vulnerability gate at admission: the server pulls the image it is asked to admit, scans it
 /// against its database, and refuses findings above the policy's limit unless an unexpired
 /// exception names them.
@@ -168,8 +149,9 @@ fn admission_refuses_images_with_findings_above_the_limit() {
     };
     let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: debian\nspec:\n  containers:\n  - name: main\n    image: {reference}\n");
 
-    apply(&cluster, &policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2001-01-01T00:00:00Z\"\n")).unwrap();
-    let err = apply(&cluster, &pod).unwrap_err();
+    cluster.apply(&policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2001-01-01T00:00:00Z\"\n"));
+    let (admitted, _, err) = cluster.try_apply(&pod);
+    assert!(!admitted, "an image with MEDIUM findings was admitted");
     for part in [
         "ClusterImagePolicy low-only rule vulnerabilities",
         "2 finding(s) above maxSeverity LOW",
@@ -182,8 +164,8 @@ fn admission_refuses_images_with_findings_above_the_limit() {
     assert!(!err.contains("CVE-2024-10524"), "an UNKNOWN finding is not above LOW: {err}");
     assert!(cluster.try_run(&["get", "pod", "debian"]).is_err());
 
-    apply(&cluster, &policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2099-01-01T00:00:00Z\"\n    - id: CVE-2022-25883\n")).unwrap();
-    let admitted = apply(&cluster, &pod).unwrap();
+    cluster.apply(&policy("    - id: GHSA-9wx4-h78v-vm56\n      expires: \"2099-01-01T00:00:00Z\"\n    - id: CVE-2022-25883\n"));
+    let admitted = cluster.apply(&pod);
     assert!(admitted.contains("debian"), "{admitted}");
     let image = cluster.get("pod", "debian")["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
     assert!(image.starts_with(&format!("{reference}@sha256:")), "{image}");
@@ -191,7 +173,7 @@ fn admission_refuses_images_with_findings_above_the_limit() {
     // Running workloads are rescanned when the database changes: with the exceptions gone and
     // the advisories re-imported, the running pod is reported by an Event and the metric.
     let strict = "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterImagePolicy\nmetadata:\n  name: low-only\nspec:\n  images: [\"127.0.0.1:*/**\"]\n  vulnerabilities:\n    maxSeverity: LOW\n";
-    apply(&cluster, strict).unwrap();
+    cluster.apply(strict);
     ok(cluster.data_dir(), &["vulndb", "import", trust_data().join("osv").to_str().unwrap()]);
     let message = common::wait_for(std::time::Duration::from_secs(30), "a VulnerabilitiesFound Event", || {
         let events: Value = serde_json::from_str(&cluster.run_ok(&["get", "events", "-o", "json"])).unwrap();
@@ -203,13 +185,8 @@ fn admission_refuses_images_with_findings_above_the_limit() {
             .map(|e| e["message"].as_str().unwrap_or("").to_string())
     });
     assert!(message.contains("GHSA-c2qf-rxjj-qqgw") && message.contains("after a vulnerability database update"), "{message}");
-    let tokens = fs::read_to_string(cluster.data_dir().join("tokens.csv")).unwrap();
-    let admin = tokens.split(',').next().unwrap();
-    let metrics = Command::new("curl")
-        .args(["-sfk", "-H", &format!("Authorization: Bearer {admin}"), &format!("https://127.0.0.1:{}/metrics", cluster.port)])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&metrics.stdout).contains("flotilla_image_vulnerable_pods 1"), "{}", String::from_utf8_lossy(&metrics.stdout));
+    let metrics = cluster.metrics();
+    assert!(metrics.contains("flotilla_image_vulnerable_pods 1"), "{metrics}");
     cluster.delete_everything();
     cluster.assert_host_clean();
 }

@@ -146,6 +146,21 @@ pub fn compile(policy: &ImagePolicy) -> Result<Compiled, String> {
     })
 }
 
+/// Compiles stored policy objects (as listed from the API), skipping with a warning any that do
+/// not decode or compile: admission validated them, so only a stale or foreign writer gets here.
+pub fn compile_stored(items: Vec<serde_json::Value>) -> Vec<Compiled> {
+    items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_value::<ImagePolicy>(item).map_err(|e| e.to_string()).and_then(|p| compile(&p)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an image policy that does not compile");
+                None
+            }
+        })
+        .collect()
+}
+
 impl Compiled {
     /// Whether this policy governs `reference` in `namespace`.
     pub fn governs(&self, namespace: &str, reference: &Reference) -> bool {

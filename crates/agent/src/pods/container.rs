@@ -39,14 +39,7 @@ pub async fn recheck_image(ctx: &AgentContext, namespace: &str, container: &Cont
         let Some(rt) = api::kinds::lookup_kind(api::imagepolicy::API_VERSION, kind) else { continue };
         let ns = rt.namespaced.then_some(namespace);
         match ctx.client.list(rt, ns, &client::Selectors::default()).await {
-            Ok((items, _)) => {
-                for item in items {
-                    match serde_json::from_value::<api::ImagePolicy>(item).map_err(|e| e.to_string()).and_then(|p| trust::policy::compile(&p)) {
-                        Ok(p) => policies.push(p),
-                        Err(e) => tracing::warn!(kind, error = %e, "skipping an image policy that does not compile"),
-                    }
-                }
-            }
+            Ok((items, _)) => policies.extend(trust::policy::compile_stored(items)),
             Err(e) => {
                 tracing::warn!(kind, error = %e, "cannot list image policies; starting the container as admitted");
                 return Ok(None);

@@ -273,10 +273,27 @@ impl Cluster {
 
     /// Applies a manifest given as text.
     pub fn apply(&self, manifest: &str) -> String {
+        let (ok, stdout, stderr) = self.try_apply(manifest);
+        assert!(ok, "apply failed: {stderr}");
+        stdout
+    }
+
+    /// Applies a manifest given as text; returns success, stdout and stderr.
+    pub fn try_apply(&self, manifest: &str) -> (bool, String, String) {
         let mut child = self.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The API server's `/metrics` text, fetched with the admin token.
+    pub fn metrics(&self) -> String {
+        let tokens = std::fs::read_to_string(self.data_dir().join("tokens.csv")).unwrap();
+        let admin = tokens.split(',').next().unwrap();
+        let out = Command::new("curl")
+            .args(["-sfk", "-H", &format!("Authorization: Bearer {admin}"), &format!("https://127.0.0.1:{}/metrics", self.port)])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

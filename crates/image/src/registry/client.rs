@@ -144,24 +144,14 @@ impl Remote {
     pub async fn manifest(&mut self, selector: &str, pinned: Option<&Digest>) -> Result<(Vec<u8>, String), ImageError> {
         let url = format!("{}/manifests/{selector}", self.base);
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(", ");
-        let mut response = self.get(&url, &accept).await?;
+        let response = self.get(&url, &accept).await?;
         let media_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let too_large = || RegistryError::TooLarge { url: url.clone(), limit: MAX_DOCUMENT_SIZE };
-        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT_SIZE) {
-            return Err(too_large().into());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|source| RegistryError::Http { method: "GET".to_string(), url: url.clone(), source })? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
-                return Err(too_large().into());
-            }
-        }
+        let bytes = Self::limited_body(response, &url, MAX_DOCUMENT_SIZE).await?;
         if let Some(expected) = pinned {
             let actual = Digest::of(&bytes);
             if actual != *expected {
@@ -194,14 +184,8 @@ impl Remote {
         if desc.size > limit {
             return Err(RegistryError::TooLarge { url, limit }.into());
         }
-        let mut response = self.get(&url, "*/*").await?;
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|source| RegistryError::Http { method: "GET".to_string(), url: url.clone(), source })? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() as u64 > desc.size {
-                break;
-            }
-        }
+        let response = self.get(&url, "*/*").await?;
+        let bytes = Self::limited_body(response, &url, desc.size).await?;
         let actual = Digest::of(&bytes);
         if bytes.len() as u64 != desc.size || actual != desc.digest {
             return Err(BlobError::Corrupt {
@@ -256,7 +240,7 @@ impl Remote {
     pub async fn referrers(&mut self, digest: &Digest) -> Result<Option<Index>, ImageError> {
         let url = format!("{}/referrers/{digest}", self.base);
         let bytes = match self.get(&url, OCI_INDEX).await {
-            Ok(response) => Some(Self::limited_body(response, &url).await?),
+            Ok(response) => Some(Self::limited_body(response, &url, MAX_DOCUMENT_SIZE).await?),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
         };
@@ -273,12 +257,17 @@ impl Remote {
         Ok(Some(index))
     }
 
-    async fn limited_body(mut response: Response, url: &str) -> Result<Vec<u8>, RegistryError> {
+    /// Reads a response body into memory, refusing more than `limit` bytes.
+    async fn limited_body(mut response: Response, url: &str, limit: u64) -> Result<Vec<u8>, RegistryError> {
+        let too_large = || RegistryError::TooLarge { url: url.to_string(), limit };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|source| RegistryError::Http { method: "GET".to_string(), url: url.to_string(), source })? {
             bytes.extend_from_slice(&chunk);
-            if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
-                return Err(RegistryError::TooLarge { url: url.to_string(), limit: MAX_DOCUMENT_SIZE });
+            if bytes.len() as u64 > limit {
+                return Err(too_large());
             }
         }
         Ok(bytes)
