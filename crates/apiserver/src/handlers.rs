@@ -139,7 +139,7 @@ async fn review_images(state: &AppState, rt: &ResourceType, ns: Option<&str>, va
     let ns = ns.unwrap_or("default");
     if let Some(name) = updating {
         let old = state.registry.get(rt, Some(ns), name).await?;
-        if crate::imagegate::same_images(&old, value) {
+        if crate::imagegate::same_images(rt.kind, &old, value) {
             return Ok(Review::default());
         }
     }

@@ -265,9 +265,9 @@ fn spec_pointer(kind: &str) -> &'static str {
     }
 }
 
-/// Whether two versions of an object (same kind) name the same images in the same places.
-pub fn same_images(old: &Value, new: &Value) -> bool {
-    let kind = new.get("kind").and_then(Value::as_str).unwrap_or("");
+/// Whether two versions of an object of `kind` name the same images in the same places. The kind
+/// comes from the URL, not the body, so a body without `kind` cannot skip the gate.
+pub fn same_images(kind: &str, old: &Value, new: &Value) -> bool {
     let list = |v: &Value| images(v, spec_pointer(kind)).into_iter().map(|i| (i.pointer, i.image)).collect::<Vec<_>>();
     list(old) == list(new)
 }
@@ -286,4 +286,20 @@ fn images(object: &Value, spec_pointer: &str) -> Vec<ImageRef> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_deployment_image_is_seen_without_kind_in_the_body() {
+        let old = serde_json::json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "r/x:1"}]}}}});
+        let new = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "r/x:2"}]}}}});
+        assert!(!same_images("Deployment", &old, &new));
+        assert!(same_images("Deployment", &old, &old));
+        let pod = serde_json::json!({"spec": {"initContainers": [{"image": "r/i"}], "containers": [{"image": "r/x"}]}});
+        let paths: Vec<String> = images(&pod, spec_pointer("Pod")).into_iter().map(|i| format!("{} {}", i.path, i.pointer)).collect();
+        assert_eq!(paths, ["initContainers[0] /spec/initContainers/0/image", "containers[0] /spec/containers/0/image"]);
+    }
 }
