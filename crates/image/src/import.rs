@@ -76,7 +76,7 @@ impl ImageStore {
         let file = File::open(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
         let extract_err = |source| ImportError::Extract { path: path.to_path_buf(), source };
         let tar = decompress(file).map_err(|source| extract_err(UnpackError::Stream { source }))?;
-        unpack_tar(tar, staging.path(), &self.limits, Whiteouts::Keep).map_err(extract_err)?;
+        unpack_tar(tar, staging.path(), &[], &self.limits, Whiteouts::Keep).map_err(extract_err)?;
         self.import_dir(staging.path(), path, name)
     }
 

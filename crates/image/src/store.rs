@@ -187,7 +187,8 @@ impl ImageStore {
         let chains = chain_ids(&config.rootfs.diff_ids);
         let mut dirs = Vec::with_capacity(chains.len());
         for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids).zip(&chains) {
-            let dir = self.snapshots.ensure(chain_id, |staging| self.unpack_verified(layer, diff_id, staging))?;
+            let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+            let dir = self.snapshots.ensure(chain_id, |staging| self.unpack_verified(layer, diff_id, staging, &lowers))?;
             dirs.push(dir);
         }
         dirs.reverse();
@@ -260,12 +261,12 @@ impl ImageStore {
         }
     }
 
-    fn unpack_verified(&self, layer: &Descriptor, diff_id: &Digest, staging: &Path) -> Result<(), ImageError> {
+    fn unpack_verified(&self, layer: &Descriptor, diff_id: &Digest, staging: &Path, lowers: &[PathBuf]) -> Result<(), ImageError> {
         let mut blob = self.blobs.open_verified(layer)?;
         let unpacked = (|| {
             let tar = decompress(&mut blob).map_err(|source| UnpackError::Stream { source })?;
             let mut hashing = HashingReader::new(tar);
-            unpack_tar(&mut hashing, staging, &self.limits, Whiteouts::Overlay)?;
+            unpack_tar(&mut hashing, staging, lowers, &self.limits, Whiteouts::Overlay)?;
             hashing.drain().map_err(|source| UnpackError::Stream { source })?;
             Ok::<_, UnpackError>(hashing.digest())
         })();

@@ -127,12 +127,13 @@ pub(crate) enum Whiteouts {
 /// Safe on arbitrary bytes: bad input is an error, never a write outside `dest`.
 pub fn unpack_layer(reader: impl Read, dest: &Path, limits: &Limits) -> Result<UnpackStats, crate::ImageError> {
     let tar = decompress(reader).map_err(|source| UnpackError::Stream { source })?;
-    Ok(unpack_tar(tar, dest, limits, Whiteouts::Overlay)?)
+    Ok(unpack_tar(tar, dest, &[], limits, Whiteouts::Overlay)?)
 }
 
-/// Unpacks an uncompressed tar stream into `dest`.
-pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, limits: &Limits, whiteouts: Whiteouts) -> Result<UnpackStats, UnpackError> {
-    let root = Root::new(dest)?;
+/// Unpacks an uncompressed tar stream into `dest`, a layer applied onto the snapshots `lowers`
+/// (top-most first; empty for the bottom layer or a standalone tree).
+pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, lowers: &[PathBuf], limits: &Limits, whiteouts: Whiteouts) -> Result<UnpackStats, UnpackError> {
+    let root = Root::new(dest, lowers)?;
     let cap = limits.max_bytes.saturating_add(limits.max_entries.saturating_mul(PER_ENTRY_OVERHEAD));
     let progress = Rc::new(Progress::default());
     let capped = CappedReader { inner: reader, remaining: cap, cap, progress: Rc::clone(&progress) };

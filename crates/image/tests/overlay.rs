@@ -105,3 +105,242 @@ fn a_layer_that_does_not_match_its_diff_id_is_rejected() {
     let err = store.prepare_layers(&image).unwrap_err();
     assert!(matches!(err, ImageError::Store(StoreError::DiffIdMismatch { .. })), "{err}");
 }
+
+/// One tar entry of a crafted layer.
+enum Entry<'a> {
+    Dir(&'a str, u32, u64),
+    File(&'a str, &'a [u8], u32, u64),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    Fifo(&'a str),
+    /// A file carrying `user.origin` as a PAX `SCHILY.xattr` record.
+    XattrFile(&'a str, &'a [u8], &'a str),
+}
+
+/// A PAX extended header holding one `SCHILY.xattr.<name>` record.
+fn pax_xattr(builder: &mut tar::Builder<Vec<u8>>, name: &str, value: &str) {
+    let body = format!(" SCHILY.xattr.{name}={value}\n");
+    // The record's length counts its own decimal digits.
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    let record = format!("{len}{body}");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_size(record.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    builder.append(&h, record.as_bytes()).unwrap();
+}
+
+/// A layer whose entries carry modes, owners (uid = gid = the given id), links, FIFOs and xattrs.
+fn rich_layer(entries: &[Entry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (i, entry) in entries.iter().enumerate() {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(1_600_000_000 + i as u64 * 1000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        h.set_mode(0o777);
+        match entry {
+            Entry::Dir(path, mode, owner) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_uid(*owner);
+                h.set_gid(*owner);
+                builder.append_data(&mut h, path, &b""[..]).unwrap();
+            }
+            Entry::File(path, data, mode, owner) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_uid(*owner);
+                h.set_gid(*owner);
+                h.set_size(data.len() as u64);
+                builder.append_data(&mut h, path, *data).unwrap();
+            }
+            Entry::XattrFile(path, data, origin) => {
+                pax_xattr(&mut builder, "user.origin", origin);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                builder.append_data(&mut h, path, *data).unwrap();
+            }
+            Entry::Symlink(path, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                builder.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::Hardlink(path, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                builder.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::Fifo(path) => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o620);
+                builder.append_data(&mut h, path, &b""[..]).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// What a tree walk records of one path: type, permission and set-id bits, owner, then content
+/// digest and mtime for files, target for symlinks, and `user.*` xattrs.
+fn describe_tree(root: &Path) -> (std::collections::BTreeMap<String, String>, Vec<Vec<String>>) {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut inodes: std::collections::BTreeMap<(u64, u64), Vec<String>> = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let kind = meta.file_type();
+            let mut line = format!("mode={:o} owner={}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
+            if kind.is_dir() {
+                line = format!("dir {line}");
+                stack.push(path.clone());
+            } else if kind.is_symlink() {
+                // A symlink's own mode is always 0777; its owner is what lchown set.
+                line = format!("symlink -> {} owner={}:{} mtime={}", fs::read_link(&path).unwrap().display(), meta.uid(), meta.gid(), meta.mtime());
+            } else if kind.is_file() {
+                let digest = hex::encode(sha2::Sha256::digest(fs::read(&path).unwrap()));
+                line = format!("file {line} sha256={} mtime={}", &digest[..16], meta.mtime());
+                inodes.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
+            } else {
+                line = format!("other({:?}) {line}", kind);
+            }
+            let mut names: Vec<String> = xattr::list(&path)
+                .map(|names| names.map(|n| n.to_string_lossy().into_owned()).filter(|n| n.starts_with("user.")).collect())
+                .unwrap_or_default();
+            names.sort();
+            for name in names {
+                let value = xattr::get(&path, &name).unwrap().unwrap_or_default();
+                line.push_str(&format!(" {name}={}", String::from_utf8_lossy(&value)));
+            }
+            out.insert(rel, line);
+        }
+    }
+    let mut links: Vec<Vec<String>> = inodes
+        .into_values()
+        .filter(|paths| paths.len() > 1)
+        .map(|mut paths| {
+            paths.sort();
+            paths
+        })
+        .collect();
+    links.sort();
+    (out, links)
+}
+
+#[test]
+fn a_multi_layer_image_mounts_to_the_same_tree_umoci_unpacks() {
+    use Entry::*;
+    assert!(nix::unistd::geteuid().is_root(), "overlay mounts and umoci unpack need root: run the tests as root");
+    let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    let base = rich_layer(&[
+        Dir("bin", 0o755, 0),
+        File("bin/tool", b"#!/bin/sh\necho tool\n", 0o4755, 0),
+        Hardlink("bin/tool-link", "bin/tool"),
+        Symlink("bin/sh", "tool"),
+        Dir("etc", 0o755, 0),
+        File("etc/hostname", b"base", 0o644, 0),
+        File("etc/shadow", b"root:*:19000::::::\n", 0o640, 42),
+        File("etc/to-delete", b"gone soon", 0o644, 0),
+        Symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
+        XattrFile("etc/labelled", b"x", "base"),
+        Dir("home", 0o755, 0),
+        Dir("home/user", 0o700, 1000),
+        File("home/user/.profile", b"export A=1\n", 0o600, 1000),
+        Dir("opt", 0o755, 0),
+        Dir("opt/app", 0o755, 0),
+        Dir("opt/app/lib", 0o755, 0),
+        File("opt/app/lib/a.so", b"a", 0o755, 0),
+        File("opt/app/lib/b.so", b"b", 0o755, 0),
+        Symlink("lib", "opt/app/lib"),
+        Dir("var", 0o755, 0),
+        Dir("var/cache", 0o755, 0),
+        File("var/cache/one", b"1", 0o644, 0),
+        File("var/cache/two", b"2", 0o644, 0),
+        Dir("var/flip", 0o755, 0),
+        File("var/flip/inner", b"inner", 0o644, 0),
+        Dir("run", 0o755, 0),
+        Fifo("run/events"),
+        File("data.bin", &big, 0o644, 0),
+    ]);
+    let middle = rich_layer(&[
+        Dir("etc", 0o755, 0),
+        File("etc/.wh.to-delete", b"", 0o644, 0),
+        File("etc/hostname", b"middle", 0o600, 0),
+        XattrFile("etc/labelled", b"y", "middle"),
+        Dir("var/cache", 0o755, 0),
+        File("var/cache/.wh..wh..opq", b"", 0o644, 0),
+        File("var/cache/three", b"3", 0o644, 0),
+        File("var/cache/four", b"4", 0o644, 0),
+        File("var/flip", b"now a file", 0o644, 0),
+        File("opt/app/lib/.wh.a.so", b"", 0o644, 0),
+        File("home/user/.profile", b"export A=2\n", 0o600, 1000),
+        File(".wh.lib", b"", 0o644, 0),
+        Dir("lib", 0o755, 0),
+        File("lib/real", b"a directory now", 0o644, 0),
+        Dir("usr", 0o755, 0),
+        Dir("usr/bin", 0o755, 0),
+        File("usr/bin/x", b"x", 0o755, 0),
+        Hardlink("usr/bin/y", "usr/bin/x"),
+    ]);
+    let top = rich_layer(&[
+        Dir("etc", 0o750, 0),
+        File("etc/to-delete", b"back again", 0o644, 0),
+        File("var/cache/.wh.three", b"", 0o644, 0),
+        Dir("var/flip", 0o711, 0),
+        File("var/flip/again", b"a directory again", 0o644, 0),
+        File("bin/sh", b"no longer a link", 0o755, 0),
+        File(".wh.data.bin", b"", 0o644, 0),
+        File("data.bin", b"small now", 0o644, 0),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    write_layout(&layout, "3", &[base, middle, top], &["sh"]);
+
+    let bundle = dir.path().join("bundle");
+    common::run("umoci", "umoci", &["unpack", "--image", &format!("{}:3", layout.display()), bundle.to_str().unwrap()]);
+    let (umoci_tree, umoci_links) = describe_tree(&bundle.join("rootfs"));
+
+    let (_tmp, store) = store();
+    let image = store.import(&layout, Some("layered:3")).unwrap().remove(0);
+    let lower = store.prepare_layers(&image).unwrap();
+    let (upper, work, target) = (dir.path().join("upper"), dir.path().join("work"), dir.path().join("rootfs"));
+    for d in [&upper, &work, &target] {
+        fs::create_dir(d).unwrap();
+    }
+    mount_overlay(&lower, &upper, &work, &target).unwrap();
+    let _guard = Mounted(&target);
+    let (ours, our_links) = describe_tree(&target);
+
+    // Spot checks, so that the comparison cannot pass on two equally wrong trees.
+    assert_eq!(ours["etc/hostname"].split(' ').nth(1), Some("mode=600"));
+    assert!(!ours.contains_key("var/cache/one") && !ours.contains_key("var/cache/three") && ours.contains_key("var/cache/four"));
+    assert!(ours["var/flip"].starts_with("dir mode=711") && !ours.contains_key("var/flip/inner"));
+    assert!(ours["etc/labelled"].ends_with("user.origin=middle"), "{}", ours["etc/labelled"]);
+    assert!(ours["bin/tool"].contains("mode=4755"));
+    // The middle layer writes home/user/.profile without a home/user entry: the directory keeps
+    // the base layer's mode and owner rather than showing a bare 0755 root directory over it.
+    assert_eq!(ours["home/user"], "dir mode=700 owner=1000:1000");
+    assert!(ours["lib"].starts_with("dir ") && !ours.contains_key("lib/a.so"));
+    assert_eq!(our_links, [vec!["bin/tool".to_string(), "bin/tool-link".to_string()], vec!["usr/bin/x".to_string(), "usr/bin/y".to_string()]]);
+
+    let differing: Vec<String> = umoci_tree
+        .keys()
+        .chain(ours.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| umoci_tree.get(*path) != ours.get(*path))
+        .map(|path| format!("{path}:\n  umoci: {:?}\n  ours:  {:?}", umoci_tree.get(path), ours.get(path)))
+        .collect();
+    assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
+    assert_eq!(umoci_links, our_links, "hardlink groups");
+}

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -66,20 +66,23 @@ impl Meta {
 }
 
 /// The destination directory of one unpack.
-pub(super) struct Root {
+pub(super) struct Root<'a> {
     dir: PathBuf,
     chown: bool,
+    /// The snapshots this layer is applied onto, top-most first: a directory the layer creates
+    /// only implicitly (as the parent of an entry) takes its attributes from them.
+    lowers: &'a [PathBuf],
 }
 
-impl Root {
-    pub(super) fn new(dir: &Path) -> Result<Self, UnpackError> {
+impl<'a> Root<'a> {
+    pub(super) fn new(dir: &Path, lowers: &'a [PathBuf]) -> Result<Self, UnpackError> {
         let bad = |reason: String| UnpackError::Destination { path: dir.to_path_buf(), reason };
         match fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(bad("not a directory".to_string())),
             Err(e) => return Err(bad(e.to_string())),
         }
-        Ok(Root { dir: dir.to_path_buf(), chown: nix::unistd::geteuid().is_root() })
+        Ok(Root { dir: dir.to_path_buf(), chown: nix::unistd::geteuid().is_root(), lowers })
     }
 
     /// Creates the missing parents of `rel` and returns its full path; fails if `rel` has a
@@ -104,6 +107,7 @@ impl Root {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path).map_err(write_err(entry, &path))?;
+                    self.inherit(&path, entry)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(UnpackError::Refused { entry: entry.to_string(), reason: format!("{} is not in this layer", rel.display()) });
@@ -112,6 +116,31 @@ impl Root {
             }
         }
         Ok(self.dir.join(rel))
+    }
+
+    /// Gives an implicitly created directory the mode, owner and xattrs the same directory has
+    /// in the image below this layer, as if the layer were applied onto the mounted lower
+    /// snapshots (overlayfs would otherwise show this layer's bare directory over them).
+    fn inherit(&self, path: &Path, entry: &str) -> Result<(), UnpackError> {
+        let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+        let Some(lower) = lower_dir(self.lowers, rel) else {
+            return Ok(());
+        };
+        let meta = fs::symlink_metadata(&lower).map_err(write_err(entry, &lower))?;
+        if self.chown {
+            std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid())).map_err(write_err(entry, path))?;
+        }
+        fs::set_permissions(path, Permissions::from_mode(meta.mode() & 0o7777)).map_err(write_err(entry, path))?;
+        for name in xattr::list(&lower).map_err(write_err(entry, &lower))? {
+            // The opaque marker belongs to the lower layer's own changes, not to the directory.
+            if name.to_string_lossy().starts_with("trusted.overlay.") {
+                continue;
+            }
+            if let Some(value) = xattr::get(&lower, &name).map_err(write_err(entry, &lower))? {
+                xattr::set(path, &name, &value).map_err(write_err(entry, path))?;
+            }
+        }
+        Ok(())
     }
 
     /// The full path for a non-root entry, with parents created and whatever was there removed.
@@ -251,4 +280,26 @@ fn set_path_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let secs = i64::try_from(mtime).unwrap_or(i64::MAX);
     let t = TimeSpec::new(secs, 0);
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+/// The directory `rel` as the merged view of `lowers` (top-most first) shows it, if it is one:
+/// the first layer holding it wins; a file, symlink or whiteout at it or a parent in a higher
+/// layer hides the layers below, and so does an opaque parent.
+fn lower_dir(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
+    let depth = rel.components().count();
+    'layers: for lower in lowers {
+        let mut path = lower.clone();
+        let mut opaque_parent = false;
+        for (i, component) in rel.components().enumerate() {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() && i + 1 == depth => return Some(path),
+                Ok(m) if m.is_dir() => opaque_parent |= xattr::get(&path, OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y"),
+                Ok(_) => return None,
+                Err(_) if opaque_parent => return None,
+                Err(_) => continue 'layers,
+            }
+        }
+    }
+    None
 }
