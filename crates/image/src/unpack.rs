@@ -180,8 +180,8 @@ pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, lowers: &[PathBuf], lim
                     } else if target.starts_with(WHITEOUT_PREFIX) {
                         tracing::debug!(entry = %name, "ignoring AUFS metadata entry");
                         continue;
-                    } else {
-                        root.whiteout(&parent.join(target), &name)?;
+                    } else if !root.whiteout(&parent.join(target), &name)? {
+                        continue;
                     }
                     stats.whiteouts += 1;
                     continue;

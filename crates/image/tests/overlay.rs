@@ -1,4 +1,5 @@
-//! Multi-layer images with whiteouts, unpacked and mounted for real with overlayfs (needs root).
+//! Multi-layer images with whiteouts, unpacked and mounted for real with overlayfs (needs root),
+//! and compared with the tree `umoci unpack` produces for the same image, crafted or umoci-built.
 
 mod common;
 
@@ -343,4 +344,124 @@ fn a_multi_layer_image_mounts_to_the_same_tree_umoci_unpacks() {
         .collect();
     assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
     assert_eq!(umoci_links, our_links, "hardlink groups");
+}
+
+/// Runs `umoci` with `args`, panicking with its stderr if it fails.
+fn umoci(args: &[&str]) {
+    common::run("umoci", "umoci", args);
+}
+
+/// `umoci unpack` of `image` into a fresh bundle under `dir`; returns the bundle's rootfs.
+fn umoci_unpack(dir: &Path, image: &str, bundle: &str) -> std::path::PathBuf {
+    let bundle = dir.join(bundle);
+    umoci(&["unpack", "--image", image, bundle.to_str().unwrap()]);
+    bundle.join("rootfs")
+}
+
+#[test]
+fn an_image_built_by_umoci_pulled_from_a_registry_mounts_to_the_tree_umoci_unpacks_and_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(nix::unistd::geteuid().is_root(), "overlay mounts and umoci unpack need root: run the tests as root");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let at = |tag: &str| format!("{}:{tag}", layout.display());
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &at("empty")]);
+
+    // Layer 1: busybox and an application tree.
+    let root = umoci_unpack(dir.path(), &at("empty"), "b1");
+    for d in ["bin", "etc/app/plugins", "var/cache/app", "home/svc"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    fs::write(root.join("etc/app/conf"), "version=1\n").unwrap();
+    fs::write(root.join("etc/app/secret"), "s3cret\n").unwrap();
+    fs::set_permissions(root.join("etc/app/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(root.join("etc/app/plugins/old.so"), "old").unwrap();
+    fs::write(root.join("var/cache/app/blob-1"), vec![7u8; 100_000]).unwrap();
+    fs::write(root.join("var/cache/app/blob-2"), "2").unwrap();
+    fs::hard_link(root.join("etc/app/conf"), root.join("etc/app/conf.link")).unwrap();
+    nix::unistd::chown(&root.join("home/svc"), Some(1000.into()), Some(1000.into())).unwrap();
+    fs::set_permissions(root.join("home/svc"), fs::Permissions::from_mode(0o750)).unwrap();
+    umoci(&["repack", "--image", &at("v1"), dir.path().join("b1").to_str().unwrap()]);
+
+    // Layer 2: deletions (umoci writes whiteouts), a replaced directory, changed content.
+    let root = umoci_unpack(dir.path(), &at("v1"), "b2");
+    fs::remove_file(root.join("etc/app/secret")).unwrap();
+    fs::remove_dir_all(root.join("etc/app/plugins")).unwrap();
+    fs::remove_dir_all(root.join("var/cache/app")).unwrap();
+    fs::write(root.join("var/cache/app"), "a file now\n").unwrap();
+    fs::remove_file(root.join("etc/app/conf.link")).unwrap();
+    fs::write(root.join("etc/app/conf"), "version=2\n").unwrap();
+    fs::write(root.join("home/svc/.profile"), "export X=1\n").unwrap();
+    umoci(&["repack", "--image", &at("v2"), dir.path().join("b2").to_str().unwrap()]);
+    umoci(&["config", "--image", &at("v2"), "--config.cmd", "sh"]);
+
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tags: Vec<&str> =
+        index["manifests"].as_array().unwrap().iter().filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str()).collect();
+    assert!(tags.contains(&"v2"), "{tags:?}");
+    let expected = umoci_unpack(dir.path(), &at("v2"), "reference");
+    let (umoci_tree, umoci_links) = describe_tree(&expected);
+
+    // Through a real registry, then our pull, unpack and overlay mount.
+    let registry = image::testing::Registry::start();
+    let reference = registry.push(&layout, "v2", "umoci/app", "v2");
+    let (_tmp, store) = store();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let record = runtime.block_on(store.pull(&reference, &image::PullOptions::default())).unwrap();
+    let lower = store.prepare_layers(&record).unwrap();
+    assert!(lower.len() >= 2, "umoci wrote {} layers", lower.len());
+    let whiteouts = lower.iter().flat_map(|l| walkdir_chardevs(l)).count();
+    assert!(whiteouts >= 3, "the top layer deletes with whiteouts ({whiteouts} found)");
+    let (upper, work, target) = (dir.path().join("upper"), dir.path().join("work"), dir.path().join("rootfs"));
+    for d in [&upper, &work, &target] {
+        fs::create_dir(d).unwrap();
+    }
+    mount_overlay(&lower, &upper, &work, &target).unwrap();
+    let _guard = Mounted(&target);
+    let (ours, our_links) = describe_tree(&target);
+
+    assert!(!ours.contains_key("etc/app/secret") && !ours.contains_key("etc/app/plugins") && !ours.contains_key("etc/app/conf.link"));
+    assert!(ours["var/cache/app"].starts_with("file "), "{}", ours["var/cache/app"]);
+    assert!(ours["home/svc"].starts_with("dir mode=750 owner=1000:1000"), "{}", ours["home/svc"]);
+    let differing: Vec<String> = umoci_tree
+        .keys()
+        .chain(ours.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| umoci_tree.get(*path) != ours.get(*path))
+        .map(|path| format!("{path}:\n  umoci: {:?}\n  ours:  {:?}", umoci_tree.get(path), ours.get(path)))
+        .collect();
+    assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
+    assert_eq!(umoci_links, our_links, "hardlink groups");
+
+    // And it runs: busybox from the mounted tree, confined to it.
+    let out = std::process::Command::new("chroot")
+        .arg(&target)
+        .args(["/bin/sh", "-c", "b=/bin/busybox; $b cat /etc/app/conf; $b ls /etc/app; $b cat /var/cache/app"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "version=2\nconf\na file now\n");
+}
+
+/// Paths of the character devices (overlay whiteouts) under `root`.
+fn walkdir_chardevs(root: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_char_device() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }

@@ -113,6 +113,22 @@ fn converts_oci_whiteouts_to_overlay_form() {
 }
 
 #[test]
+fn a_whiteout_below_a_file_of_the_same_layer_is_redundant_and_writes_nothing() {
+    // umoci writes `app` (now a file) then `app/.wh.old` when a directory became a file.
+    let sb = Sandbox::new();
+    let stats = sb.unpack(Tar::default().file("app", b"a file now").file("app/.wh.old", b"").bytes()).unwrap();
+    assert_eq!(stats.whiteouts, 0);
+    assert_eq!(fs::read(sb.root().join("app")).unwrap(), b"a file now");
+    // Below a symlink of the layer, the same: skipped, and nothing is written through it.
+    let sb = Sandbox::new();
+    fs::write(sb.dir.path().join("victim"), b"original").unwrap();
+    let tar = Tar::default().symlink("link", sb.dir.path().to_str().unwrap()).file("link/.wh.victim", b"").bytes();
+    sb.unpack(tar).unwrap();
+    assert_eq!(fs::read(sb.dir.path().join("victim")).unwrap(), b"original");
+    assert_eq!(sb.outside(), ["victim"]);
+}
+
+#[test]
 fn parent_escapes_are_refused() {
     for path in ["../x", "a/../../x", "./../../x"] {
         let sb = Sandbox::new();

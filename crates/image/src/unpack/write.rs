@@ -2,6 +2,8 @@
 //! symlinks), existing entries are replaced rather than written through, and metadata is applied
 //! without following links.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Read};
@@ -72,6 +74,10 @@ pub(super) struct Root<'a> {
     /// The snapshots this layer is applied onto, top-most first: a directory the layer creates
     /// only implicitly (as the parent of an entry) takes its attributes from them.
     lowers: &'a [PathBuf],
+    /// Paths (relative) this unpack has seen to be real directories, so that entries in the same
+    /// directory do not lstat every component again. It holds every ancestor of what it holds,
+    /// and is emptied whenever an entry replaces one of them.
+    known_dirs: RefCell<HashSet<PathBuf>>,
 }
 
 impl<'a> Root<'a> {
@@ -82,7 +88,7 @@ impl<'a> Root<'a> {
             Ok(_) => return Err(bad("not a directory".to_string())),
             Err(e) => return Err(bad(e.to_string())),
         }
-        Ok(Root { dir: dir.to_path_buf(), chown: nix::unistd::geteuid().is_root(), lowers })
+        Ok(Root { dir: dir.to_path_buf(), chown: nix::unistd::geteuid().is_root(), lowers, known_dirs: RefCell::default() })
     }
 
     /// Creates the missing parents of `rel` and returns its full path; fails if `rel` has a
@@ -92,12 +98,22 @@ impl<'a> Root<'a> {
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(UnpackError::Refused { entry: entry.to_string(), reason: format!("{} is not a plain path inside the layer", rel.display()) });
         }
-        let mut path = self.dir.clone();
         let parent = rel.parent().unwrap_or(Path::new(""));
+        if parent.as_os_str().is_empty() || self.known_dirs.borrow().contains(parent) {
+            return Ok(self.dir.join(rel));
+        }
+        let mut path = self.dir.clone();
+        let mut verified = PathBuf::new();
         for component in parent.components() {
             path.push(component);
+            verified.push(component);
+            if self.known_dirs.borrow().contains(&verified) {
+                continue;
+            }
             match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.is_dir() => {
+                    self.known_dirs.borrow_mut().insert(verified.clone());
+                }
                 Ok(m) => {
                     let what = if m.file_type().is_symlink() { "a symlink" } else { "not a directory" };
                     return Err(UnpackError::Refused {
@@ -108,6 +124,7 @@ impl<'a> Root<'a> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path).map_err(write_err(entry, &path))?;
                     self.inherit(&path, entry)?;
+                    self.known_dirs.borrow_mut().insert(verified.clone());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(UnpackError::Refused { entry: entry.to_string(), reason: format!("{} is not in this layer", rel.display()) });
@@ -149,8 +166,18 @@ impl<'a> Root<'a> {
             return Err(UnpackError::Refused { entry: entry.to_string(), reason: "names the layer root".to_string() });
         }
         let path = self.parent_path(rel, entry, true)?;
+        self.forget_if_known(rel);
         remove_existing(&path).map_err(write_err(entry, &path))?;
         Ok(path)
+    }
+
+    /// Empties the directory cache when `rel`, about to be replaced, is in it (replacing a
+    /// directory is rare; keeping track of its descendants is not worth it).
+    fn forget_if_known(&self, rel: &Path) {
+        let known = self.known_dirs.borrow().contains(rel);
+        if known {
+            self.known_dirs.borrow_mut().clear();
+        }
     }
 
     pub(super) fn dir(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
@@ -158,6 +185,7 @@ impl<'a> Root<'a> {
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
+                self.forget_if_known(rel);
                 remove_existing(&path).map_err(write_err(entry, &path))?;
                 fs::create_dir(&path).map_err(write_err(entry, &path))?;
             }
@@ -212,10 +240,32 @@ impl<'a> Root<'a> {
         set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
     }
 
-    /// An overlayfs whiteout: a 0/0 character device hiding `rel` in lower layers.
-    pub(super) fn whiteout(&self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
+    /// An overlayfs whiteout: a 0/0 character device hiding `rel` in lower layers. A whiteout
+    /// below a path this layer already made a file or symlink is redundant (that entry hides
+    /// everything under it; umoci writes such pairs when a directory becomes a file) and is
+    /// skipped, without writing anything. Returns whether it was written.
+    pub(super) fn whiteout(&self, rel: &Path, entry: &str) -> Result<bool, UnpackError> {
+        if self.under_non_dir(rel) {
+            tracing::debug!(entry, "skipping a whiteout below a file or symlink of the same layer");
+            return Ok(false);
+        }
         let path = self.fresh_path(rel, entry)?;
-        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| write_err(entry, &path)(e.into()))
+        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| write_err(entry, &path)(e.into()))?;
+        Ok(true)
+    }
+
+    /// Whether a parent of `rel` exists in this layer as something other than a directory.
+    fn under_non_dir(&self, rel: &Path) -> bool {
+        let mut path = self.dir.clone();
+        for component in rel.parent().unwrap_or(Path::new("")).components() {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     /// Marks directory `rel` opaque (creating it if needed), hiding lower layers' contents.
