@@ -160,15 +160,26 @@ impl<'a> Root<'a> {
         Ok(())
     }
 
-    /// The full path for a non-root entry, with parents created and whatever was there removed.
-    fn fresh_path(&self, rel: &Path, entry: &str) -> Result<PathBuf, UnpackError> {
+    /// Creates the non-root entry `rel` with `make`, its parents created first. `make` must fail
+    /// with `AlreadyExists` rather than follow or overwrite what is there: whatever is there is
+    /// then removed (not followed) and `make` tried once more. Returns the entry's full path.
+    fn create_new<T>(&self, rel: &Path, entry: &str, make: impl Fn(&Path) -> io::Result<T>) -> Result<(PathBuf, T), UnpackError> {
         if rel.as_os_str().is_empty() {
             return Err(UnpackError::Refused { entry: entry.to_string(), reason: "names the layer root".to_string() });
         }
         let path = self.parent_path(rel, entry, true)?;
-        self.forget_if_known(rel);
-        remove_existing(&path).map_err(write_err(entry, &path))?;
-        Ok(path)
+        let made = match make(&path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.forget_if_known(rel);
+                remove_existing(&path).map_err(write_err(entry, &path))?;
+                make(&path)
+            }
+            made => made,
+        };
+        match made {
+            Ok(value) => Ok((path, value)),
+            Err(e) => Err(write_err(entry, &path)(e)),
+        }
     }
 
     /// Empties the directory cache when `rel`, about to be replaced, is in it (replacing a
@@ -197,10 +208,9 @@ impl<'a> Root<'a> {
     }
 
     pub(super) fn file(&self, rel: &Path, data: &mut impl Read, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
-        let path = self.fresh_path(rel, entry)?;
+        let (path, mut file) =
+            self.create_new(rel, entry, |path| OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path))?;
         let err = write_err(entry, &path);
-        let mut file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(write_err(entry, &path))?;
         io::copy(data, &mut file).map_err(|e| UnpackError::Write { entry: entry.to_string(), path: path.clone(), source: e })?;
         if self.chown {
             std::os::unix::fs::fchown(&file, Some(id(meta.uid)), Some(id(meta.gid))).map_err(write_err(entry, &path))?;
@@ -211,8 +221,7 @@ impl<'a> Root<'a> {
     }
 
     pub(super) fn symlink(&self, rel: &Path, target: &OsStr, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
-        let path = self.fresh_path(rel, entry)?;
-        symlink(target, &path).map_err(write_err(entry, &path))?;
+        let (path, ()) = self.create_new(rel, entry, |path| symlink(target, path))?;
         self.apply_owner(&path, meta, entry)?;
         set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
     }
@@ -228,13 +237,11 @@ impl<'a> Root<'a> {
         if target == rel {
             return Ok(());
         }
-        let path = self.fresh_path(rel, entry)?;
-        fs::hard_link(&source, &path).map_err(write_err(entry, &path))
+        self.create_new(rel, entry, |path| fs::hard_link(&source, path)).map(drop)
     }
 
     pub(super) fn fifo(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
-        let path = self.fresh_path(rel, entry)?;
-        mknod(&path, SFlag::S_IFIFO, Mode::from_bits_truncate(meta.mode), 0).map_err(|e| write_err(entry, &path)(e.into()))?;
+        let (path, ()) = self.create_new(rel, entry, |path| mknod(path, SFlag::S_IFIFO, Mode::from_bits_truncate(meta.mode), 0).map_err(io::Error::from))?;
         self.apply_owner(&path, meta, entry)?;
         fs::set_permissions(&path, Permissions::from_mode(meta.mode)).map_err(write_err(entry, &path))?;
         set_path_mtime(&path, meta.mtime).map_err(write_err(entry, &path))
@@ -249,8 +256,7 @@ impl<'a> Root<'a> {
             tracing::debug!(entry, "skipping a whiteout below a file or symlink of the same layer");
             return Ok(false);
         }
-        let path = self.fresh_path(rel, entry)?;
-        mknod(&path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| write_err(entry, &path)(e.into()))?;
+        self.create_new(rel, entry, |path| mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(io::Error::from))?;
         Ok(true)
     }
 
