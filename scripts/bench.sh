@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the figures in BENCHMARKS.md on this machine: pod start latency (with the raw runc
-# floor in the same run), resident memory of `flotilla up` idle and with 100 pods, and disk
-# writes of an idle cluster. Runs its own cluster in a throwaway data dir. Needs root.
+# floor in the same run, and for a signed image under a policy that requires its signature),
+# resident memory of `flotilla up` idle and with 100 pods, and disk writes of an idle cluster.
+# Runs its own cluster in a throwaway data dir. Needs root.
 #   scripts/bench.sh            # COUNT=100 pods per phase, IDLE_SECONDS=300 of idle disk writes
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ sleep 10
 echo "== footprint, idle, no pods"
 "$bin" bench footprint --pid $up --seconds 5
 echo "== pod start ($count per phase)"
-"$bin" bench pod-start --count "$count" --data-dir "$data" --keep
+"$bin" bench pod-start --count "$count" --data-dir "$data" --keep --signed
 sleep 10
 echo "== footprint with $count pods running"
 "$bin" bench footprint --pid $up --seconds 5

@@ -191,3 +191,38 @@ fn image_policy_admits_signed_images_pinned_and_refuses_the_rest() {
     cluster.delete_everything();
     cluster.assert_host_clean();
 }
+
+#[test]
+fn the_example_image_policy_admits_the_quickstart_and_refuses_other_registries() {
+    let mut cluster = Cluster::up("policyexample");
+    let example = common::repo_root().join("examples/image-policy.yaml");
+    let applied = cluster.run_ok(&["apply", "-f", example.to_str().unwrap()]);
+    assert!(applied.contains("local-sources") && applied.contains("team-repositories"), "{applied}");
+
+    // The quickstart runs unchanged under it, without a warning.
+    let web = common::repo_root().join("examples/web.yaml");
+    let out = cluster.command(&["apply", "-f", web.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("Warning"), "{stderr}");
+    cluster.wait_ready("app=web", 3, Duration::from_secs(60));
+
+    // An image from the internet is refused before anything is stored.
+    let (admitted, _, err) = cluster.try_apply(&pod("probe", "docker.io/library/nginx:1.25"));
+    assert!(!admitted, "a docker.io image was admitted");
+    for part in ["ClusterImagePolicy local-sources", "allowedRegistries", "registry docker.io is not allowed", "add its registry to spec.allowedRegistries"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(absent(&cluster, "pod", "probe"));
+
+    // A local image outside the team's repositories is admitted, with the warning and an Event.
+    let (admitted, _, err) = cluster.try_apply(&pod("stray", "localhost/tools/busybox:1"));
+    assert!(admitted, "{err}");
+    assert!(err.contains("Warning:") && err.contains("ImagePolicy default/team-repositories") && err.contains("allowedRepositories"), "{err}");
+    let warned = common::wait_for(Duration::from_secs(10), "an ImagePolicyWarning Event", || {
+        events(&cluster, "ImagePolicyWarning").into_iter().find(|e| e.starts_with("stray "))
+    });
+    assert!(warned.contains("localhost/tools/busybox is not allowed"), "{warned}");
+
+    cluster.delete_everything();
+    cluster.assert_host_clean();
+}

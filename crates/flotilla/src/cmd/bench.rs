@@ -1,6 +1,7 @@
 //! `flotilla bench`: the figures BENCHMARKS.md records. `pod-start` times API create → Ready
 //! against a running cluster, sequentially and all at once, with raw `runc run -d` of an
-//! equivalent bundle as the floor; `footprint` reads a process's resident memory and disk writes.
+//! equivalent bundle as the floor; `footprint` reads a process's resident memory and disk writes;
+//! the other subcommands (scheduler, cluster, scan, unpack, verify) are in their own modules.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::Context;
 mod cluster;
 mod scan;
 mod scheduler;
+mod unpack;
+mod verify;
 
 /// `flotilla bench …`.
 #[derive(Args, Debug)]
@@ -39,6 +42,11 @@ enum BenchCommand {
     Cluster(cluster::ClusterBenchArgs),
     /// Vulnerability scan time: an image of ~500 packages against ~50,000 advisories.
     Scan(scan::ScanBenchArgs),
+    /// Layer unpacking throughput against GNU `tar -x`, same layers, same run.
+    Unpack(unpack::UnpackBenchArgs),
+    /// ImagePolicy signature verification at admission, cached and uncached, against a local
+    /// docker-registry it starts.
+    Verify(verify::VerifyBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +63,11 @@ struct PodStartArgs {
     /// Leave the concurrent phase's pods running (to measure the footprint with them).
     #[arg(long)]
     keep: bool,
+    /// Also time sequential starts of a signed image under a ClusterImagePolicy that requires
+    /// its signature, from a local docker-registry this bench starts (the cluster's server and
+    /// node must run on this machine): the share of pod start that signature checks take.
+    #[arg(long)]
+    signed: bool,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +88,8 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::Scheduler(a) => scheduler::run(a),
         BenchCommand::Cluster(a) => cluster::run(a).await,
         BenchCommand::Scan(a) => scan::run(a),
+        BenchCommand::Unpack(a) => unpack::run(a),
+        BenchCommand::Verify(a) => verify::run(a).await,
     }
 }
 
@@ -85,11 +100,13 @@ fn pods_type() -> &'static ResourceType {
 }
 
 fn bench_pod(name: &str, image: &str) -> Value {
+    // Images from a registry (the signed phase) are pulled by the first pod; local ones never.
+    let pull = if image.starts_with("127.0.0.1:") { "IfNotPresent" } else { "Never" };
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"flotilla.dev/bench": "pod-start"}},
         "spec": {"terminationGracePeriodSeconds": 0,
-                 "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"], "imagePullPolicy": "Never"}]}
+                 "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"], "imagePullPolicy": pull}]}
     })
 }
 
@@ -193,6 +210,9 @@ async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
     let mut sequential = start_pods(ctx, &names, &args.image, false).await?;
     println!("pod start, {} sequential (create → Ready)          {}", args.count, percentiles(&mut sequential));
     delete_pods(ctx).await?;
+    if args.signed {
+        signed_pod_start(ctx, args.count, &sequential).await?;
+    }
 
     let names: Vec<String> = (0..args.count).map(|i| format!("par-{i}")).collect();
     let started = Instant::now();
@@ -203,6 +223,43 @@ async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
         delete_pods(ctx).await?;
     }
     Ok(())
+}
+
+/// The sequential phase again with a signed image from a local registry, under a policy that
+/// requires the signature: admission resolves and verifies it, and the node re-checks it before
+/// the container starts. The first pod (which also pulls) is reported apart.
+async fn signed_pod_start(ctx: &Context, count: usize, unsigned: &[Duration]) -> Result<()> {
+    use trust::cosign::PrivateKey;
+    let registry = tokio::task::spawn_blocking(image::testing::Registry::start).await?;
+    let layout = tempfile::tempdir()?;
+    image::testing::busybox_layout(layout.path(), "1");
+    let image = registry.push(layout.path(), "1", "bench/busybox", "1");
+    let key = PrivateKey::generate();
+    verify::sign(&image, &key, trust::signatures::Format::SignatureTag).await?;
+    let policies = api::kinds::lookup_kind(api::imagepolicy::API_VERSION, "ClusterImagePolicy").context("ClusterImagePolicy kind")?;
+    let policy = json!({
+        "apiVersion": api::imagepolicy::API_VERSION, "kind": "ClusterImagePolicy",
+        "metadata": {"name": "flotilla-bench-signed"},
+        "spec": {"images": ["127.0.0.1:*/bench/**"], "signatures": {"keys": [{"name": "bench", "publicKey": key.public_key().to_pem()}]}},
+    });
+    ctx.client.create(policies, None, &policy).await?;
+    let result = async {
+        let mut first = start_pods(ctx, &["signed-first".to_string()], &image, false).await?;
+        println!("signed image, first pod (pull, uncached verify)     {}", percentiles(&mut first));
+        let names: Vec<String> = (0..count).map(|i| format!("signed-{i}")).collect();
+        let mut signed = start_pods(ctx, &names, &image, false).await?;
+        println!("signed image, {count} sequential (create → Ready)    {}", percentiles(&mut signed));
+        let p50 = |samples: &mut Vec<Duration>| {
+            samples.sort();
+            quantile(samples, 0.5).as_secs_f64() * 1000.0
+        };
+        let (with, without) = (p50(&mut signed), p50(&mut unsigned.to_vec()));
+        println!("signature checks' share of pod start (p50): {:.1} of {with:.1} ms = {:.1} %", with - without, (with - without) / with * 100.0);
+        delete_pods(ctx).await
+    }
+    .await;
+    ctx.client.delete(policies, None, "flotilla-bench-signed", None).await?;
+    result
 }
 
 /// Times `runc run -d` (create + start, returning once the process runs) of bundles like the
