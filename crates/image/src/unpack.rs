@@ -224,8 +224,9 @@ pub(crate) fn unpack_tar(reader: impl Read, dest: &Path, lowers: &[PathBuf], lim
                 if !is_overlay_whiteout {
                     return Err(refuse("device nodes are not allowed in layers"));
                 }
-                root.whiteout(&rel, &name)?;
-                stats.whiteouts += 1;
+                if root.whiteout(&rel, &name)? {
+                    stats.whiteouts += 1;
+                }
             }
             EntryType::Fifo => root.fifo(&rel, &meta, &name)?,
             EntryType::XGlobalHeader => {}

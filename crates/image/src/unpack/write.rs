@@ -76,7 +76,7 @@ pub(super) struct Root<'a> {
     lowers: &'a [PathBuf],
     /// Paths (relative) this unpack has seen to be real directories, so that entries in the same
     /// directory do not lstat every component again. It holds every ancestor of what it holds,
-    /// and is emptied whenever an entry replaces one of them.
+    /// and is emptied whenever an entry replaces anything.
     known_dirs: RefCell<HashSet<PathBuf>>,
 }
 
@@ -135,7 +135,7 @@ impl<'a> Root<'a> {
         Ok(self.dir.join(rel))
     }
 
-    /// Gives an implicitly created directory the mode, owner and xattrs the same directory has
+    /// Gives an implicitly created directory the mode, owner and user xattrs the same directory has
     /// in the image below this layer, as if the layer were applied onto the mounted lower
     /// snapshots (overlayfs would otherwise show this layer's bare directory over them).
     fn inherit(&self, path: &Path, entry: &str) -> Result<(), UnpackError> {
@@ -149,8 +149,10 @@ impl<'a> Root<'a> {
         }
         fs::set_permissions(path, Permissions::from_mode(meta.mode() & 0o7777)).map_err(write_err(entry, path))?;
         for name in xattr::list(&lower).map_err(write_err(entry, &lower))? {
-            // The opaque marker belongs to the lower layer's own changes, not to the directory.
-            if name.to_string_lossy().starts_with("trusted.overlay.") {
+            // Only what a layer can carry: the opaque marker belongs to the lower layer's own
+            // changes, and SELinux labels, ACLs or IMA hashes the host put on the snapshot
+            // directory are not the image's.
+            if !name.to_string_lossy().starts_with("user.") {
                 continue;
             }
             if let Some(value) = xattr::get(&lower, &name).map_err(write_err(entry, &lower))? {
@@ -170,7 +172,7 @@ impl<'a> Root<'a> {
         let path = self.parent_path(rel, entry, true)?;
         let made = match make(&path) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.forget_if_known(rel);
+                self.forget_known_dirs();
                 remove_existing(&path).map_err(write_err(entry, &path))?;
                 make(&path)
             }
@@ -182,13 +184,11 @@ impl<'a> Root<'a> {
         }
     }
 
-    /// Empties the directory cache when `rel`, about to be replaced, is in it (replacing a
-    /// directory is rare; keeping track of its descendants is not worth it).
-    fn forget_if_known(&self, rel: &Path) {
-        let known = self.known_dirs.borrow().contains(rel);
-        if known {
-            self.known_dirs.borrow_mut().clear();
-        }
+    /// Empties the directory cache before something in the layer is replaced. Replacing is rare
+    /// in real layers, and the cache is keyed by bytes: on a case-insensitive filesystem `A` and
+    /// a cached `a` are one directory, so no name-based invalidation would be safe.
+    fn forget_known_dirs(&self) {
+        self.known_dirs.borrow_mut().clear();
     }
 
     pub(super) fn dir(&self, rel: &Path, meta: &Meta, entry: &str) -> Result<(), UnpackError> {
@@ -196,7 +196,7 @@ impl<'a> Root<'a> {
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                self.forget_if_known(rel);
+                self.forget_known_dirs();
                 remove_existing(&path).map_err(write_err(entry, &path))?;
                 fs::create_dir(&path).map_err(write_err(entry, &path))?;
             }
