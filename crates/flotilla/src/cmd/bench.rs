@@ -115,43 +115,43 @@ fn is_ready(pod: &Value) -> bool {
 }
 
 /// Creates `names` (all at once when `concurrent`, else one after the other, each waiting for
-/// the previous to be Ready) and returns each pod's create → Ready latency.
-async fn start_pods(ctx: &Context, names: &[String], image: &str, concurrent: bool) -> Result<Vec<Duration>> {
+/// the previous to be Ready), pod `i` with image `images[i % images.len()]`, and returns each
+/// pod's create → Ready latency, in the order of `names`.
+async fn start_pods(ctx: &Context, names: &[String], images: &[&str], concurrent: bool) -> Result<Vec<Duration>> {
     let rt = pods_type();
     let (_, revision) = ctx.client.list(rt, Some(NAMESPACE), &Default::default()).await?;
     let selectors = client::Selectors { labels: Some("flotilla.dev/bench=pod-start".into()), fields: None };
     let mut events = ctx.client.watch(rt, Some(NAMESPACE), &selectors, &revision).await?;
-    let mut created: HashMap<String, Instant> = HashMap::new();
-    let mut latencies = Vec::with_capacity(names.len());
+    let pod = |i: usize| bench_pod(&names[i], images[i % images.len()]);
+    let mut created: HashMap<String, (usize, Instant)> = HashMap::new();
+    let mut latencies = vec![Duration::ZERO; names.len()];
     let mut done = std::collections::HashSet::new();
     if concurrent {
         let started = Instant::now();
-        let creates = names.iter().map(|name| {
+        let creates = (0..names.len()).map(|i| {
             let client = ctx.client.clone();
-            let pod = bench_pod(name, image);
+            let pod = pod(i);
             async move { client.create(rt, Some(NAMESPACE), &pod).await }
         });
-        for name in names {
-            created.insert(name.clone(), started);
+        for (i, name) in names.iter().enumerate() {
+            created.insert(name.clone(), (i, started));
         }
         for result in futures::future::join_all(creates).await {
             result?;
         }
     }
-    let mut index = 0;
     while done.len() < names.len() {
         if !concurrent && created.len() == done.len() {
-            let name = &names[index];
-            index += 1;
-            created.insert(name.clone(), Instant::now());
-            ctx.client.create(rt, Some(NAMESPACE), &bench_pod(name, image)).await?;
+            let i = created.len();
+            created.insert(names[i].clone(), (i, Instant::now()));
+            ctx.client.create(rt, Some(NAMESPACE), &pod(i)).await?;
         }
         let event =
             tokio::time::timeout(Duration::from_secs(120), events.next()).await.context("no pod became Ready within 120 s")?.context("the watch ended")??;
         let name = event.object["metadata"]["name"].as_str().unwrap_or("").to_string();
-        if let Some(at) = created.get(&name) {
+        if let Some((i, at)) = created.get(&name) {
             if event.type_ != "DELETED" && is_ready(&event.object) && done.insert(name) {
-                latencies.push(at.elapsed());
+                latencies[*i] = at.elapsed();
             }
         }
     }
@@ -180,6 +180,24 @@ async fn delete_pods(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the benchmark's pods and waits until the node has also stopped their containers
+/// (`runc list` in its data dir is empty): a phase that started while the node still tore down
+/// the last one's 100 pods would measure that teardown (seconds for some pods).
+async fn clear(ctx: &Context, data_dir: &Path) -> Result<()> {
+    delete_pods(ctx).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = tokio::process::Command::new("runc").arg("--root").arg(data_dir.join("runc")).args(["list", "-q"]).output().await?;
+        if out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the node still runs containers 120 s after the benchmark's pods were deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `q` quantile (nearest rank) of sorted, non-empty `samples`.
 fn quantile(samples: &[Duration], q: f64) -> Duration {
     samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
@@ -200,23 +218,23 @@ async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
             return Err(e.into());
         }
     }
-    delete_pods(ctx).await?;
+    clear(ctx, &args.data_dir).await?;
     let mut floor = raw_runtime_floor(&args.data_dir, &args.image, args.count, false).await?;
     println!("floor: raw `runc run -d`, {} sequential               {}", args.count, percentiles(&mut floor));
     let mut floor = raw_runtime_floor(&args.data_dir, &args.image, args.count, true).await?;
     println!("floor: raw `runc run -d`, {} at once                  {}", args.count, percentiles(&mut floor));
 
     let names: Vec<String> = (0..args.count).map(|i| format!("seq-{i}")).collect();
-    let mut sequential = start_pods(ctx, &names, &args.image, false).await?;
+    let mut sequential = start_pods(ctx, &names, &[&args.image], false).await?;
     println!("pod start, {} sequential (create → Ready)          {}", args.count, percentiles(&mut sequential));
-    delete_pods(ctx).await?;
+    clear(ctx, &args.data_dir).await?;
     if args.signed {
-        signed_pod_start(ctx, args.count, &sequential).await?;
+        signed_pod_start(ctx, args).await?;
     }
 
     let names: Vec<String> = (0..args.count).map(|i| format!("par-{i}")).collect();
     let started = Instant::now();
-    let mut concurrent = start_pods(ctx, &names, &args.image, true).await?;
+    let mut concurrent = start_pods(ctx, &names, &[&args.image], true).await?;
     let all = started.elapsed();
     println!("pod start, {} at once (create → Ready)             {}   all Ready after {:.2} s", args.count, percentiles(&mut concurrent), all.as_secs_f64());
     if !args.keep {
@@ -225,10 +243,11 @@ async fn pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
     Ok(())
 }
 
-/// The sequential phase again with a signed image from a local registry, under a policy that
-/// requires the signature: admission resolves and verifies it, and the node re-checks it before
-/// the container starts. The first pod (which also pulls) is reported apart.
-async fn signed_pod_start(ctx: &Context, count: usize, unsigned: &[Duration]) -> Result<()> {
+/// Sequential starts alternating between the local image and a signed image from a local
+/// registry under a policy that requires its signature (admission resolves and verifies it and
+/// pins the pod; the node re-checks before the container starts). Alternating pod by pod puts
+/// the machine's drift on both alike. The first signed pod (which also pulls) is reported apart.
+async fn signed_pod_start(ctx: &Context, args: &PodStartArgs) -> Result<()> {
     use trust::cosign::PrivateKey;
     let registry = tokio::task::spawn_blocking(image::testing::Registry::start).await?;
     let layout = tempfile::tempdir()?;
@@ -244,18 +263,20 @@ async fn signed_pod_start(ctx: &Context, count: usize, unsigned: &[Duration]) ->
     });
     ctx.client.create(policies, None, &policy).await?;
     let result = async {
-        let mut first = start_pods(ctx, &["signed-first".to_string()], &image, false).await?;
+        let mut first = start_pods(ctx, &["signed-first".to_string()], &[&image], false).await?;
         println!("signed image, first pod (pull, uncached verify)     {}", percentiles(&mut first));
-        let names: Vec<String> = (0..count).map(|i| format!("signed-{i}")).collect();
-        let mut signed = start_pods(ctx, &names, &image, false).await?;
-        println!("signed image, {count} sequential (create → Ready)    {}", percentiles(&mut signed));
-        let p50 = |samples: &mut Vec<Duration>| {
-            samples.sort();
-            quantile(samples, 0.5).as_secs_f64() * 1000.0
-        };
-        let (with, without) = (p50(&mut signed), p50(&mut unsigned.to_vec()));
+        clear(ctx, &args.data_dir).await?;
+        // `count` pods in all, so that a node's pod limit (110) is not in the way.
+        let names: Vec<String> = (0..args.count.max(2)).map(|i| format!("alt-{i}")).collect();
+        let latencies = start_pods(ctx, &names, &[&args.image, &image], false).await?;
+        let mut local: Vec<Duration> = latencies.iter().step_by(2).copied().collect();
+        let mut signed: Vec<Duration> = latencies.iter().skip(1).step_by(2).copied().collect();
+        println!("alternating, local unsigned image                 {}", percentiles(&mut local));
+        println!("alternating, signed image under the policy        {}", percentiles(&mut signed));
+        let p50 = |samples: &[Duration]| quantile(samples, 0.5).as_secs_f64() * 1000.0;
+        let (with, without) = (p50(&signed), p50(&local));
         println!("signature checks' share of pod start (p50): {:.1} of {with:.1} ms = {:.1} %", with - without, (with - without) / with * 100.0);
-        delete_pods(ctx).await
+        clear(ctx, &args.data_dir).await
     }
     .await;
     ctx.client.delete(policies, None, "flotilla-bench-signed", None).await?;
