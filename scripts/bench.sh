@@ -19,7 +19,10 @@ scripts/example-image.sh "$tar" >/dev/null
 "$bin" up --data-dir "$data" --listen 127.0.0.1:$port --agent-port 0 --bridge flbench0 \
   --pod-cidr 10.250.0.0/16 --node-name bench 2>"$data/up.log" &
 up=$!
+# Stopping `up` leaves containers running (the next `up` adopts them), so a run that fails
+# midway first waits (up to 2 minutes) for the node to stop the benchmark's pods.
 cleanup() { "$bin" delete namespace flotilla-bench --wait=false >/dev/null 2>&1 || true
+            for _ in $(seq 120); do [ -z "$(runc --root "$data/runc" list -q 2>/dev/null)" ] && break; sleep 1; done
             kill -INT $up 2>/dev/null; wait $up 2>/dev/null || true; ip link del flbench0 2>/dev/null || true; }
 trap cleanup EXIT
 until "$bin" get nodes 2>/dev/null | grep -q ' Ready'; do sleep 0.2; done
