@@ -9,6 +9,7 @@ pub mod network;
 pub mod node;
 mod path_error;
 pub mod pods;
+pub mod policies;
 pub mod probes;
 pub mod runtime;
 pub mod server;
@@ -42,6 +43,8 @@ pub struct AgentContext {
     pub devices: Arc<DeviceManager>,
     /// Image policy re-checks before containers start.
     pub image_policy: Arc<trust::enforce::Evaluator>,
+    /// The image policies those re-checks apply, kept by a watch.
+    pub policies: Arc<policies::PolicyCache>,
 }
 
 /// Why the agent could not start.
@@ -103,8 +106,10 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
         images: Arc::new(images),
         devices: Arc::new(devices),
         image_policy,
+        policies: Arc::default(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(ctx.policies.clone().run(ctx.client.clone()));
     tasks.spawn(async move {
         let _ = server.await;
     });

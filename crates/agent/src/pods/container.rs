@@ -34,18 +34,25 @@ fn fail(reason: &'static str, message: impl Into<String>) -> StartError {
 /// container starts as admitted (the server checked it then), so nodes keep running offline.
 pub async fn recheck_image(ctx: &AgentContext, namespace: &str, container: &Container) -> Result<Option<Container>, StartError> {
     let image = container.image.clone().unwrap_or_default();
-    let mut policies = Vec::new();
-    for kind in ["ClusterImagePolicy", "ImagePolicy"] {
-        let Some(rt) = api::kinds::lookup_kind(api::imagepolicy::API_VERSION, kind) else { continue };
-        let ns = rt.namespaced.then_some(namespace);
-        match ctx.client.list(rt, ns, &client::Selectors::default()).await {
-            Ok((items, _)) => policies.extend(trust::policy::compile_stored(items)),
-            Err(e) => {
-                tracing::warn!(kind, error = %e, "cannot list image policies; starting the container as admitted");
-                return Ok(None);
+    let policies = match ctx.policies.current() {
+        Some(watched) => watched,
+        None => {
+            // The watch is not live (just started, or reconnecting): ask the API.
+            let mut listed = Vec::new();
+            for kind in ["ClusterImagePolicy", "ImagePolicy"] {
+                let Some(rt) = api::kinds::lookup_kind(api::imagepolicy::API_VERSION, kind) else { continue };
+                let ns = rt.namespaced.then_some(namespace);
+                match ctx.client.list(rt, ns, &client::Selectors::default()).await {
+                    Ok((items, _)) => listed.extend(trust::policy::compile_stored(items)),
+                    Err(e) => {
+                        tracing::warn!(kind, error = %e, "cannot list image policies; starting the container as admitted");
+                        return Ok(None);
+                    }
+                }
             }
+            std::sync::Arc::new(listed)
         }
-    }
+    };
     if policies.is_empty() {
         return Ok(None);
     }
