@@ -3,18 +3,34 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{layer, store};
 use image::testing::write_layout;
 use image::{mount_overlay, unmount, ImageError, StoreError};
 
-struct Mounted<'a>(&'a Path);
+/// An overlay mount of image layers at `<dir>/rootfs` (upper `<dir>/upper`), unmounted on drop.
+struct Mounted {
+    target: PathBuf,
+    upper: PathBuf,
+}
 
-impl Drop for Mounted<'_> {
+impl Mounted {
+    fn new(dir: &Path, lower: &[PathBuf]) -> Mounted {
+        let (upper, work, target) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+        for d in [&upper, &work, &target] {
+            fs::create_dir(d).unwrap();
+        }
+        mount_overlay(lower, &upper, &work, &target).unwrap();
+        Mounted { target, upper }
+    }
+}
+
+impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = unmount(self.0);
+        let _ = unmount(&self.target);
     }
 }
 
@@ -46,14 +62,8 @@ fn whiteouts_and_opaque_dirs_hide_lower_content_in_the_mounted_rootfs() {
     assert_eq!(lower.len(), 2);
     assert!(lower[1].join("etc/deleted").exists(), "bottom layer last");
 
-    let upper = dir.path().join("upper");
-    let work = dir.path().join("work");
-    let target = dir.path().join("rootfs");
-    for d in [&upper, &work, &target] {
-        fs::create_dir(d).unwrap();
-    }
-    mount_overlay(&lower, &upper, &work, &target).unwrap();
-    let guard = Mounted(&target);
+    let guard = Mounted::new(dir.path(), &lower);
+    let (target, upper) = (guard.target.clone(), guard.upper.clone());
     assert_eq!(fs::read(target.join("etc/hostname")).unwrap(), b"top");
     assert!(!target.join("etc/deleted").exists(), "whiteout hides the lower file");
     let mut cache: Vec<_> = fs::read_dir(target.join("var/cache")).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -189,11 +199,11 @@ fn rich_layer(entries: &[Entry]) -> Vec<u8> {
 
 /// What a tree walk records of one path: type, permission and set-id bits, owner, then content
 /// digest and mtime for files, target for symlinks, and `user.*` xattrs.
-fn describe_tree(root: &Path) -> (std::collections::BTreeMap<String, String>, Vec<Vec<String>>) {
+fn describe_tree(root: &Path) -> (BTreeMap<String, String>, Vec<Vec<String>>) {
     use sha2::Digest as _;
     use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut inodes: std::collections::BTreeMap<(u64, u64), Vec<String>> = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
@@ -236,6 +246,22 @@ fn describe_tree(root: &Path) -> (std::collections::BTreeMap<String, String>, Ve
         .collect();
     links.sort();
     (out, links)
+}
+
+/// Asserts that our tree and umoci's (as `describe_tree` gives them) are the same, listing every
+/// path that differs.
+fn assert_same_tree(umoci: (&BTreeMap<String, String>, &Vec<Vec<String>>), ours: (&BTreeMap<String, String>, &Vec<Vec<String>>)) {
+    let differing: Vec<String> = umoci
+        .0
+        .keys()
+        .chain(ours.0.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| umoci.0.get(*path) != ours.0.get(*path))
+        .map(|path| format!("{path}:\n  umoci: {:?}\n  ours:  {:?}", umoci.0.get(path), ours.0.get(path)))
+        .collect();
+    assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
+    assert_eq!(umoci.1, ours.1, "hardlink groups");
 }
 
 #[test]
@@ -314,13 +340,8 @@ fn a_multi_layer_image_mounts_to_the_same_tree_umoci_unpacks() {
     let (_tmp, store) = store();
     let image = store.import(&layout, Some("layered:3")).unwrap().remove(0);
     let lower = store.prepare_layers(&image).unwrap();
-    let (upper, work, target) = (dir.path().join("upper"), dir.path().join("work"), dir.path().join("rootfs"));
-    for d in [&upper, &work, &target] {
-        fs::create_dir(d).unwrap();
-    }
-    mount_overlay(&lower, &upper, &work, &target).unwrap();
-    let _guard = Mounted(&target);
-    let (ours, our_links) = describe_tree(&target);
+    let mounted = Mounted::new(dir.path(), &lower);
+    let (ours, our_links) = describe_tree(&mounted.target);
 
     // Spot checks, so that the comparison cannot pass on two equally wrong trees.
     assert_eq!(ours["etc/hostname"].split(' ').nth(1), Some("mode=600"));
@@ -334,16 +355,7 @@ fn a_multi_layer_image_mounts_to_the_same_tree_umoci_unpacks() {
     assert!(ours["lib"].starts_with("dir ") && !ours.contains_key("lib/a.so"));
     assert_eq!(our_links, [vec!["bin/tool".to_string(), "bin/tool-link".to_string()], vec!["usr/bin/x".to_string(), "usr/bin/y".to_string()]]);
 
-    let differing: Vec<String> = umoci_tree
-        .keys()
-        .chain(ours.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .filter(|path| umoci_tree.get(*path) != ours.get(*path))
-        .map(|path| format!("{path}:\n  umoci: {:?}\n  ours:  {:?}", umoci_tree.get(path), ours.get(path)))
-        .collect();
-    assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
-    assert_eq!(umoci_links, our_links, "hardlink groups");
+    assert_same_tree((&umoci_tree, &umoci_links), (&ours, &our_links));
 }
 
 /// Runs `umoci` with `args`, panicking with its stderr if it fails.
@@ -352,7 +364,7 @@ fn umoci(args: &[&str]) {
 }
 
 /// `umoci unpack` of `image` into a fresh bundle under `dir`; returns the bundle's rootfs.
-fn umoci_unpack(dir: &Path, image: &str, bundle: &str) -> std::path::PathBuf {
+fn umoci_unpack(dir: &Path, image: &str, bundle: &str) -> PathBuf {
     let bundle = dir.join(bundle);
     umoci(&["unpack", "--image", image, bundle.to_str().unwrap()]);
     bundle.join("rootfs")
@@ -415,31 +427,17 @@ fn an_image_built_by_umoci_pulled_from_a_registry_mounts_to_the_tree_umoci_unpac
     assert!(lower.len() >= 2, "umoci wrote {} layers", lower.len());
     let whiteouts = lower.iter().flat_map(|l| walkdir_chardevs(l)).count();
     assert!(whiteouts >= 3, "the top layer deletes with whiteouts ({whiteouts} found)");
-    let (upper, work, target) = (dir.path().join("upper"), dir.path().join("work"), dir.path().join("rootfs"));
-    for d in [&upper, &work, &target] {
-        fs::create_dir(d).unwrap();
-    }
-    mount_overlay(&lower, &upper, &work, &target).unwrap();
-    let _guard = Mounted(&target);
-    let (ours, our_links) = describe_tree(&target);
+    let mounted = Mounted::new(dir.path(), &lower);
+    let (ours, our_links) = describe_tree(&mounted.target);
 
     assert!(!ours.contains_key("etc/app/secret") && !ours.contains_key("etc/app/plugins") && !ours.contains_key("etc/app/conf.link"));
     assert!(ours["var/cache/app"].starts_with("file "), "{}", ours["var/cache/app"]);
     assert!(ours["home/svc"].starts_with("dir mode=750 owner=1000:1000"), "{}", ours["home/svc"]);
-    let differing: Vec<String> = umoci_tree
-        .keys()
-        .chain(ours.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .filter(|path| umoci_tree.get(*path) != ours.get(*path))
-        .map(|path| format!("{path}:\n  umoci: {:?}\n  ours:  {:?}", umoci_tree.get(path), ours.get(path)))
-        .collect();
-    assert!(differing.is_empty(), "the trees differ:\n{}", differing.join("\n"));
-    assert_eq!(umoci_links, our_links, "hardlink groups");
+    assert_same_tree((&umoci_tree, &umoci_links), (&ours, &our_links));
 
     // And it runs: busybox from the mounted tree, confined to it.
     let out = std::process::Command::new("chroot")
-        .arg(&target)
+        .arg(&mounted.target)
         .args(["/bin/sh", "-c", "b=/bin/busybox; $b cat /etc/app/conf; $b ls /etc/app; $b cat /var/cache/app"])
         .output()
         .unwrap();
@@ -448,7 +446,7 @@ fn an_image_built_by_umoci_pulled_from_a_registry_mounts_to_the_tree_umoci_unpac
 }
 
 /// Paths of the character devices (overlay whiteouts) under `root`.
-fn walkdir_chardevs(root: &Path) -> Vec<std::path::PathBuf> {
+fn walkdir_chardevs(root: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
