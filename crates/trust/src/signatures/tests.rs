@@ -90,13 +90,11 @@ async fn unsigned_wrong_key_other_digest_and_other_repository_are_refused() {
     let copy = fx.push("signed", "elsewhere", "v1");
     let (mut remote3, copy_image) = resolved(&copy).await;
     assert_eq!(copy_image.descriptor.digest, signed_image.descriptor.digest);
-    for layer in &serde_json::from_slice::<Manifest>(&sig_bytes).unwrap().layers {
-        let bytes = remote.blob(layer, MAX_PAYLOAD).await.unwrap();
-        remote3.push_blob(&layer.media_type, &bytes).await.unwrap();
+    let sig_manifest = serde_json::from_slice::<Manifest>(&sig_bytes).unwrap();
+    for blob in sig_manifest.layers.iter().chain([&sig_manifest.config]) {
+        let bytes = remote.blob(blob, MAX_PAYLOAD).await.unwrap();
+        remote3.push_blob(&blob.media_type, &bytes).await.unwrap();
     }
-    let config = serde_json::from_slice::<Manifest>(&sig_bytes).unwrap().config;
-    let config_bytes = remote.blob(&config, MAX_PAYLOAD).await.unwrap();
-    remote3.push_blob(&config.media_type, &config_bytes).await.unwrap();
     remote3.push_manifest(&signature_tag(&copy_image.descriptor.digest), OCI_MANIFEST, &sig_bytes).await.unwrap();
     let err = verify(&mut remote3, &copy_image, &[key.public_key()]).await.unwrap_err().to_string();
     assert!(err.contains(&format!("names {}/demo, not {}/elsewhere", fx.registry.addr, fx.registry.addr)), "{err}");
