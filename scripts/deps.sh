@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Flotilla and its test suite run for real: the OCI runtime, etcd,
 # an OCI registry, busybox for the offline example image, image tools the tests build images with,
-# protoc for the etcd client's build, and the reference version orderings (dpkg, python3-packaging,
-# node-semver) the scanner's property tests compare against, and independent implementations of
-# cosign's key and signature primitives (python3-cryptography, python3-nacl) the signing tests
-# cross-check with. Idempotent; needs root (or sudo).
+# protoc and the protobuf well-known types (libprotobuf-dev, only a Recommends of protoc) for the
+# etcd client's build, the reference version orderings (dpkg, python3-packaging, node-semver) the
+# scanner's property tests compare against, and independent implementations of cosign's key and
+# signature primitives (python3-cryptography, python3-nacl) the signing tests cross-check with.
+# Idempotent; needs root (or sudo).
 set -euo pipefail
-packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler
+packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler libprotobuf-dev
           iproute2 curl jq ca-certificates build-essential pkg-config
           python3-packaging node-semver nodejs python3-cryptography python3-nacl)
 missing=()
