@@ -87,6 +87,8 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "", version: "v1", kind: "Node", plural: "nodes", short_names: &["no"], namespaced: false },
     ResourceType { group: "", version: "v1", kind: "Pod", plural: "pods", short_names: &["po"], namespaced: true },
     ResourceType { group: "", version: "v1", kind: "Event", plural: "events", short_names: &["ev"], namespaced: true },
+    ResourceType { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", short_names: &["cm"], namespaced: true },
+    ResourceType { group: "", version: "v1", kind: "Secret", plural: "secrets", short_names: &[], namespaced: true },
     ResourceType { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", short_names: &["deploy"], namespaced: true },
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },
     ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },

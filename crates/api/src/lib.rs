@@ -2,6 +2,7 @@
 //! vocabulary every other crate speaks. No IO.
 #![forbid(unsafe_code)]
 
+pub mod configdata;
 pub mod defaults;
 pub mod events;
 pub mod field;
@@ -21,7 +22,7 @@ pub use k8s_openapi::jiff;
 
 pub use k8s_openapi::api::apps::v1::Deployment;
 pub use k8s_openapi::api::coordination::v1::Lease;
-pub use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
 pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};
 

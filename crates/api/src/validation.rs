@@ -100,7 +100,90 @@ pub fn pod_spec(spec: &PodSpec, path: &str, errors: &mut FieldErrors) {
     labels(spec.node_selector.as_ref(), &join(path, "nodeSelector"), errors);
 }
 
+/// Variable names Kubernetes accepts (since its relaxed validation): printable ASCII but `=`.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
+}
+
+/// The pod fields an env `fieldRef` may name, besides `metadata.labels['…']` and
+/// `metadata.annotations['…']`.
+pub const ENV_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+
+/// The resources an env `resourceFieldRef` may name.
+pub const ENV_RESOURCE_FIELDS: &[&str] =
+    &["limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory", "requests.ephemeral-storage"];
+
+fn env(c: &Container, path: &str, errors: &mut FieldErrors) {
+    for (i, var) in c.env.iter().flatten().enumerate() {
+        let vpath = index(&join(path, "env"), i);
+        if !is_env_name(&var.name) {
+            errors.push(FieldError::invalid(join(&vpath, "name"), &var.name, "a valid environment variable name is printable ASCII without '='"));
+        }
+        let Some(from) = var.value_from.as_ref() else { continue };
+        let fpath = join(&vpath, "valueFrom");
+        if var.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            errors.push(FieldError::invalid(join(&vpath, "valueFrom"), "", "may not be specified when `value` is not empty"));
+        }
+        let sources = [from.field_ref.is_some(), from.resource_field_ref.is_some(), from.config_map_key_ref.is_some(), from.secret_key_ref.is_some()];
+        match sources.iter().filter(|s| **s).count() {
+            0 => errors.push(FieldError::required(&fpath, "one of fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef")),
+            1 => {}
+            _ => errors.push(FieldError::invalid(&fpath, "", "may not have more than one field specified at a time")),
+        }
+        if let Some(field) = &from.field_ref {
+            let map_ref = ["metadata.labels['", "metadata.annotations['"].iter().any(|p| field.field_path.starts_with(p) && field.field_path.ends_with("']"));
+            if !map_ref && !ENV_FIELD_PATHS.contains(&field.field_path.as_str()) {
+                errors.push(FieldError::not_supported(join(&fpath, "fieldRef.fieldPath"), &field.field_path, ENV_FIELD_PATHS));
+            }
+        }
+        if let Some(resource) = &from.resource_field_ref {
+            if !ENV_RESOURCE_FIELDS.contains(&resource.resource.as_str()) {
+                errors.push(FieldError::not_supported(join(&fpath, "resourceFieldRef.resource"), &resource.resource, ENV_RESOURCE_FIELDS));
+            }
+        }
+        let key_refs = [
+            ("configMapKeyRef", from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key))),
+            ("secretKeyRef", from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key))),
+        ];
+        for (field, reference) in key_refs {
+            let Some((name, key)) = reference else { continue };
+            if !is_dns_subdomain(name) {
+                errors.push(FieldError::invalid(join(&fpath, &format!("{field}.name")), name, "must be a lowercase RFC 1123 subdomain"));
+            }
+            if !crate::configdata::is_config_key(key) {
+                errors.push(FieldError::invalid(
+                    join(&fpath, &format!("{field}.key")),
+                    key,
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                ));
+            }
+        }
+    }
+    for (i, from) in c.env_from.iter().flatten().enumerate() {
+        let fpath = index(&join(path, "envFrom"), i);
+        match (&from.config_map_ref, &from.secret_ref) {
+            (Some(_), Some(_)) => errors.push(FieldError::invalid(&fpath, "", "may not have more than one field specified at a time")),
+            (None, None) => errors.push(FieldError::required(&fpath, "configMapRef or secretRef")),
+            _ => {}
+        }
+        if let Some(prefix) = from.prefix.as_deref().filter(|p| !p.is_empty() && !is_env_name(p)) {
+            errors.push(FieldError::invalid(join(&fpath, "prefix"), prefix, "a valid environment variable name is printable ASCII without '='"));
+        }
+    }
+}
+
 fn container(c: &Container, path: &str, errors: &mut FieldErrors) {
+    env(c, path, errors);
     if c.name.is_empty() {
         errors.push(FieldError::required(join(path, "name"), ""));
     } else if !is_dns_label(&c.name) {

@@ -2,7 +2,7 @@
 //! validate, and hand back the normalized JSON to store.
 
 use api::manifest::decode;
-use api::{defaults, validation, Deployment, Event, FieldErrors, Lease, Namespace, Node, Pod, PriorityClass, ResourceType};
+use api::{defaults, validation, ConfigMap, Deployment, Event, FieldErrors, Lease, Namespace, Node, Pod, PriorityClass, ResourceType, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -47,6 +47,19 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
                 }
             }
             encode(&d)
+        }
+        "ConfigMap" => {
+            let cm: ConfigMap = strict(rt, &name, value)?;
+            let old: Option<ConfigMap> = old.map(|o| strict(rt, &name, o)).transpose()?;
+            api::configdata::config_map(&cm, old.as_ref()).map_err(invalid)?;
+            encode(&cm)
+        }
+        "Secret" => {
+            let mut secret: Secret = strict(rt, &name, value)?;
+            api::configdata::default_secret(&mut secret);
+            let old: Option<Secret> = old.map(|o| strict(rt, &name, o)).transpose()?;
+            api::configdata::secret(&secret, old.as_ref()).map_err(invalid)?;
+            encode(&secret)
         }
         "Namespace" => metadata_only::<Namespace>(rt, &name, value, true, |o| &o.metadata),
         "Node" => metadata_only::<Node>(rt, &name, value, false, |o| &o.metadata),

@@ -77,3 +77,24 @@ fn pod_updates_may_only_change_images() {
     new.spec.as_mut().unwrap().containers[0].args = Some(vec!["x".into()]);
     assert!(pod_update(&old, &new).is_err());
 }
+
+#[test]
+fn env_references_are_checked_field_by_field() {
+    let with_env = |env: &str| {
+        deployment_from(&GOOD.replace("        ports: [{containerPort: 8080}]", &format!("        ports: [{{containerPort: 8080}}]\n        env:\n{env}")))
+    };
+    let good = "        - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n        - {name: APP, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n        - {name: PW, valueFrom: {secretKeyRef: {name: db, key: password}}}\n        - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory}}}";
+    deployment(&with_env(good)).unwrap();
+    let cases = [
+        ("        - {name: X, valueFrom: {fieldRef: {fieldPath: spec.secret}}}", "env[0].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.secret\""),
+        ("        - {name: X, valueFrom: {}}", "env[0].valueFrom: Required value"),
+        ("        - {name: X, value: v, valueFrom: {fieldRef: {fieldPath: metadata.name}}}", "env[0].valueFrom: Invalid value"),
+        ("        - {name: X, valueFrom: {configMapKeyRef: {name: cfg, key: \"a/b\"}}}", "env[0].valueFrom.configMapKeyRef.key: Invalid value: \"a/b\""),
+        ("        - {name: X, valueFrom: {resourceFieldRef: {resource: limits.gpu}}}", "env[0].valueFrom.resourceFieldRef.resource: Unsupported value"),
+        ("        - {name: \"A=B\", value: v}", "env[0].name: Invalid value: \"A=B\""),
+    ];
+    for (env, expected) in cases {
+        let err = deployment(&with_env(env)).unwrap_err().to_string();
+        assert!(err.contains(&format!("spec.template.spec.containers[0].{expected}")), "{env}: {err}");
+    }
+}

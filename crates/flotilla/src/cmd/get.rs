@@ -97,6 +97,8 @@ fn header(kind: &str, wide: bool) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Lease" => (&["NAME", "HOLDER", "AGE"], &[]),
+        "ConfigMap" => (&["NAME", "DATA", "AGE"], &[]),
+        "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     base.iter().chain(if wide { extra.iter() } else { [].iter() }).map(|s| s.to_string()).collect()
@@ -108,10 +110,14 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
     let arr = |p: &str| v.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default();
     let mut cells: Vec<String> = match kind {
         "Pod" => {
+            // Sidecars (init containers that keep running) count as containers, as kubectl counts them.
+            let sidecars: Vec<Value> = arr("/spec/initContainers").into_iter().filter(|c| c["restartPolicy"] == "Always").collect();
+            let is_sidecar = |c: &Value| sidecars.iter().any(|s| s["name"] == c["name"]);
+            let init = arr("/status/initContainerStatuses");
             let statuses = arr("/status/containerStatuses");
-            let total = arr("/spec/containers").len();
-            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let restarts: i64 = statuses.iter().filter_map(|c| c["restartCount"].as_i64()).sum();
+            let total = arr("/spec/containers").len() + sidecars.len();
+            let ready = statuses.iter().chain(init.iter().filter(|c| is_sidecar(c))).filter(|c| c["ready"] == true).count();
+            let restarts: i64 = statuses.iter().chain(&init).filter_map(|c| c["restartCount"].as_i64()).sum();
             let mut row = vec![name, format!("{ready}/{total}"), pod_status(v), restarts.to_string(), created];
             if wide {
                 row.push(non_empty(s(v, "/status/podIP")));
@@ -165,6 +171,14 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
         ],
         "Namespace" => vec![name, "Active".into(), created],
         "Lease" => vec![name, s(v, "/spec/holderIdentity").into(), created],
+        "ConfigMap" => {
+            let count = |p: &str| v.pointer(p).and_then(Value::as_object).map_or(0, |m| m.len());
+            vec![name, (count("/data") + count("/binaryData")).to_string(), created]
+        }
+        "Secret" => {
+            let data = v.pointer("/data").and_then(Value::as_object).map_or(0, |m| m.len());
+            vec![name, s(v, "/type").into(), data.to_string(), created]
+        }
         _ => vec![name, created],
     };
     cells.iter_mut().for_each(|c| *c = c.replace('\n', " "));
