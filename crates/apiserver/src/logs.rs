@@ -35,7 +35,7 @@ impl PodLogs for NodeLogProxy {
         let spec = pod.spec.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let container = match query.get("container") {
-            Some(c) if spec.containers.iter().any(|x| &x.name == c) => c.clone(),
+            Some(c) if spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|x| &x.name == c) => c.clone(),
             Some(c) => return Err(ApiError::BadRequest(format!("container {c} is not valid for pod {name}"))),
             None if spec.containers.len() == 1 => spec.containers[0].name.clone(),
             None => {

@@ -70,6 +70,9 @@ pub fn pod_status(pod: &Value) -> String {
     {
         return s(r, "/reason").to_string();
     }
+    if let Some(init) = init_status(pod) {
+        return init;
+    }
     for c in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
         let waiting = s(c, "/state/waiting/reason");
         let terminated = s(c, "/state/terminated/reason");
@@ -84,4 +87,26 @@ pub fn pod_status(pod: &Value) -> String {
         }
     }
     reason
+}
+
+/// The STATUS of a pod still in its init phase (`Init:1/2`, `Init:CrashLoopBackOff`,
+/// `Init:Error`), or `None` once every init container has done its part.
+fn init_status(pod: &Value) -> Option<String> {
+    let specs = pod.pointer("/spec/initContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let statuses = pod.pointer("/status/initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (i, c) in statuses.iter().enumerate() {
+        let sidecar = specs.iter().any(|spec| spec["name"] == c["name"] && spec["restartPolicy"] == "Always");
+        let exit = c.pointer("/state/terminated/exitCode").and_then(Value::as_i64);
+        let waiting = s(c, "/state/waiting/reason");
+        if exit == Some(0) || (sidecar && c["started"] == true) {
+            continue;
+        }
+        return Some(match (exit, s(c, "/state/terminated/reason")) {
+            (Some(code), "") => format!("Init:ExitCode:{code}"),
+            (Some(_), reason) => format!("Init:{reason}"),
+            (None, _) if !waiting.is_empty() && waiting != "PodInitializing" => format!("Init:{waiting}"),
+            (None, _) => format!("Init:{i}/{}", specs.len()),
+        });
+    }
+    None
 }

@@ -2,6 +2,7 @@
 //! by pull policy, the command line, env, user, mounts, granted devices and limits, the overlay
 //! rootfs, and the reverse on stop.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use api::k8s_openapi::api::core::v1::Container;
 use api::{quantity, Pod};
 use image::{ImageConfig, ImageRecord, PullOptions};
 
+use super::env::{container_env, expand, NodeFacts};
 use crate::config::container_id;
 use crate::runtime::{container_cgroups_path, write_bundle, BindMount, ContainerSpec, ProcessUser, Resources};
 use crate::AgentContext;
@@ -91,11 +93,12 @@ pub async fn ensure_image(ctx: &AgentContext, container: &Container) -> Result<(
 }
 
 /// The process arguments, as Kubernetes combines `command`/`args` with the image's
-/// `Entrypoint`/`Cmd`.
-pub fn command_line(container: &Container, config: &ImageConfig) -> Vec<String> {
+/// `Entrypoint`/`Cmd`; `$(VAR)` in the pod's command and args is expanded from `env`.
+pub fn command_line(container: &Container, config: &ImageConfig, env: &[(String, String)]) -> Vec<String> {
+    let expanded = |items: &Vec<String>| items.iter().map(|a| expand(a, env)).collect::<Vec<_>>();
     match (container.command.as_ref().filter(|c| !c.is_empty()), container.args.as_ref()) {
-        (Some(command), args) => command.iter().chain(args.into_iter().flatten()).cloned().collect(),
-        (None, Some(args)) => config.entrypoint.iter().chain(args.iter()).cloned().collect(),
+        (Some(command), args) => expanded(command).into_iter().chain(args.map(expanded).into_iter().flatten()).collect(),
+        (None, Some(args)) => config.entrypoint.iter().cloned().chain(expanded(args)).collect(),
         (None, None) => config.entrypoint.iter().chain(config.cmd.iter()).cloned().collect(),
     }
 }
@@ -149,22 +152,27 @@ fn resources(container: &Container) -> Resources {
 
 /// Prepares the rootfs and bundle and starts the container; returns its host PID and the
 /// image digest.
-pub async fn start(ctx: &Arc<AgentContext>, pod: &Pod, container: &Container, image: &ImageRecord, netns: &Path, log: &Path) -> Result<u32, StartError> {
+pub async fn start(
+    ctx: &Arc<AgentContext>,
+    pod: &Pod,
+    container: &Container,
+    image: &ImageRecord,
+    network: (IpAddr, &Path),
+    log: &Path,
+) -> Result<u32, StartError> {
+    let (pod_ip, netns) = network;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let id = container_id(&uid, &container.name);
     let config = ctx.images.config(image).map_err(|e| fail("CreateContainerError", e.to_string()))?;
-    let args = command_line(container, &config);
+    let facts = {
+        let (cpus, memory_bytes) = crate::node::machine_capacity();
+        NodeFacts { pod_ip, host_ip: ctx.config.node_ip, cpus, memory_bytes }
+    };
+    let mut env = container_env(&ctx.client, pod, container, &facts, &config.env).await.map_err(|e| fail("CreateContainerConfigError", e.to_string()))?;
+    let pairs: Vec<(String, String)> = env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let args = command_line(container, &config, &pairs);
     if args.is_empty() {
         return Err(fail("CreateContainerConfigError", format!("no command given for container \"{}\" and the image has none", container.name)));
-    }
-    let mut env = config.env.clone();
-    env.push(format!("HOSTNAME={}", pod.metadata.name.as_deref().unwrap_or("")));
-    for var in container.env.iter().flatten() {
-        if var.value_from.is_some() {
-            return Err(fail("CreateContainerConfigError", format!("env {}: valueFrom is not supported yet; give a value", var.name)));
-        }
-        env.retain(|e| e.split('=').next() != Some(var.name.as_str()));
-        env.push(format!("{}={}", var.name, var.value.clone().unwrap_or_default()));
     }
     let devices = ctx
         .devices

@@ -3,6 +3,7 @@
 
 mod admission;
 mod container;
+pub mod env;
 mod state;
 mod worker;
 

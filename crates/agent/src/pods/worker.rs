@@ -15,11 +15,11 @@ use tokio::time::Instant;
 
 use super::admission::{self, Admission};
 use super::container::{self, remove_rootfs};
-use super::state::{comparable, pod_status, ContainerTrack, Phase, ProbeTrack, Terminated};
+use super::state::{comparable, containers_in_order, find_container, pod_status, ContainerTrack, Phase, ProbeTrack, Role, Terminated};
 use crate::config::container_id;
 use crate::logs::log_path;
 use crate::probes::{self, ProbeResult};
-use crate::runtime::{self, ContainerStatus, ExitOutcome, Signal};
+use crate::runtime::{self, ExitOutcome, Signal};
 use crate::AgentContext;
 
 /// Which probe a result belongs to.
@@ -42,6 +42,8 @@ struct Worker {
     tracks: Vec<ContainerTrack>,
     network: Option<(IpAddr, std::path::PathBuf)>,
     adopted: bool,
+    /// Every init container has completed and every sidecar has started.
+    initialized: bool,
     admission: Admission,
     published: Option<api::k8s_openapi::api::core::v1::PodStatus>,
     start_time: Time,
@@ -55,8 +57,18 @@ pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<
     let mut probe_runs: JoinSet<ProbeDone> = JoinSet::new();
     let initial = pods.borrow().clone();
     let start_time = initial.as_ref().and_then(|p| p.status.as_ref()?.start_time.clone()).unwrap_or_else(api::now);
-    let mut w =
-        Worker { ctx, uid, tracks: Vec::new(), network: None, adopted: false, admission: Admission::Pending, published: None, start_time, exits: exits_tx };
+    let mut w = Worker {
+        ctx,
+        uid,
+        tracks: Vec::new(),
+        network: None,
+        adopted: false,
+        initialized: false,
+        admission: Admission::Pending,
+        published: None,
+        start_time,
+        exits: exits_tx,
+    };
     loop {
         let current = pods.borrow_and_update().clone();
         let Some(pod) = current else {
@@ -107,6 +119,9 @@ pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<
         }
     }
 }
+
+mod adopt;
+mod init;
 
 fn spec_hash(container: &Container) -> String {
     let json = serde_json::to_vec(container).unwrap_or_default();
@@ -164,13 +179,28 @@ impl Worker {
             self.adopt(pod).await;
             self.adopted = true;
         }
+        if !self.initialized {
+            self.initialized = self.advance_init(pod, &spec).await;
+            if !self.initialized {
+                return;
+            }
+        }
         let now = Instant::now();
-        for container in &spec.containers {
+        let finished = self.containers_finished(&spec);
+        for (container, role) in containers_in_order(&spec).filter(|(_, role)| *role != Role::Init) {
             let Some(i) = self.tracks.iter().position(|t| t.name == container.name) else { continue };
             let track = &self.tracks[i];
+            let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+            if role == Role::Sidecar && finished {
+                // The containers are done for good: their sidecars stop and stay stopped.
+                if track.running() {
+                    self.kill(i, pod, grace);
+                }
+                continue;
+            }
             if track.running() && !track.spec_hash.is_empty() && track.spec_hash != spec_hash(container) {
                 self.event(pod, false, "Killing", &format!("Container {} definition changed, will be restarted", container.name));
-                self.kill(i, pod, Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30) as u64));
+                self.kill(i, pod, grace);
                 continue;
             }
             let due = track.start_at.is_none_or(|t| t <= now);
@@ -180,45 +210,11 @@ impl Worker {
         }
     }
 
-    /// Takes over containers that survived an agent restart, with the history the API holds.
-    async fn adopt(&mut self, pod: &Pod) {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let previous = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
-        for container in &spec.containers {
-            let mut track = ContainerTrack::new(&container.name);
-            let before = previous.iter().find(|s| s.name == container.name);
-            if let Some(before) = before {
-                track.restart_count = before.restart_count;
-                track.image_id = before.image_id.clone();
-                track.last = before.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| Terminated {
-                    exit_code: Some(t.exit_code),
-                    reason: t.reason.clone().unwrap_or_default(),
-                    started_at: t.started_at.clone(),
-                    finished_at: t.finished_at.clone().unwrap_or_else(api::now),
-                });
-            }
-            let id = container_id(&self.uid, &container.name);
-            match self.ctx.runtime.state(&id).await {
-                Ok(Some(state)) if state.status == ContainerStatus::Running && state.pid.is_some() => {
-                    let pid = state.pid.unwrap_or_default();
-                    let started_at = before.and_then(|b| b.state.as_ref()?.running.as_ref()?.started_at.clone()).unwrap_or_else(api::now);
-                    track.attempt = 1;
-                    track.phase = Phase::Running { pid, started_at, since: Instant::now() };
-                    track.spec_hash = spec_hash(container);
-                    track.started = container.startup_probe.is_none();
-                    track.ready = before.is_some_and(|b| b.ready) || (container.readiness_probe.is_none() && track.started);
-                    self.watch_exit(&container.name, track.attempt, pid);
-                    tracing::info!(container = %id, pid, "adopted running container");
-                }
-                Ok(Some(_)) => {
-                    track.last = Some(Terminated { exit_code: None, reason: "ContainerStatusUnknown".into(), started_at: None, finished_at: api::now() });
-                    track.restart_count += 1;
-                    remove_rootfs(&self.ctx, &id).await;
-                }
-                _ => {}
-            }
-            self.tracks.push(track);
-        }
+    /// True when every container (not init container) has ended and will not run again.
+    fn containers_finished(&self, spec: &api::k8s_openapi::api::core::v1::PodSpec) -> bool {
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut regular = self.tracks.iter().filter(|t| t.role == Role::Regular).peekable();
+        regular.peek().is_some() && regular.all(|t| matches!(&t.phase, Phase::Terminated(term) if !t.restarts_after(term.exit_code, policy)))
     }
 
     fn watch_exit(&self, name: &str, attempt: u64, pid: u32) {
@@ -230,7 +226,7 @@ impl Worker {
     }
 
     async fn start(&mut self, pod: &Pod, container: &Container, i: usize) {
-        let Some((_, netns)) = self.network.clone() else { return };
+        let Some((pod_ip, netns)) = self.network.clone() else { return };
         let ctx = self.ctx.clone();
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
         let pinned = match container::recheck_image(&ctx, &namespace, container).await {
@@ -258,7 +254,7 @@ impl Worker {
             &container.name,
             restart,
         );
-        match container::start(&ctx, pod, run, &image, &netns, &log).await {
+        match container::start(&ctx, pod, run, &image, (pod_ip, &netns), &log).await {
             Ok(pid) => {
                 let track = &mut self.tracks[i];
                 track.attempt += 1;
@@ -311,12 +307,9 @@ impl Worker {
             None => "ContainerStatusUnknown",
         };
         let ended = Terminated { exit_code: code, reason: reason.into(), started_at: Some(started_at), finished_at: api::now() };
-        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-        let restart = match policy.as_str() {
-            "Never" => false,
-            "OnFailure" => code != Some(0),
-            _ => true,
-        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let restart = self.tracks[i].restarts_after(code, policy) && !(self.tracks[i].role == Role::Sidecar && self.containers_finished(&spec));
         if since.elapsed() >= BACKOFF_RESET {
             self.tracks[i].backoff = Duration::ZERO;
         }
@@ -371,7 +364,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         let now = Instant::now();
         for track in self.tracks.iter_mut().filter(|t| t.running()) {
-            let Some(container) = spec.containers.iter().find(|c| c.name == track.name) else { continue };
+            let Some(container) = find_container(&spec, &track.name) else { continue };
             let kinds = [
                 (ProbeKind::Startup, &container.startup_probe, !track.started),
                 (ProbeKind::Liveness, &container.liveness_probe, track.started),
@@ -401,7 +394,7 @@ impl Worker {
 
     async fn on_probe(&mut self, pod: &Pod, (name, attempt, kind, result): ProbeDone) {
         let spec = pod.spec.clone().unwrap_or_default();
-        let Some(container) = spec.containers.iter().find(|c| c.name == name) else { return };
+        let Some(container) = find_container(&spec, &name) else { return };
         let Some(i) = self.tracks.iter().position(|t| t.name == name) else { return };
         let track = &mut self.tracks[i];
         let (probe, bookkeeping) = match kind {
@@ -474,7 +467,7 @@ impl Worker {
     async fn publish(&mut self, pod: &Pod) {
         let Some((ip, _)) = self.network.clone() else { return };
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-        let status = pod_status(pod, &self.tracks, Some(ip), self.ctx.config.node_ip, &policy, &self.start_time);
+        let status = pod_status(pod, &self.tracks, Some(ip), self.ctx.config.node_ip, &policy, &self.start_time, self.initialized);
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             // A finished pod's containers are gone and will not restart: its devices are free.
             if let Err(e) = self.ctx.devices.release(&self.uid) {
@@ -508,8 +501,32 @@ impl Worker {
     /// Stops every container (SIGTERM, `grace`, SIGKILL), removes everything the pod had on the
     /// node, and finishes the deletion in the API.
     async fn terminate(&mut self, pod: Option<&Pod>, grace: Duration) {
+        // The containers (and a running init container) first, then the sidecars they may
+        // still be using, last started first, as Kubernetes stops them.
+        let deadline = Instant::now() + grace;
+        let (sidecars, others): (Vec<usize>, Vec<usize>) = (0..self.tracks.len()).partition(|&i| self.tracks[i].role == Role::Sidecar);
+        self.stop_all(pod, &others, deadline, grace).await;
+        for i in sidecars.into_iter().rev() {
+            self.stop_all(pod, &[i], deadline, grace).await;
+        }
+        cleanup_pod(&self.ctx, &self.uid, pod).await;
+        if let Some(pod) = pod {
+            let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default());
+            match self.ctx.client.delete(api::ResourceType::of::<Pod>(), ns.as_deref(), &name, Some(0)).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(pod = %name, error = %e, "finishing pod deletion"),
+            }
+        }
+    }
+
+    /// Stops the running containers among `which` at once, each given what is left of the
+    /// pod's grace period `grace` (but at least 2 s of it, so the last sidecars still get a
+    /// chance to exit on SIGTERM).
+    async fn stop_all(&self, pod: Option<&Pod>, which: &[usize], deadline: Instant, grace: Duration) {
+        let grace = deadline.saturating_duration_since(Instant::now()).max(grace.min(Duration::from_secs(2)));
         let mut stops = Vec::new();
-        for track in &self.tracks {
+        for track in which.iter().map(|&i| &self.tracks[i]) {
             let id = container_id(&self.uid, &track.name);
             if let Phase::Running { pid, .. } = track.phase {
                 if let Some(pod) = pod {
@@ -524,15 +541,6 @@ impl Worker {
             }
         }
         futures::future::join_all(stops).await;
-        cleanup_pod(&self.ctx, &self.uid, pod).await;
-        if let Some(pod) = pod {
-            let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default());
-            match self.ctx.client.delete(api::ResourceType::of::<Pod>(), ns.as_deref(), &name, Some(0)).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::warn!(pod = %name, error = %e, "finishing pod deletion"),
-            }
-        }
     }
 
     fn write_pod_files(&self, pod: &Pod, ip: IpAddr) -> std::io::Result<()> {
