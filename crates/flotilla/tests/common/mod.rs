@@ -91,6 +91,8 @@ pub struct Cluster {
     /// First restart back-off in milliseconds.
     pub backoff_ms: u64,
     mode: Mode,
+    /// Extra flags of `up` or `server` (e.g. `--etcd-endpoints`).
+    server_flags: Vec<String>,
     server: Option<Child>,
     agent: Option<Child>,
     /// Every pod uid seen, for the host checks.
@@ -106,6 +108,11 @@ impl Cluster {
 
     /// Starts a cluster in `mode`.
     pub fn start(name: &str, mode: Mode) -> Cluster {
+        Cluster::start_with(name, mode, &[])
+    }
+
+    /// Starts a cluster in `mode` whose `up` or `server` also gets `server_flags`.
+    pub fn start_with(name: &str, mode: Mode, server_flags: &[&str]) -> Cluster {
         let serial = serial();
         // A per-test bridge and CIDR derived from the name keep leftovers of one test from
         // disturbing another.
@@ -119,6 +126,7 @@ impl Cluster {
             node: format!("e2e-{name}"),
             backoff_ms: 300,
             mode,
+            server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
             server: None,
             agent: None,
             pod_uids: BTreeSet::new(),
@@ -161,6 +169,7 @@ impl Cluster {
             Mode::Up => {
                 let mut args: Vec<String> = ["up", "--data-dir", &data, "--listen", &listen].iter().map(|s| s.to_string()).collect();
                 args.extend(self.agent_flags());
+                args.extend(self.server_flags.iter().cloned());
                 self.server = Some(self.spawn(&args, "up.log"));
             }
             Mode::Split => {
@@ -168,8 +177,9 @@ impl Cluster {
                     // Agents in network namespaces of their own (`ExtraAgent`) reach the
                     // server through the hub bridge's address.
                     let listen = format!("0.0.0.0:{}", self.port);
-                    let args: Vec<String> =
+                    let mut args: Vec<String> =
                         ["server", "--data-dir", &data, "--listen", &listen, "--tls-san", HUB_ADDRESS].iter().map(|s| s.to_string()).collect();
+                    args.extend(self.server_flags.iter().cloned());
                     self.server = Some(self.spawn(&args, "server.log"));
                 }
                 let token_file = self.data_dir().join("node-token");
