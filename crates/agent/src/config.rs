@@ -116,9 +116,9 @@ impl AgentConfig {
         self.data_dir.join("devices")
     }
 
-    /// The agent's serving certificate and key.
-    pub fn tls_dir(&self) -> PathBuf {
-        self.data_dir.join("agent-tls")
+    /// The node's identity: its token, node secret, serving certificate and key, node CA.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.data_dir.join("identity")
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod devices;
 pub mod hollow;
+pub mod join;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -70,8 +71,9 @@ pub enum AgentError {
     Setup(String),
 }
 
-/// Starts the agent; returns once it is registered, with its running tasks.
-pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::JoinSet<()>, AgentError> {
+/// Starts the agent with the node's identity (`client` authenticates with its token); returns
+/// once it is registered, with its running tasks.
+pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIdentity) -> Result<tokio::task::JoinSet<()>, AgentError> {
     runtime::become_subreaper().map_err(|e| AgentError::Setup(format!("becoming a child subreaper: {e}")))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::Setup(format!("{}: {e}", config.data_dir.display())))?;
     let runtime = OciRuntime::new(&config.runtime, config.runtime_root())?;
@@ -87,9 +89,7 @@ pub async fn start(config: AgentConfig, client: Client) -> Result<tokio::task::J
     let devices = tokio::task::spawn_blocking(move || DeviceManager::open(&devices_dir, discovery))
         .await
         .map_err(|e| AgentError::Setup(format!("scanning devices: {e}")))??;
-    let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), &config.tls_dir(), config.logs_dir(), client.token().to_string())
-        .await
-        .map_err(AgentError::Setup)?;
+    let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), identity, config.logs_dir()).await.map_err(AgentError::Setup)?;
     node::register(&client, node::describe(&config, bound.port(), &devices.node_devices())).await?;
     let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
         insecure_registries: config.insecure_registries.clone(),

@@ -92,9 +92,11 @@ pub fn generate_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides whether `user` may do what `info` says. Admins may do everything. Node agents may
-/// read cluster state, manage their own Node and Leases, report pod status, finish pod
-/// deletion and record Events. Anyone else may do nothing (RBAC comes later).
+/// Decides whether `user` may do what `info` says. Admins may do everything. Node agents (a
+/// per-node identity, `system:node:<name>`) may read cluster state (but Secrets and ConfigMaps
+/// only one by one), manage their own Node and Lease, report pod status, finish pod deletion
+/// and record Events; [`crate::noderestriction`] then narrows that to what is theirs. The join
+/// token may only join (`POST /join`). Anyone else may do nothing (RBAC comes later).
 pub fn authorize(user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
     if user.groups.iter().any(|g| g == ADMIN_GROUP) {
         return Ok(());
@@ -109,15 +111,13 @@ pub fn authorize(user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
             info.namespace.as_deref().map(|n| format!(" in the namespace \"{n}\"")).unwrap_or_default()
         ))
     };
-    if !user.groups.iter().any(|g| g == NODES_GROUP) {
+    let Some(own_node) = crate::noderestriction::node_of(user) else {
         return Err(forbidden());
-    }
-    // A per-node identity (`system:node:<name>`) may only write its own Node; the shared join
-    // token (`system:node`) may write any, as k3s' shared agent token can.
-    let own_node = user.name.strip_prefix("system:node:");
-    let may_write_node = |name: Option<&str>| name.is_none() || own_node.is_none() || name == own_node;
+    };
+    let may_write_node = |name: Option<&str>| name.is_none_or(|n| n == own_node);
     let read = matches!(info.verb.as_str(), "get" | "list" | "watch");
     let allowed = match (info.resource.as_str(), info.subresource.as_deref()) {
+        ("secrets" | "configmaps", None) => info.verb == "get",
         (_, None) if read => true,
         ("nodes", _) => matches!(info.verb.as_str(), "create" | "update" | "patch" | "get") && may_write_node(info.name.as_deref()),
         ("pods", Some("status")) => matches!(info.verb.as_str(), "update" | "patch" | "get"),
@@ -177,7 +177,16 @@ mod tests {
         assert!(authorize(&n, &info("update", "nodes", Some("n2"), Some("status"))).is_err());
         assert!(authorize(&n, &info("create", "deployments", None, None)).is_err());
         assert!(authorize(&n, &info("update", "pods", Some("p"), None)).is_err());
+        assert!(authorize(&n, &info("get", "secrets", Some("s"), None)).is_ok(), "one by one, narrowed by noderestriction");
+        assert!(authorize(&n, &info("list", "secrets", None, None)).is_err());
+        assert!(authorize(&n, &info("watch", "configmaps", None, None)).is_err());
         let nobody = UserInfo { name: "x".into(), groups: vec![] };
         assert!(matches!(authorize(&nobody, &info("get", "pods", Some("p"), None)), Err(ApiError::Forbidden(_))));
+        let joiner = UserInfo { name: "system:bootstrap".into(), groups: vec![crate::join::BOOTSTRAP_GROUP.into()] };
+        for (verb, resource) in [("get", "pods"), ("list", "nodes"), ("create", "nodes"), ("watch", "pods")] {
+            assert!(authorize(&joiner, &info(verb, resource, None, None)).is_err(), "the join token may {verb} {resource}");
+        }
+        let shared = UserInfo { name: "system:node".into(), groups: vec![NODES_GROUP.into()] };
+        assert!(authorize(&shared, &info("update", "nodes", Some("n2"), Some("status"))).is_err(), "only per-node identities act for nodes");
     }
 }

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::auth::{authorize, Authenticator};
+use crate::auth::{authorize, Authenticator, UserInfo};
 use crate::error::ApiError;
 use crate::imagegate::Review;
 use crate::registry::{DeleteOptions, ListFilter, Registry};
 use crate::request::{resolve, RequestInfo};
-use crate::{discovery, watch};
+use crate::{discovery, noderestriction, watch};
 
 /// The largest request body accepted, as in Kubernetes (3 MiB).
 pub const MAX_BODY_BYTES: usize = api::manifest::MAX_MANIFEST_BYTES;
@@ -46,6 +46,27 @@ pub struct AppState {
     pub ca_pem: Arc<String>,
     /// Image admission (ImagePolicy); `None` admits every image.
     pub image_gate: Option<Arc<crate::imagegate::ImageGate>>,
+    /// Per-node identities: joining, and their tokens; `None` accepts only static tokens.
+    pub identities: Option<Arc<crate::join::NodeIdentities>>,
+}
+
+impl AppState {
+    /// The user of a request: a static token, or a node's own token.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+        match self.auth.authenticate(headers) {
+            Err(ApiError::Unauthorized(why)) => {
+                let token = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+                match (token, &self.identities) {
+                    (Some(token), Some(identities)) if token.starts_with("flnode:") => identities
+                        .authenticate(token.trim())
+                        .await
+                        .ok_or_else(|| ApiError::Unauthorized("the node token is not (or no longer) valid; the agent joins again with the join token".into())),
+                    _ => Err(ApiError::Unauthorized(why)),
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The handler for every `/api…` and `/apis…` path.
@@ -54,16 +75,7 @@ pub async fn api_handler(State(state): State<AppState>, method: Method, uri: Uri
     let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|Query(q)| q).unwrap_or_default();
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let info = resolve(&method, uri.path(), watch);
-    let result = match state.auth.authenticate(&headers) {
-        Err(e) => Err(e),
-        Ok(user) => match info.as_ref() {
-            None => Err(ApiError::NotFound { kind: "path".into(), name: uri.path().to_string() }),
-            Some(info) => match authorize(&user, info) {
-                Err(e) => Err(e),
-                Ok(()) => dispatch(&state, info, &query, &headers, body).await,
-            },
-        },
-    };
+    let result = authorized_dispatch(&state, info.as_ref(), &uri, &query, &headers, body).await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     if let Some(info) = info {
         state.metrics.record(&info.verb, &info.resource, response.status().as_u16(), started.elapsed());
@@ -71,7 +83,34 @@ pub async fn api_handler(State(state): State<AppState>, method: Method, uri: Uri
     response
 }
 
-async fn dispatch(state: &AppState, info: &RequestInfo, query: &HashMap<String, String>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// Authenticates and authorizes a request, then serves it.
+async fn authorized_dispatch(
+    state: &AppState,
+    info: Option<&RequestInfo>,
+    uri: &Uri,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let user = state.authenticate(headers).await?;
+    let info = info.ok_or_else(|| ApiError::NotFound { kind: "path".into(), name: uri.path().to_string() })?;
+    authorize(&user, info)?;
+    let node = noderestriction::node_of(&user);
+    if let Some(node) = node {
+        noderestriction::check(&state.registry, node, info).await?;
+    }
+    dispatch(state, info, node, query, headers, body).await
+}
+
+/// Serves an authorized request; `node` is the node a node agent's request speaks for.
+async fn dispatch(
+    state: &AppState,
+    info: &RequestInfo,
+    node: Option<&str>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if info.resource.is_empty() {
         let doc = match (info.group.as_str(), info.version.as_str()) {
             ("", "") => Some(discovery::core_versions()),
@@ -105,6 +144,9 @@ async fn dispatch(state: &AppState, info: &RequestInfo, query: &HashMap<String, 
         ("watch", None, None) => watch::serve(registry, rt, ns, query).await,
         ("create", None, None) => {
             let mut value = read_body(headers, body).await?;
+            if let Some(node) = node {
+                noderestriction::check_create(node, rt, &value)?;
+            }
             let review = review_images(state, rt, ns, &mut value, None).await?;
             let created = registry.create(rt, ns, value).await?;
             Ok(with_warnings((StatusCode::CREATED, Json(created)).into_response(), &review))

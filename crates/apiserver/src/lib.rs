@@ -6,9 +6,14 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 pub mod imagegate;
+pub mod join;
 pub mod logs;
+pub mod nodepki;
+pub mod noderestriction;
 pub mod registry;
 pub mod request;
 pub mod server;

@@ -2,30 +2,55 @@
 //! kubelet.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use axum::body::Body;
 use futures::TryStreamExt;
 
 use crate::error::ApiError;
 use crate::handlers::PodLogs;
+use crate::nodepki::NodePki;
 
-/// Fetches logs from node agents' endpoints, authenticating with the node token.
+/// Fetches logs from node agents' endpoints over mutual TLS: the agent must present a serving
+/// certificate the node CA issued for the node's own name, and the proxy presents the API
+/// server's client certificate, which agents require.
 pub struct NodeLogProxy {
-    http: reqwest::Client,
-    token: String,
+    ca: reqwest::Certificate,
+    identity: reqwest::Identity,
+    /// One client per node, for the address it was built for.
+    clients: Mutex<HashMap<String, (SocketAddr, reqwest::Client)>>,
 }
 
 impl NodeLogProxy {
-    /// A proxy presenting `token` to agents. Agents serve self-signed certificates; their
-    /// identity is not verified yet (the token is what they check).
-    pub fn new(token: &str) -> Result<NodeLogProxy, ApiError> {
-        let http = reqwest::Client::builder()
+    /// A proxy trusting the node CA of `pki` and presenting its API server client certificate.
+    pub fn new(pki: &NodePki) -> Result<NodeLogProxy, ApiError> {
+        let internal = |e: reqwest::Error| ApiError::Internal(format!("building the log proxy client: {e}"));
+        let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).map_err(internal)?;
+        let identity = reqwest::Identity::from_pem(format!("{}{}", pki.client_cert_pem, pki.client_key_pem).as_bytes()).map_err(internal)?;
+        Ok(NodeLogProxy { ca, identity, clients: Mutex::default() })
+    }
+
+    /// A client that reaches `node` at `addr` and accepts only the certificate issued for it:
+    /// the URL names the node, and the name resolves to its address.
+    fn client(&self, node: &str, addr: SocketAddr) -> Result<reqwest::Client, ApiError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, client)) = clients.get(node) {
+            if *at == addr {
+                return Ok(client.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
             .use_rustls_tls()
-            .danger_accept_invalid_certs(true)
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+            .resolve(node, addr)
             .no_proxy()
             .build()
             .map_err(|e| ApiError::Internal(format!("building the log proxy client: {e}")))?;
-        Ok(NodeLogProxy { http, token: token.to_string() })
+        clients.insert(node.to_string(), (addr, client.clone()));
+        Ok(client)
     }
 }
 
@@ -49,9 +74,11 @@ impl PodLogs for NodeLogProxy {
         let (Some(ip), Some(port)) = (ip, port) else {
             return Err(ApiError::BadRequest(format!("node {} does not report an address for its agent", node.metadata.name.as_deref().unwrap_or(""))));
         };
-        let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+        let node_name = node.metadata.name.clone().unwrap_or_default();
+        let ip: IpAddr = ip.parse().map_err(|_| ApiError::BadRequest(format!("node {node_name} reports an invalid address {ip:?}")))?;
+        let port = u16::try_from(port).map_err(|_| ApiError::BadRequest(format!("node {node_name} reports an invalid agent port {port}")))?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let url = format!("https://{host}:{port}/containerLogs/{ns}/{name}/{container}");
+        let url = format!("https://{node_name}:{port}/containerLogs/{ns}/{name}/{container}");
         let mut params: Vec<(&str, String)> = Vec::new();
         for key in ["follow", "previous", "tailLines"] {
             if let Some(v) = query.get(key) {
@@ -59,9 +86,8 @@ impl PodLogs for NodeLogProxy {
             }
         }
         let response = self
-            .http
+            .client(&node_name, SocketAddr::new(ip, port))?
             .get(&url)
-            .bearer_auth(&self.token)
             .query(&params)
             .send()
             .await

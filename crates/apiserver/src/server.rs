@@ -8,13 +8,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::error::ApiError;
 use crate::handlers::{api_handler, AppState};
 
 /// How the server is run.
@@ -76,8 +77,31 @@ impl Metrics {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.auth.authenticate(&headers) {
+    match state.authenticate(&headers).await {
         Ok(_) => state.metrics.render().into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The most a join request may hold (a name, a secret and a certificate request).
+const MAX_JOIN_BYTES: usize = 64 * 1024;
+
+/// `POST /join`: the join token (or an admin) trades for a node's own identity.
+async fn join(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let result = async {
+        let user = state.auth.authenticate(&headers)?;
+        let may_join = user.groups.iter().any(|g| g == crate::join::BOOTSTRAP_GROUP || g == crate::auth::ADMIN_GROUP);
+        if !may_join {
+            return Err(ApiError::Forbidden(format!("User \"{}\" may not join nodes; use the server's node-token", user.name)));
+        }
+        let identities = state.identities.as_ref().ok_or_else(|| ApiError::Forbidden("this server does not issue node identities".into()))?;
+        let bytes = axum::body::to_bytes(body, MAX_JOIN_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_JOIN_BYTES })?;
+        let request = crate::join::parse_request(&bytes)?;
+        identities.join(&state.registry, &request).await
+    }
+    .await;
+    match result {
+        Ok(response) => Json(response).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -91,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(|| async { Json(crate::discovery::version()) }))
         .route("/metrics", get(metrics))
         .route("/cacerts", get(|State(state): State<AppState>| async move { state.ca_pem.as_str().to_string() }))
+        .route("/join", post(join))
         .route("/api", any(api_handler))
         .route("/api/{*rest}", any(api_handler))
         .route("/apis", any(api_handler))

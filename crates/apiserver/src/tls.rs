@@ -34,11 +34,11 @@ pub struct Pki {
     pub key_path: PathBuf,
 }
 
-fn read(path: &Path) -> Result<String, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
+pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
     let io = |source| TlsError::Io { path: path.to_path_buf(), source };
     if secret {
         crate::auth::write_secret(path, text).map_err(io)

@@ -111,6 +111,11 @@ impl Client {
         self
     }
 
+    /// The same connection pool with another identity (many simulated nodes share one pool).
+    pub fn with_token(&self, token: &str) -> Client {
+        Client { token: token.to_string(), ..self.clone() }
+    }
+
     /// The server URL.
     pub fn server(&self) -> &str {
         &self.server

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use apiserver::auth::{generate_token, write_secret, Authenticator, ADMIN_GROUP, NODES_GROUP};
+use apiserver::auth::{generate_token, write_secret, Authenticator, ADMIN_GROUP};
 use apiserver::handlers::AppState;
 use apiserver::imagegate::ImageGate;
+use apiserver::join::{NodeIdentities, BOOTSTRAP_GROUP};
 use apiserver::server::{Metrics, ServerConfig};
 use apiserver::Registry;
 use client::Kubeconfig;
@@ -40,34 +41,39 @@ pub struct ControlPlane {
     pub kubeconfig: Kubeconfig,
     /// The token agents join with.
     pub node_token: String,
+    /// The cluster CA (PEM) clients verify the API server with.
+    pub ca_pem: String,
     /// Background tasks; dropping them stops the control plane.
     pub _tasks: JoinSet<()>,
 }
 
-/// The admin token and the node join token, created at first start (mode 0600).
+/// The user the shared join token authenticates as; it may only join (`POST /join`).
+const JOIN_USER: &str = "system:bootstrap";
+
+/// The admin token and the node join token, created at first start (mode 0600). A file from
+/// before per-node identities, where the join token acted as every node, is rewritten so that
+/// the same token may now only join.
 fn tokens(data_dir: &Path, ca_pem: &str) -> Result<(String, String)> {
     let path = data_dir.join("tokens.csv");
+    let (mut admin, mut node) = (None, None);
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let mut admin = None;
-        let mut node = None;
         for line in text.lines() {
             let fields: Vec<&str> = line.splitn(4, ',').collect();
             match fields.get(1) {
                 Some(&"admin") => admin = fields.first().map(|s| s.to_string()),
-                Some(&"system:node") => node = fields.first().map(|s| s.to_string()),
+                Some(&JOIN_USER) | Some(&"system:node") => node = fields.first().map(|s| s.to_string()),
                 _ => {}
             }
         }
-        if let (Some(a), Some(n)) = (admin, node) {
-            return Ok((a, n));
-        }
     }
     let ca_hash = hex::encode(Sha256::digest(ca_pem.as_bytes()));
-    let admin = generate_token();
-    let node = format!("K10{ca_hash}::node:{}", generate_token());
-    let text = format!("{admin},admin,admin,\"{ADMIN_GROUP}\"\n{node},system:node,node,\"{NODES_GROUP}\"\n");
-    write_secret(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    let admin = admin.unwrap_or_else(generate_token);
+    let node = node.unwrap_or_else(|| format!("K10{ca_hash}::node:{}", generate_token()));
+    let text = format!("{admin},admin,admin,\"{ADMIN_GROUP}\"\n{node},{JOIN_USER},bootstrap,\"{BOOTSTRAP_GROUP}\"\n");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_secret(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok((admin, node))
 }
 
@@ -84,7 +90,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     } else {
         Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)
     };
-    let registry = Registry::new(store);
+    let registry = Registry::new(store.clone());
     for ns in ["default", "kube-system", "kube-node-lease"] {
         let body = serde_json::json!({"metadata": {"name": ns}});
         match registry.create(api::ResourceType::of::<api::Namespace>(), None, body).await {
@@ -105,7 +111,9 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let (admin_token, node_token) = tokens(&opts.data_dir, &pki.ca_pem)?;
     let auth = Arc::new(Authenticator::default());
     auth.load_file(&opts.data_dir.join("tokens.csv"))?;
-    let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_token)?);
+    let node_pki = Arc::new(apiserver::nodepki::ensure_node_pki(&opts.data_dir.join("pki"))?);
+    let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_pki)?);
+    let identities = Arc::new(NodeIdentities::new(store, node_pki));
     let metrics = Arc::new(Metrics::default());
     let image_store = image::ImageStore::open(&opts.data_dir.join("images")).context("opening the image store for the image policy gate")?;
     let gate = Arc::new(ImageGate::new(EvaluatorConfig {
@@ -118,7 +126,15 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let gate_metrics = gate.clone();
     let rescanner = (gate.clone(), registry.clone());
     metrics.add_source(Arc::new(move || gate_metrics.metrics()));
-    let state = AppState { registry: registry.clone(), auth, logs, metrics, ca_pem: Arc::new(pki.ca_pem.clone()), image_gate: Some(gate) };
+    let state = AppState {
+        registry: registry.clone(),
+        auth,
+        logs,
+        metrics,
+        ca_pem: Arc::new(pki.ca_pem.clone()),
+        image_gate: Some(gate),
+        identities: Some(identities),
+    };
     let tls = apiserver::tls::server_config(&pki.cert_path, &pki.key_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let bound = listener.local_addr()?;
@@ -136,5 +152,5 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);
     kubeconfig.save(&opts.data_dir.join("kubeconfig")).map_err(anyhow::Error::msg)?;
     write_secret(&opts.data_dir.join("node-token"), &format!("{node_token}\n"))?;
-    Ok(ControlPlane { server_url, kubeconfig, node_token, _tasks: tasks })
+    Ok(ControlPlane { server_url, kubeconfig, node_token, ca_pem: pki.ca_pem.clone(), _tasks: tasks })
 }

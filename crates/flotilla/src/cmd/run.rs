@@ -135,12 +135,12 @@ pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
     let cp = controlplane::start(control_plane_options(&server)).await?;
     let home = home_kubeconfig();
     cp.kubeconfig.save(&home).map_err(anyhow::Error::msg)?;
-    let client = client::Client::from_kubeconfig(&cp.kubeconfig)?;
-    let node_client = client::Client::new(&cp.server_url, Some(&cp.kubeconfig.current().map_err(anyhow::Error::msg)?.1.unwrap_or_default()), &cp.node_token)?;
-    drop(client);
     let config = agent_config(&agent_args, &server.data_dir);
     let node = config.node_name.clone();
-    let _agent = agent::start(config, node_client).await?;
+    let target = agent::join::JoinTarget { server: &cp.server_url, ca_pem: &cp.ca_pem, join_token: &cp.node_token };
+    let identity = agent::join::identity(&target, &node, &config.identity_dir()).await?;
+    let node_client = client::Client::new(&cp.server_url, Some(&cp.ca_pem), &identity.token)?;
+    let _agent = agent::start(config, node_client, &identity).await?;
     eprintln!("flotilla is up: API server {} , node \"{node}\"", cp.server_url);
     eprintln!("kubeconfig: {} and {}", server.data_dir.join("kubeconfig").display(), home.display());
     eprintln!("try: flotilla apply -f examples/web.yaml && flotilla get pods -o wide");
@@ -175,10 +175,12 @@ async fn trusted_ca(server: &str, token: &str) -> Result<String> {
 /// `flotilla agent`: a node joining a control plane.
 pub async fn agent(server: String, token: String, data_dir: PathBuf, agent_args: AgentArgs) -> Result<()> {
     let ca = trusted_ca(&server, &token).await?;
-    let node_client = client::Client::new(&server, Some(&ca), &token)?;
     let config = agent_config(&agent_args, &data_dir);
     let node = config.node_name.clone();
-    let _agent = agent::start(config, node_client).await?;
+    let target = agent::join::JoinTarget { server: &server, ca_pem: &ca, join_token: &token };
+    let identity = agent::join::identity(&target, &node, &config.identity_dir()).await?;
+    let node_client = client::Client::new(&server, Some(&ca), &identity.token)?;
+    let _agent = agent::start(config, node_client, &identity).await?;
     eprintln!("flotilla agent for node \"{node}\" joined {server}");
     wait_for_shutdown().await;
     Ok(())

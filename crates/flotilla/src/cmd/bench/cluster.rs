@@ -40,7 +40,7 @@ pub struct ClusterBenchArgs {
 const NAMESPACE: &str = "flotilla-bench-cluster";
 
 /// The server child process, stopped and its data removed when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
     data: tempfile::TempDir,
 }
@@ -53,8 +53,10 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start() -> Result<(Server, Kubeconfig)> {
-        let data = tempfile::Builder::new().prefix("flotilla-bench-cluster-").tempdir().context("creating a data directory")?;
+    /// Starts `flotilla server` with `extra` flags on a free loopback port and a throwaway data
+    /// directory; returns once it wrote the admin kubeconfig.
+    pub(super) fn start(extra: &[&str]) -> Result<(Server, Kubeconfig)> {
+        let data = tempfile::Builder::new().prefix("flotilla-bench-").tempdir().context("creating a data directory")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let exe = std::env::current_exe().context("finding the flotilla binary")?;
         let child = Command::new(exe)
@@ -63,6 +65,7 @@ impl Server {
             .arg(data.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -85,7 +88,7 @@ impl Server {
         }
     }
 
-    fn data_dir(&self) -> &Path {
+    pub(super) fn data_dir(&self) -> &Path {
         self.data.path()
     }
 
@@ -148,18 +151,26 @@ async fn wait_nodes_ready(admin: &Client, count: usize, timeout: Duration) -> Re
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: &ClusterBenchArgs) -> Result<()> {
-    let (server, kubeconfig) = Server::start()?;
+    let (server, kubeconfig) = Server::start(&[])?;
     let admin = Client::from_kubeconfig(&kubeconfig)?;
     let (url, ca, _) = kubeconfig.current().map_err(anyhow::Error::msg)?;
     let node_token = std::fs::read_to_string(server.data_dir().join("node-token")).context("reading the node token")?;
     let nodes_client = Client::new(&url, ca.as_deref(), node_token.trim())?;
+    let ca_pem = ca.clone().unwrap_or_default();
 
     let setup = Instant::now();
     let mut fleet = tokio::task::JoinSet::new();
     for index in 0..args.nodes {
         let node = hollow_node(index, args.heartbeat);
-        let client = nodes_client.clone();
+        let (pool, url, ca_pem, join_token) = (nodes_client.clone(), url.clone(), ca_pem.clone(), node_token.trim().to_string());
         fleet.spawn(async move {
+            // Each hollow node joins for a token of its own, as a real node does (without a
+            // serving certificate: it has no endpoint); all share one connection pool.
+            let target = agent::join::JoinTarget { server: &url, ca_pem: &ca_pem, join_token: &join_token };
+            let client = match agent::join::join(&target, &node.name, &agent::join::new_secret(), None).await {
+                Ok(joined) => pool.with_token(&joined.token),
+                Err(e) => return tracing::error!(node = %node.name, error = %e, "hollow node failed to join"),
+            };
             if let Err(e) = agent::hollow::run(client, node.clone()).await {
                 tracing::error!(node = %node.name, error = %e, "hollow node failed to register");
             }
