@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::Context;
 
 mod cluster;
+mod nodeloss;
 mod scan;
 mod scheduler;
 mod unpack;
@@ -40,6 +41,10 @@ enum BenchCommand {
     /// Pods per second end to end (API, store, scheduler) over hollow nodes, against a
     /// `flotilla server` it starts.
     Cluster(cluster::ClusterBenchArgs),
+    /// Node loss: time until a SIGKILLed node's Deployment pods are Ready elsewhere, and until
+    /// the node, back again, has stopped their duplicates; against a server and two agents it
+    /// starts.
+    NodeLoss(nodeloss::NodeLossBenchArgs),
     /// Vulnerability scan time: an image of ~500 packages against ~50,000 advisories.
     Scan(scan::ScanBenchArgs),
     /// Layer unpacking throughput against GNU `tar -x`, same layers, same run.
@@ -87,6 +92,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::Footprint(a) => footprint(a).await,
         BenchCommand::Scheduler(a) => scheduler::run(a),
         BenchCommand::Cluster(a) => cluster::run(a).await,
+        BenchCommand::NodeLoss(a) => nodeloss::run(a).await,
         BenchCommand::Scan(a) => scan::run(a),
         BenchCommand::Unpack(a) => unpack::run(a),
         BenchCommand::Verify(a) => verify::run(a).await,
