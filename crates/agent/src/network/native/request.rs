@@ -152,3 +152,6 @@ pub fn ipv4_addresses_of(replies: &Replies, index: u32) -> Result<Vec<Ipv4Net>, 
     }
     Ok(addrs)
 }
+
+#[cfg(test)]
+mod tests;

@@ -168,3 +168,33 @@ fn reason_in(attributes: &[u8]) -> Option<String> {
 pub(super) fn netlink_error(request: &str, netns: &str, source: io::Error, kernel_message: Option<String>) -> NetworkError {
     NetworkError::Netlink { request: request.to_string(), netns: netns.to_string(), source, kernel_message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An extended-ack attribute as the kernel writes it.
+    fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut bytes = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        bytes.extend(kind.to_ne_bytes());
+        bytes.extend(value);
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        bytes
+    }
+
+    #[test]
+    fn reads_the_kernels_reason_after_a_capped_or_full_echo() {
+        let reason = attribute(NLMSGERR_ATTR_MSG, b"Nexthop has invalid gateway\0");
+        let mut capped = vec![0; NLMSG_HEADER_LEN];
+        capped.extend(attribute(3, &[0, 0, 0, 0]));
+        capped.extend(&reason);
+        assert_eq!(error_reason(NLM_F_ACK_TLVS | NLM_F_CAPPED, &capped).as_deref(), Some("Nexthop has invalid gateway"));
+
+        let mut full = 22u32.to_ne_bytes().to_vec();
+        full.resize(24, 0);
+        full.extend(&reason);
+        assert_eq!(error_reason(NLM_F_ACK_TLVS, &full).as_deref(), Some("Nexthop has invalid gateway"));
+        assert_eq!(error_reason(NLM_F_CAPPED, &capped), None, "no TLVs flagged");
+        assert_eq!(reason_in(&attribute(2, &[1, 0, 0, 0])), None);
+    }
+}
