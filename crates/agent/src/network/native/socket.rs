@@ -74,21 +74,23 @@ impl RouteSocket {
         let first = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(requests.len() as u32);
         let mut datagram = Vec::new();
-        for (offset, request) in requests.iter().enumerate() {
+        let mut whats = Vec::with_capacity(requests.len());
+        for (offset, request) in requests.into_iter().enumerate() {
             let mut header = NetlinkHeader::default();
             header.flags = NLM_F_REQUEST | request.flags;
             header.sequence_number = first.wrapping_add(offset as u32);
-            let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request.message.clone()));
+            let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request.message));
             message.finalize();
             let start = datagram.len();
             datagram.resize(start + message.buffer_len(), 0);
             message.serialize(&mut datagram[start..]);
+            whats.push(request.what);
         }
-        let what = |index: usize| requests.get(index).map_or("a netlink request", |r| r.what.as_str());
+        let what = |index: usize| whats.get(index).map_or("a netlink request", String::as_str);
         self.socket.send(&datagram, 0).map_err(|source| netlink_error(what(0), &self.netns, source, None))?;
 
-        let mut replies: Vec<Replies> = vec![Vec::new(); requests.len()];
-        let mut answered = vec![false; requests.len()];
+        let mut replies: Vec<Replies> = vec![Vec::new(); whats.len()];
+        let mut answered = vec![false; whats.len()];
         let mut first_error: Option<NetworkError> = None;
         while answered.iter().any(|done| !done) {
             self.buffer.clear();
@@ -103,7 +105,7 @@ impl RouteSocket {
                 let index = message.sequence_number().wrapping_sub(first) as usize;
                 let (message_type, flags, payload) = (message.message_type(), message.flags(), message.payload());
                 offset += length.max(NLMSG_HEADER_LEN).next_multiple_of(4);
-                if index >= requests.len() {
+                if index >= whats.len() {
                     // Left from an earlier batch on this socket whose caller stopped reading.
                     continue;
                 }
