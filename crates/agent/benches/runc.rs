@@ -3,12 +3,16 @@
 //!
 //! `cargo bench -p agent --bench runc` (RUNS=n to change the 50 runs per case).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::runtime::{
     become_subreaper, container_cgroups_path, remove_pod_cgroups, wait_exit, write_bundle, ContainerRuntime, ContainerSpec, ExitOutcome, OciRuntime,
 };
+
+use common::report;
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -70,18 +74,4 @@ fn main() {
 fn measure(runs: usize, mut once: impl FnMut(usize) -> Duration) -> Vec<Duration> {
     once(usize::MAX); // warm up page cache and runc's binary
     (0..runs).map(&mut once).collect()
-}
-
-fn report(name: &str, samples: &[Duration]) {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    println!(
-        "{name}: n={} p50={:.1}ms p99={:.1}ms min={:.1}ms max={:.1}ms",
-        sorted.len(),
-        at(0.50).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        sorted[0].as_secs_f64() * 1e3,
-        sorted[sorted.len() - 1].as_secs_f64() * 1e3,
-    );
 }

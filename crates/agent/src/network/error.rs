@@ -1,4 +1,4 @@
-//! Errors of pod networking, each naming the command, path or pod involved.
+//! Errors of pod networking, each naming the command, request, namespace, path or pod involved.
 
 use std::time::Duration;
 
@@ -57,6 +57,49 @@ pub enum NetworkError {
         /// What was wrong.
         reason: String,
     },
+    /// The kernel refused an rtnetlink request, or it could not be sent.
+    #[error("netlink: {request} in netns {netns}: {source}{}", kernel_reason(.kernel_message))]
+    Netlink {
+        /// What the request does, naming its link or address ("set link eth0 up").
+        request: String,
+        /// The namespace it was sent in ("host" or the name).
+        netns: String,
+        /// The error code.
+        #[source]
+        source: std::io::Error,
+        /// The kernel's explanation, when it gave one ("Nexthop has invalid gateway").
+        kernel_message: Option<String>,
+    },
+    /// The kernel answered an rtnetlink request with something we could not decode.
+    #[error("netlink: cannot decode the reply to {request} in netns {netns}: {reason}")]
+    NetlinkReply {
+        /// What the request does.
+        request: String,
+        /// The namespace it was sent in.
+        netns: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Creating, entering or removing a named network namespace failed.
+    #[error("{action} network namespace {name}: {source}")]
+    Netns {
+        /// What was being done ("unshare", "bind-mount", "enter", …).
+        action: &'static str,
+        /// The namespace (or the path involved).
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread that changes namespace could not be started.
+    #[error("start a thread to {purpose}: {source}")]
+    Thread {
+        /// What the thread was for ("enter network namespace flotilla-…").
+        purpose: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading or writing state failed.
     #[error(transparent)]
     Io(#[from] crate::PathError),
@@ -79,4 +122,9 @@ pub enum NetworkError {
         #[source]
         source: Box<NetworkError>,
     },
+}
+
+/// The kernel's explanation of a refused request, as the end of the message.
+fn kernel_reason(message: &Option<String>) -> String {
+    message.as_deref().map(|reason| format!(" ({reason})")).unwrap_or_default()
 }

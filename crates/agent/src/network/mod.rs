@@ -4,6 +4,7 @@
 mod error;
 mod fake;
 mod ipam;
+mod native;
 mod netlink;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::NetworkError;
 pub use fake::{FakeLink, FakeNetlink};
+pub use native::NativeNetlink;
 pub use netlink::{IpRoute2, Netlink, Netns, NETNS_DIR};
 
 use ipam::Ipam;
@@ -86,9 +88,17 @@ pub fn host_veth_name(pod_uid: &str) -> String {
 }
 
 impl PodNetwork {
-    /// A pod network driven by iproute2.
+    /// A pod network driven by [`NativeNetlink`], or by iproute2's `ip` where that cannot
+    /// start (no rtnetlink, a kernel older than 3.17).
     pub fn new(config: NetworkConfig) -> Result<Self, NetworkError> {
-        Self::with_netlink(config, Arc::new(IpRoute2::new()?))
+        let netlink: Arc<dyn Netlink> = match NativeNetlink::new() {
+            Ok(native) => Arc::new(native),
+            Err(err) => {
+                tracing::warn!(%err, "native netlink is unavailable; pod networking falls back to running iproute2's `ip`, several ms slower per pod start");
+                Arc::new(IpRoute2::new()?)
+            }
+        };
+        Self::with_netlink(config, netlink)
     }
 
     /// A pod network driven by `netlink` (a fake in unit tests).

@@ -1,5 +1,5 @@
-//! The narrow set of link and namespace operations pod networking needs, and their real
-//! implementation through iproute2's `ip` command.
+//! The narrow set of link and namespace operations pod networking needs, and the implementation
+//! through iproute2's `ip` command that stands in when the native one cannot start.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -240,9 +240,14 @@ impl Netlink for IpRoute2 {
     }
 
     async fn enable_ipv4_forwarding(&self) -> Result<(), NetworkError> {
-        let path = Path::new("/proc/sys/net/ipv4/ip_forward");
-        tokio::fs::write(path, b"1").await.map_err(|source| NetworkError::Io(PathError { action: "write", path: path.into(), source }))
+        enable_ipv4_forwarding().await
     }
+}
+
+/// Turns on IPv4 forwarding in the agent's namespace, which needs no netlink.
+pub(super) async fn enable_ipv4_forwarding() -> Result<(), NetworkError> {
+    let path = Path::new("/proc/sys/net/ipv4/ip_forward");
+    tokio::fs::write(path, b"1").await.map_err(|source| NetworkError::Io(PathError { action: "write", path: path.into(), source }))
 }
 
 /// Parses `ip -j -4 addr show`: `[{"addr_info":[{"family":"inet","local":…,"prefixlen":…}]}]`.

@@ -1,15 +1,19 @@
-//! Real-kernel tests of pod networking: namespaces, veths, a bridge and IPAM, driven through
-//! iproute2, and a runc container joining a pod network. Needs root, `ip` (Debian `iproute2`),
-//! busybox (Debian `busybox-static`) and runc (Debian `runc`). Every test uses its own bridge
-//! and 10.199.<n>.0/24, and removes what it created.
+//! Real-kernel tests of pod networking: namespaces, veths, a bridge and IPAM, driven the way the
+//! agent drives them (`PodNetwork::new`, native netlink), and a runc container joining a pod
+//! network; `native.rs` beside this file checks the native implementation against iproute2.
+//! Needs root, `ip` (Debian `iproute2`), busybox (Debian `busybox-static`) and runc (Debian
+//! `runc`). Every test uses its own bridge and 10.199.<n>.0/24, and removes what it created.
+
+mod native;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::network::{host_veth_name, netns_name, NetworkConfig, PodNetwork};
+use agent::network::{host_veth_name, netns_name, Netlink, NetworkConfig, NetworkError, PodNetwork};
 use agent::runtime::{become_subreaper, container_cgroups_path, remove_pod_cgroups, stop, write_bundle, ContainerRuntime, ContainerSpec, OciRuntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,7 +29,17 @@ struct TestNet {
 }
 
 impl TestNet {
+    /// Through `PodNetwork::new`, as the agent does.
     fn new(subnet: u8) -> Self {
+        Self::open(subnet, PodNetwork::new)
+    }
+
+    /// Through the given implementation.
+    fn with_netlink(subnet: u8, netlink: Arc<dyn Netlink>) -> Self {
+        Self::open(subnet, |config| PodNetwork::with_netlink(config, netlink))
+    }
+
+    fn open(subnet: u8, open: impl FnOnce(NetworkConfig) -> Result<PodNetwork, NetworkError>) -> Self {
         assert!(nix::unistd::geteuid().is_root(), "network tests need root");
         let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].iter().any(|p| Path::new(p).is_file());
         assert!(ip, "`ip` is missing: apt-get install iproute2");
@@ -37,7 +51,7 @@ impl TestNet {
         config.cidr = format!("10.199.{subnet}.0/24").parse().expect("cidr");
         // Forwarding is a host-wide switch; pods on one bridge and the host need none.
         config.enable_ip_forward = false;
-        let net = PodNetwork::new(config).expect("pod network");
+        let net = open(config).expect("pod network");
         TestNet { net, dir, bridge, subnet, pods: Vec::new() }
     }
 
