@@ -86,6 +86,21 @@ pub fn pod_spec(spec: &PodSpec, path: &str, errors: &mut FieldErrors) {
             errors.push(FieldError::invalid(join(&cpath, "name"), &c.name, "duplicate container name"));
         }
         container(c, &cpath, errors);
+        match (list, c.restart_policy.as_deref()) {
+            (_, None) => {}
+            ("initContainers", Some("Always")) => {}
+            ("initContainers", Some(other)) => errors.push(FieldError::not_supported(join(&cpath, "restartPolicy"), other, &["Always"])),
+            (_, Some(other)) => errors.push(FieldError::invalid(join(&cpath, "restartPolicy"), other, "may be set only on init containers (sidecars)")),
+        }
+        let sidecar = list == "initContainers" && c.restart_policy.as_deref() == Some("Always");
+        if list == "initContainers" && !sidecar {
+            // An init container runs to completion: probing it means nothing (sidecars may be probed).
+            for (name, probe) in [("livenessProbe", &c.liveness_probe), ("readinessProbe", &c.readiness_probe), ("startupProbe", &c.startup_probe)] {
+                if probe.is_some() {
+                    errors.push(FieldError::invalid(join(&cpath, name), "set", "may not be set for init containers without restartPolicy: Always"));
+                }
+            }
+        }
     }
     if let Some(policy) = spec.restart_policy.as_deref() {
         if !["Always", "OnFailure", "Never"].contains(&policy) {

@@ -4,11 +4,9 @@
 
 use std::path::Path;
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{Certificate, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
 
-use crate::tls::{read, write, TlsError};
+use crate::tls::{ca_params, load_or_create_key, read, write, TlsError};
 
 /// The Common Name of the API server's client certificate, which agents require of callers.
 pub const APISERVER_CLIENT_NAME: &str = "flotilla-apiserver";
@@ -36,31 +34,13 @@ pub enum CsrError {
     Sign(#[from] rcgen::Error),
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "flotilla-node-ca");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    Ok(params)
-}
-
-fn load_or_create_key(path: &Path) -> Result<KeyPair, TlsError> {
-    if path.exists() {
-        let pem = read(path)?;
-        return KeyPair::from_pem(&pem).map_err(|e| TlsError::Invalid { path: path.to_path_buf(), message: e.to_string() });
-    }
-    let key = KeyPair::generate()?;
-    write(path, &key.serialize_pem(), true)?;
-    Ok(key)
-}
-
 /// Loads the node CA in `dir` (the PKI directory), creating it and the API server's client
 /// certificate on first use.
 pub fn ensure_node_pki(dir: &Path) -> Result<NodePki, TlsError> {
     let ca_key = load_or_create_key(&dir.join("node-ca.key"))?;
     // Re-derived from its key and fixed name, like the cluster CA, so it always verifies what
     // it signed before.
-    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    let ca_cert = ca_params("flotilla-node-ca")?.self_signed(&ca_key)?;
     let ca_path = dir.join("node-ca.crt");
     if !ca_path.exists() {
         write(&ca_path, &ca_cert.pem(), false)?;

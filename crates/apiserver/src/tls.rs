@@ -47,12 +47,24 @@ pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsErro
     }
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+/// The parameters of a CA named `name`.
+pub(crate) fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "flotilla-ca");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     Ok(params)
+}
+
+/// The private key at `path`, generated (and kept with mode 0600) on first use.
+pub(crate) fn load_or_create_key(path: &Path) -> Result<KeyPair, TlsError> {
+    if path.exists() {
+        let pem = read(path)?;
+        return KeyPair::from_pem(&pem).map_err(|e| TlsError::Invalid { path: path.to_path_buf(), message: e.to_string() });
+    }
+    let key = KeyPair::generate()?;
+    write(path, &key.serialize_pem(), true)?;
+    Ok(key)
 }
 
 /// Loads the PKI in `dir`, creating the CA on first use and (re)issuing the serving certificate
@@ -61,17 +73,10 @@ pub fn ensure_pki(dir: &Path, sans: &[String]) -> Result<Pki, TlsError> {
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_path_buf(), source })?;
     let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     let (cert_path, key_path, sans_path) = (dir.join("server.crt"), dir.join("server.key"), dir.join("server.sans"));
-    let ca_key = if ca_key_path.exists() {
-        let pem = read(&ca_key_path)?;
-        KeyPair::from_pem(&pem).map_err(|e| TlsError::Invalid { path: ca_key_path.clone(), message: e.to_string() })?
-    } else {
-        let key = KeyPair::generate()?;
-        write(&ca_key_path, &key.serialize_pem(), true)?;
-        key
-    };
+    let ca_key = load_or_create_key(&ca_key_path)?;
     // The CA certificate is re-derived from its key and fixed name, so a re-issued CA cert
     // verifies every certificate the old one did.
-    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    let ca_cert = ca_params("flotilla-ca")?.self_signed(&ca_key)?;
     if !ca_cert_path.exists() {
         write(&ca_cert_path, &ca_cert.pem(), false)?;
     }

@@ -165,7 +165,9 @@ pub async fn start(
     let id = container_id(&uid, &container.name);
     let config = ctx.images.config(image).map_err(|e| fail("CreateContainerError", e.to_string()))?;
     let facts = {
-        let (cpus, memory_bytes) = crate::node::machine_capacity();
+        // Only a resourceFieldRef of an unset limit needs the machine's size.
+        let needs_capacity = container.env.iter().flatten().any(|v| v.value_from.as_ref().is_some_and(|f| f.resource_field_ref.is_some()));
+        let (cpus, memory_bytes) = if needs_capacity { crate::node::machine_capacity() } else { (0, 0) };
         NodeFacts { pod_ip, host_ip: ctx.config.node_ip, cpus, memory_bytes }
     };
     let mut env = container_env(&ctx.client, pod, container, &facts, &config.env).await.map_err(|e| fail("CreateContainerConfigError", e.to_string()))?;

@@ -98,3 +98,24 @@ fn env_references_are_checked_field_by_field() {
         assert!(err.contains(&format!("spec.template.spec.containers[0].{expected}")), "{env}: {err}");
     }
 }
+
+#[test]
+fn only_sidecars_restart_or_take_probes_among_init_containers() {
+    let with_init = |init: &str| deployment_from(&GOOD.replace("      containers:\n", &format!("      initContainers:\n{init}      containers:\n")));
+    deployment(&with_init(
+        "      - {name: migrate, image: busybox}\n      - {name: proxy, image: envoy, restartPolicy: Always, readinessProbe: {tcpSocket: {port: 9901}}}\n",
+    ))
+    .unwrap();
+    let cases = [
+        ("      - {name: migrate, image: busybox, restartPolicy: Never}\n", "initContainers[0].restartPolicy: Unsupported value: \"Never\""),
+        ("      - {name: migrate, image: busybox, livenessProbe: {tcpSocket: {port: 1}}}\n", "initContainers[0].livenessProbe: Invalid value"),
+    ];
+    for (init, expected) in cases {
+        let err = deployment(&with_init(init)).unwrap_err().to_string();
+        assert!(err.contains(&format!("spec.template.spec.{expected}")), "{init}: {err}");
+    }
+    let err = deployment(&deployment_from(&GOOD.replace("        image: busybox:1.35", "        image: busybox:1.35\n        restartPolicy: Always")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.template.spec.containers[0].restartPolicy: Invalid value"), "{err}");
+}
