@@ -79,7 +79,8 @@ impl Agent {
     fn start(&mut self) -> Result<()> {
         let exe = std::env::current_exe()?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.log"))?;
-        self.child = Some(Command::new(exe).args(&self.args).stdout(Stdio::null()).stderr(log).spawn().context("starting flotilla agent")?);
+        self.child =
+            Some(Command::new(exe).args(&self.args).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().context("starting flotilla agent")?);
         Ok(())
     }
 
@@ -88,6 +89,13 @@ impl Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The last `lines` lines the agent logged.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The runc containers of this node that still run.
@@ -203,7 +211,10 @@ pub async fn run(args: &NodeLossBenchArgs) -> Result<()> {
         let secs = |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
         agents[lost].start()?;
         let lost_agent = &agents[lost];
-        let duplicates_gone = wait("the returned node to stop the replaced containers", Duration::from_secs(120), async || Ok(lost_agent.running_containers().is_empty())).await?;
+        let duplicates_gone =
+            wait("the returned node to stop the replaced containers", Duration::from_secs(120), async || Ok(lost_agent.running_containers().is_empty()))
+                .await
+                .with_context(|| format!("{}'s log ends:\n{}", lost_agent.name, lost_agent.log_tail(30)))?;
         println!(
             "round {}: {lost_name} SIGKILLed; NotReady after {} s, pods evicted after {} s, replicas Ready on {other_name} after {:.2} s; \
              duplicates stopped {:.2} s after the agent returned",
