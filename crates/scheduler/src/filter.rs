@@ -6,13 +6,15 @@ use std::fmt;
 use crate::podinfo::{tolerated, PodInfo, PodTerm};
 use crate::resources::{Amounts, STORAGE};
 use crate::snapshot::{NodeInfo, Snapshot, NO_DOMAIN};
+use crate::taints::{is_hard, NOT_READY, UNREACHABLE, UNSCHEDULABLE};
 
 /// Why a node cannot take a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
-    /// The node's Ready condition is not True.
+    /// The node's Ready condition is not True: an untolerated `node.kubernetes.io/not-ready`
+    /// or `node.kubernetes.io/unreachable` taint.
     NotReady,
-    /// The node is cordoned.
+    /// The node is cordoned: an untolerated `node.kubernetes.io/unschedulable` taint.
     Cordoned,
     /// Node selector or required node affinity.
     NodeAffinity,
@@ -62,8 +64,8 @@ impl fmt::Display for Reason {
 /// The hot path's answer: a [`Reason`] without its text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Reject {
+    /// The node is gone.
     NotReady,
-    Cordoned,
     NodeAffinity,
     /// Index into the node's taints.
     Taint(usize),
@@ -165,22 +167,17 @@ impl Snapshot {
         term.matches(&pod.namespace, self.namespaces.get(&pod.namespace), &pod.labels)
     }
 
-    /// The first reason the node in `slot` cannot take the pod, or `None` when it can.
+    /// The first reason the node in `slot` cannot take the pod, or `None` when it can. Taints
+    /// come first, as in kube-scheduler, so a cordoned or not-ready node says so.
     pub(crate) fn check(&self, slot: usize, pod: &PodInfo, prep: &Prepared) -> Option<Reject> {
         let Some(node) = self.nodes[slot].as_ref() else { return Some(Reject::NotReady) };
-        if !node.ready {
-            return Some(Reject::NotReady);
-        }
-        if node.unschedulable {
-            return Some(Reject::Cordoned);
+        if node.hard_taints {
+            if let Some(i) = node.taints.iter().position(|t| is_hard(t) && !tolerated(&pod.tolerations, t)) {
+                return Some(Reject::Taint(i));
+            }
         }
         if !prep.nodes_prefiltered && !pod.accepts_node(&node.name, &node.labels) {
             return Some(Reject::NodeAffinity);
-        }
-        if node.hard_taints {
-            if let Some(i) = node.taints.iter().position(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(&pod.tolerations, t)) {
-                return Some(Reject::Taint(i));
-            }
         }
         self.check_pods(slot, prep).or_else(|| self.fits(node, pod, &node.requested, node.pods.len() as i64))
     }
@@ -190,15 +187,16 @@ impl Snapshot {
         let node = self.nodes[slot].as_ref();
         match reject {
             Reject::NotReady => Reason::NotReady,
-            Reject::Cordoned => Reason::Cordoned,
             Reject::NodeAffinity => Reason::NodeAffinity,
-            Reject::Taint(i) => {
-                let t = &node.expect("checked nodes exist").taints[i];
-                Reason::Taint(match t.value.as_deref() {
+            // The node-state taints read as the state they stand for.
+            Reject::Taint(i) => match &node.expect("checked nodes exist").taints[i] {
+                t if t.key == UNSCHEDULABLE => Reason::Cordoned,
+                t if t.key == NOT_READY || t.key == UNREACHABLE => Reason::NotReady,
+                t => Reason::Taint(match t.value.as_deref() {
                     Some(v) if !v.is_empty() => format!("{}={}:{}", t.key, v, t.effect),
                     _ => format!("{}:{}", t.key, t.effect),
-                })
-            }
+                }),
+            },
             Reject::PodAffinity => Reason::PodAffinity,
             Reject::PodAntiAffinity => Reason::PodAntiAffinity,
             Reject::ExistingAntiAffinity => Reason::ExistingAntiAffinity,

@@ -13,6 +13,7 @@ pub mod resources;
 mod score;
 mod snapshot;
 pub mod synthetic;
+mod taints;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -115,7 +116,7 @@ impl Snapshot {
         let mut prep = self.prepare(pod);
         let candidates = self.candidates(pod, &prep);
         prep.nodes_prefiltered = true;
-        let want = self.feasible_to_find(self.schedulable.len());
+        let want = self.feasible_to_find(self.alive.len());
         let mut feasible = Vec::with_capacity(want.min(1024));
         let mut last = None;
         for slot in candidates.iter_from(self.next_start) {

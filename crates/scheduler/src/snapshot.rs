@@ -10,6 +10,7 @@ use api::k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use crate::bitset::Bitset;
 use crate::podinfo::{ConstraintError, PodInfo, PodTerm};
 use crate::resources::{Amounts, Request, ResourceNames};
+use crate::taints::{is_hard, with_state_taints, TaintIndex};
 use crate::SchedulerConfig;
 
 /// No domain: the node lacks the topology label.
@@ -22,7 +23,11 @@ pub struct NodeInfo {
     pub name: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
-    /// Taints.
+    /// Taints: first the NoSchedule ones its state implies, as Kubernetes' node lifecycle
+    /// controller writes them (`node.kubernetes.io/unschedulable` when cordoned,
+    /// `node.kubernetes.io/not-ready` or `unreachable` when not Ready), then its own. The
+    /// scheduler keeps pods off cordoned and not-ready nodes through these alone, so a pod
+    /// that tolerates them may land there.
     pub taints: Vec<Taint>,
     /// Some taint is NoSchedule or NoExecute.
     pub hard_taints: bool,
@@ -34,9 +39,9 @@ pub struct NodeInfo {
     pub requested: Amounts,
     /// The keys of its pods.
     pub pods: HashSet<String>,
-    /// Its Ready condition is True.
+    /// Its Ready condition is True (when not, `taints` says so to the filters).
     pub ready: bool,
-    /// Cordoned (`spec.unschedulable`).
+    /// Cordoned (`spec.unschedulable`; `taints` says so to the filters).
     pub unschedulable: bool,
     /// Images present, with their sizes in bytes.
     pub images: HashMap<String, i64>,
@@ -164,10 +169,8 @@ pub struct Snapshot {
     pub(crate) slots: HashMap<String, usize>,
     free_slots: Vec<usize>,
     pub(crate) alive: Bitset,
-    /// Live nodes that are Ready and not cordoned.
-    pub(crate) schedulable: Bitset,
-    /// Nodes with a NoSchedule or NoExecute taint.
-    pub(crate) hard_tainted: Bitset,
+    /// The nodes with each NoSchedule or NoExecute taint (those their state implies too).
+    pub(crate) taint_index: TaintIndex,
     /// label key → value → node slots.
     pub(crate) labels: HashMap<String, HashMap<String, Bitset>>,
     /// label key → node slots that have it.
@@ -201,8 +204,8 @@ pub struct Snapshot {
     pub nodes_checked: u64,
 }
 
-fn node_ready(node: &Node) -> bool {
-    node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).is_some_and(|c| c.status == "True")
+fn ready_condition(node: &Node) -> Option<&str> {
+    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str())
 }
 
 impl Snapshot {
@@ -273,24 +276,26 @@ impl Snapshot {
             None => self.orphans.values().filter(|p| p.node.as_deref() == Some(name.as_str())).cloned().collect(),
             Some(_) => Vec::new(),
         };
+        let ready = ready_condition(node);
+        let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        let taints = with_state_taints(ready, unschedulable, spec.and_then(|s| s.taints.clone()).unwrap_or_default());
         let labels_changed = previous.as_ref().is_none_or(|p| p.labels != labels);
         let had_pods = previous.as_ref().is_some_and(|p| !p.pods.is_empty());
         if let Some(p) = &previous {
             self.unindex(slot, p);
         }
         let (requested, pods, nominated) = previous.map(|p| (p.requested, p.pods, p.nominated)).unwrap_or_default();
-        let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
         let info = NodeInfo {
             name,
             labels,
-            hard_taints: taints.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute"),
+            hard_taints: taints.iter().any(is_hard),
             taints,
             allocatable,
             max_pods,
             requested,
             pods,
-            ready: node_ready(node),
-            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            ready: ready == Some("True"),
+            unschedulable,
             images,
             nominated,
         };
@@ -347,12 +352,7 @@ impl Snapshot {
     }
 
     fn index(&mut self, slot: usize, info: &NodeInfo) {
-        if info.ready && !info.unschedulable {
-            self.schedulable.insert(slot);
-        }
-        if info.hard_taints {
-            self.hard_tainted.insert(slot);
-        }
+        self.taint_index.insert(slot, &info.taints);
         for (k, v) in &info.labels {
             self.labels.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(slot);
             self.label_keys.entry(k.clone()).or_default().insert(slot);
@@ -371,8 +371,7 @@ impl Snapshot {
     }
 
     fn unindex(&mut self, slot: usize, info: &NodeInfo) {
-        self.schedulable.remove(slot);
-        self.hard_tainted.remove(slot);
+        self.taint_index.remove(slot, &info.taints);
         for (k, v) in &info.labels {
             if let Some(set) = self.labels.get_mut(k).and_then(|vs| vs.get_mut(v)) {
                 set.remove(slot);

@@ -1,6 +1,7 @@
 //! Builders for nodes and pods, shared by the scheduler's tests.
 
 mod constraints;
+mod node_state;
 mod preemption;
 mod property;
 
