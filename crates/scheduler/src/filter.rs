@@ -102,8 +102,8 @@ pub(crate) struct SpreadState {
     pub min: i64,
     /// 1 when the pod is one of the pods it counts.
     pub self_match: i64,
-    /// Counts of the domains that hold nodes the pod's node constraints refuse: only the
-    /// pods on the accepted nodes count there.
+    /// Counts of the domains that hold nodes the constraint does not admit (see
+    /// [`crate::spread`]): only the pods on the admitted nodes count there.
     pub honored: Vec<(u32, i64)>,
 }
 
@@ -145,9 +145,9 @@ impl Snapshot {
         let mut spread = Vec::with_capacity(pod.spread.len());
         for (s, term) in pod.spread.iter().zip(spread_ids) {
             let topology = self.terms[term].topology;
-            self.ensure_eligible(topology, pod);
-            let eligible = &self.eligible[&(topology, pod.node_constraint_key.clone())];
-            let honored: Vec<(u32, i64)> = eligible.mixed.iter().map(|d| (*d, self.count_on_accepted(term, *d, pod))).collect();
+            self.ensure_eligible(topology, pod, s);
+            let eligible = &self.eligible[&(topology, s.inclusion_key.clone())];
+            let honored: Vec<(u32, i64)> = eligible.mixed.iter().map(|d| (*d, self.count_on_admitted(term, *d, pod, s))).collect();
             let mut state = SpreadState { term, max_skew: s.max_skew, hard: s.hard, min: 0, self_match: self.self_matches(pod, &s.term) as i64, honored };
             let tc = &self.terms[term];
             if eligible.domains.len() >= s.min_domains {

@@ -12,6 +12,7 @@ mod prune;
 pub mod resources;
 mod score;
 mod snapshot;
+mod spread;
 pub mod synthetic;
 mod taints;
 

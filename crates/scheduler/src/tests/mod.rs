@@ -4,6 +4,7 @@ mod constraints;
 mod node_state;
 mod preemption;
 mod property;
+mod spread_policies;
 
 use api::k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{json, Value};
