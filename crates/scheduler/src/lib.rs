@@ -149,7 +149,7 @@ impl Snapshot {
             && self.lowest_priority().is_some_and(|low| low < pod.priority)
             && failed.iter().any(|(slot, r)| r.preemptible() && self.holds_lower_priority(*slot, pod.priority))
         {
-            match self.preempt(pod, &failed) {
+            match self.preempt(pod, &prep, &failed) {
                 Some(plan) => {
                     let node = self.nodes[plan.slot].as_ref().expect("plans name live nodes").name.clone();
                     return Ok(Decision::Preempt { node, victims: plan.victims });

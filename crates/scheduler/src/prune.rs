@@ -100,9 +100,9 @@ impl Snapshot {
     }
 
     fn prune_domains(&self, set: &mut Bitset, prep: &Prepared) {
-        for (term, first_of_group) in &prep.affinity {
+        for term in &prep.affinity {
             let tc = &self.terms[*term];
-            if *first_of_group {
+            if prep.first_of_group {
                 set.intersect(&self.topologies[tc.topology].has_key);
             } else {
                 self.keep_domains(set, tc.topology, |d| tc.count(d) > 0);
