@@ -58,6 +58,11 @@ impl Bitset {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// True when no slot is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
     /// Every slot, ascending, starting at the first slot ≥ `start` and wrapping around.
     pub fn iter_from(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
         let bits = self.words.len() * 64;

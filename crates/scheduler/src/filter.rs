@@ -5,14 +5,16 @@ use std::fmt;
 
 use crate::podinfo::{tolerated, PodInfo, PodTerm};
 use crate::resources::{Amounts, STORAGE};
-use crate::snapshot::{NodeInfo, Snapshot, NO_DOMAIN};
+use crate::snapshot::{NodeInfo, Placed, Snapshot, NO_DOMAIN};
+use crate::taints::{is_hard, NOT_READY, UNREACHABLE, UNSCHEDULABLE};
 
 /// Why a node cannot take a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
-    /// The node's Ready condition is not True.
+    /// The node's Ready condition is not True: an untolerated `node.kubernetes.io/not-ready`
+    /// or `node.kubernetes.io/unreachable` taint.
     NotReady,
-    /// The node is cordoned.
+    /// The node is cordoned: an untolerated `node.kubernetes.io/unschedulable` taint.
     Cordoned,
     /// Node selector or required node affinity.
     NodeAffinity,
@@ -35,9 +37,11 @@ pub enum Reason {
 }
 
 impl Reject {
-    /// True when evicting lower-priority pods could remove this reason.
+    /// True when evicting lower-priority pods could remove this reason: kube-scheduler's
+    /// `Unschedulable` as against `UnschedulableAndUnresolvable`. Evicting never adds the pods a
+    /// required affinity term needs, nor changes a node's labels or taints.
     pub fn preemptible(self) -> bool {
-        matches!(self, Reject::TooManyPods | Reject::Insufficient(_))
+        matches!(self, Reject::TooManyPods | Reject::Insufficient(_) | Reject::PodAntiAffinity | Reject::ExistingAntiAffinity | Reject::Spread)
     }
 }
 
@@ -62,8 +66,8 @@ impl fmt::Display for Reason {
 /// The hot path's answer: a [`Reason`] without its text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Reject {
+    /// The node is gone.
     NotReady,
-    Cordoned,
     NodeAffinity,
     /// Index into the node's taints.
     Taint(usize),
@@ -77,18 +81,30 @@ pub(crate) enum Reject {
     Missing(usize),
 }
 
+/// A pod preemption would evict: its key and what it holds.
+pub(crate) type Evicted<'a> = (&'a str, &'a Placed);
+
 /// Per-pod data the filters and scores share, computed once per decision.
 pub(crate) struct Prepared {
-    /// Required affinity: term cache, and whether the term selects no pod yet while the
-    /// incoming pod matches it itself (then any node with the key passes: the first of a group).
-    pub affinity: Vec<(usize, bool)>,
+    /// Required affinity terms (count caches).
+    pub affinity: Vec<usize>,
+    /// The pod matches every one of its required affinity terms itself.
+    pub matches_own_affinity: bool,
+    /// No term selects a pod yet and the pod matches them all: any node with the keys passes
+    /// (the first of a group).
+    pub first_of_group: bool,
     pub anti_affinity: Vec<usize>,
     /// (topology, domain) pairs excluded by running pods' anti-affinity.
     pub excluded: Vec<(usize, u32)>,
+    /// The running pods' anti-affinity groups that select the pod, with their topology:
+    /// preemption checks them again without its victims.
+    pub excluding: Vec<(usize, String)>,
     pub spread: Vec<SpreadState>,
     pub preferred_pods: Vec<(i64, usize)>,
     /// The label index already guarantees the node selector and affinity for every candidate.
     pub nodes_prefiltered: bool,
+    /// Some filter reads the pods around a node (most pods have none: they skip them).
+    pub reads_pods: bool,
 }
 
 /// One topology spread constraint, ready to check.
@@ -98,10 +114,12 @@ pub(crate) struct SpreadState {
     pub hard: bool,
     /// The smallest count over the eligible domains.
     pub min: i64,
+    /// `min` is that smallest count, not 0 for want of `minDomains` domains.
+    pub global_min: bool,
     /// 1 when the pod is one of the pods it counts.
     pub self_match: i64,
-    /// Counts of the domains that hold nodes the pod's node constraints refuse: only the
-    /// pods on the accepted nodes count there.
+    /// Counts of the domains that hold nodes the constraint does not admit (see
+    /// [`crate::spread`]): only the pods on the admitted nodes count there.
     pub honored: Vec<(u32, i64)>,
 }
 
@@ -117,72 +135,87 @@ impl SpreadState {
 
 impl Snapshot {
     pub(crate) fn prepare(&mut self, pod: &PodInfo) -> Prepared {
-        let affinity_ids: Vec<usize> = pod.affinity.iter().map(|t| self.term(t)).collect();
+        let affinity: Vec<usize> = pod.affinity.iter().map(|t| self.term(t)).collect();
         let anti_affinity: Vec<usize> = pod.anti_affinity.iter().map(|t| self.term(t)).collect();
         let preferred_pods: Vec<(i64, usize)> = pod.preferred_pods.iter().map(|(w, t)| (*w, self.term(t))).collect();
         let spread_ids: Vec<usize> = pod.spread.iter().map(|s| self.term(&s.term)).collect();
         // Running pods whose anti-affinity selects this pod keep it out of their domains.
-        let mut excluded_by_key: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut excluding_by_key: Vec<(String, String)> = Vec::new();
         {
             let ns_labels = self.namespaces.get(&pod.namespace);
             let groups = [pod.namespace.as_str(), ""].into_iter().filter_map(|ns| self.anti_index.get(ns)).flatten();
-            for group in groups.filter_map(|k| self.anti_groups.get(k)) {
+            for (key, group) in groups.filter_map(|k| self.anti_groups.get(k).map(|g| (k, g))) {
                 if group.term.matches(&pod.namespace, ns_labels, &pod.labels) {
-                    excluded_by_key.push((group.term.topology_key.clone(), group.holders.values().copied().collect()));
+                    excluding_by_key.push((group.term.topology_key.clone(), key.clone()));
                 }
             }
         }
         let mut excluded = Vec::new();
-        for (key, slots) in excluded_by_key {
-            let topology = self.topology(&key);
+        let mut excluding = Vec::with_capacity(excluding_by_key.len());
+        for (topology_key, group) in excluding_by_key {
+            let topology = self.topology(&topology_key);
             let t = &self.topologies[topology];
-            excluded.extend(slots.into_iter().map(|slot| t.domain(slot)).filter(|d| *d != NO_DOMAIN).map(|d| (topology, d)));
+            excluded.extend(self.anti_groups[&group].holders.values().map(|slot| t.domain(*slot)).filter(|d| *d != NO_DOMAIN).map(|d| (topology, d)));
+            excluding.push((topology, group));
         }
         excluded.sort_unstable();
         excluded.dedup();
         let mut spread = Vec::with_capacity(pod.spread.len());
         for (s, term) in pod.spread.iter().zip(spread_ids) {
             let topology = self.terms[term].topology;
-            self.ensure_eligible(topology, pod);
-            let eligible = &self.eligible[&(topology, pod.node_constraint_key.clone())];
-            let honored: Vec<(u32, i64)> = eligible.mixed.iter().map(|d| (*d, self.count_on_accepted(term, *d, pod))).collect();
-            let mut state = SpreadState { term, max_skew: s.max_skew, hard: s.hard, min: 0, self_match: self.self_matches(pod, &s.term) as i64, honored };
+            self.ensure_eligible(topology, pod, s);
+            let eligible = &self.eligible[&(topology, s.inclusion_key.clone())];
+            let honored: Vec<(u32, i64)> = eligible.mixed.iter().map(|d| (*d, self.count_on_admitted(term, *d, pod, s))).collect();
+            let self_match = self.self_matches(pod, &s.term) as i64;
+            let mut state = SpreadState { term, max_skew: s.max_skew, hard: s.hard, min: 0, global_min: false, self_match, honored };
             let tc = &self.terms[term];
             if eligible.domains.len() >= s.min_domains {
                 state.min = eligible.domains.iter().map(|d| state.count(tc, *d)).min().unwrap_or(0);
+                state.global_min = true;
             }
             spread.push(state);
         }
         // The first pod of a group: no pod matches any of its required terms yet and it matches
         // all of them itself (Kubernetes' rule), so it may go anywhere the keys exist.
-        let first_of_group =
-            !affinity_ids.is_empty() && affinity_ids.iter().all(|id| self.terms[*id].total == 0) && pod.affinity.iter().all(|t| self.self_matches(pod, t));
-        let affinity = affinity_ids.into_iter().map(|id| (id, first_of_group)).collect();
-        Prepared { affinity, anti_affinity, excluded, spread, preferred_pods, nodes_prefiltered: false }
+        let matches_own_affinity = !affinity.is_empty() && pod.affinity.iter().all(|t| self.self_matches(pod, t));
+        let first_of_group = matches_own_affinity && affinity.iter().all(|id| self.terms[*id].total == 0);
+        let reads_pods = !affinity.is_empty() || !anti_affinity.is_empty() || !excluding.is_empty() || spread.iter().any(|s| s.hard);
+        Prepared {
+            affinity,
+            matches_own_affinity,
+            first_of_group,
+            anti_affinity,
+            excluded,
+            excluding,
+            spread,
+            preferred_pods,
+            nodes_prefiltered: false,
+            reads_pods,
+        }
     }
 
     fn self_matches(&self, pod: &PodInfo, term: &PodTerm) -> bool {
         term.matches(&pod.namespace, self.namespaces.get(&pod.namespace), &pod.labels)
     }
 
-    /// The first reason the node in `slot` cannot take the pod, or `None` when it can.
+    /// The first reason the node in `slot` cannot take the pod, or `None` when it can. Taints
+    /// come first, as in kube-scheduler, so a cordoned or not-ready node says so.
     pub(crate) fn check(&self, slot: usize, pod: &PodInfo, prep: &Prepared) -> Option<Reject> {
         let Some(node) = self.nodes[slot].as_ref() else { return Some(Reject::NotReady) };
-        if !node.ready {
-            return Some(Reject::NotReady);
-        }
-        if node.unschedulable {
-            return Some(Reject::Cordoned);
+        if node.hard_taints {
+            if let Some(i) = node.taints.iter().position(|t| is_hard(t) && !tolerated(&pod.tolerations, t)) {
+                return Some(Reject::Taint(i));
+            }
         }
         if !prep.nodes_prefiltered && !pod.accepts_node(&node.name, &node.labels) {
             return Some(Reject::NodeAffinity);
         }
-        if node.hard_taints {
-            if let Some(i) = node.taints.iter().position(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(&pod.tolerations, t)) {
-                return Some(Reject::Taint(i));
+        if prep.reads_pods {
+            if let Some(reject) = self.check_pods(slot, prep, &[]) {
+                return Some(reject);
             }
         }
-        self.check_pods(slot, prep).or_else(|| self.fits(node, pod, &node.requested, node.pods.len() as i64))
+        self.fits(node, pod, &node.requested, node.pods.len() as i64)
     }
 
     /// The reason a user reads for a rejection of the node in `slot`.
@@ -190,15 +223,16 @@ impl Snapshot {
         let node = self.nodes[slot].as_ref();
         match reject {
             Reject::NotReady => Reason::NotReady,
-            Reject::Cordoned => Reason::Cordoned,
             Reject::NodeAffinity => Reason::NodeAffinity,
-            Reject::Taint(i) => {
-                let t = &node.expect("checked nodes exist").taints[i];
-                Reason::Taint(match t.value.as_deref() {
+            // The node-state taints read as the state they stand for.
+            Reject::Taint(i) => match &node.expect("checked nodes exist").taints[i] {
+                t if t.key == UNSCHEDULABLE => Reason::Cordoned,
+                t if t.key == NOT_READY || t.key == UNREACHABLE => Reason::NotReady,
+                t => Reason::Taint(match t.value.as_deref() {
                     Some(v) if !v.is_empty() => format!("{}={}:{}", t.key, v, t.effect),
                     _ => format!("{}:{}", t.key, t.effect),
-                })
-            }
+                }),
+            },
             Reject::PodAffinity => Reason::PodAffinity,
             Reject::PodAntiAffinity => Reason::PodAntiAffinity,
             Reject::ExistingAntiAffinity => Reason::ExistingAntiAffinity,
@@ -209,28 +243,51 @@ impl Snapshot {
         }
     }
 
-    fn check_pods(&self, slot: usize, prep: &Prepared) -> Option<Reject> {
-        for (term, first_of_group) in &prep.affinity {
+    /// The filters that read the pods around the node in `slot`, as if the pods in `gone` (all on
+    /// that node) were evicted: scheduling passes none, preemption the victims it tries.
+    #[inline]
+    pub(crate) fn check_pods(&self, slot: usize, prep: &Prepared, gone: &[Evicted]) -> Option<Reject> {
+        // The evicted pods a term selects, all in this node's domains.
+        let evicted = |term: &PodTerm| gone.iter().filter(|(_, p)| term.matches(&p.namespace, self.namespaces.get(&p.namespace), &p.labels)).count() as i64;
+        let first_of_group = prep.first_of_group
+            || (!gone.is_empty() && prep.matches_own_affinity && prep.affinity.iter().all(|t| self.terms[*t].total as i64 == evicted(&self.terms[*t].term)));
+        for term in &prep.affinity {
             let tc = &self.terms[*term];
             let domain = self.topologies[tc.topology].domain(slot);
-            let ok = if *first_of_group { domain != NO_DOMAIN } else { tc.count(domain) > 0 };
+            let ok = if first_of_group { domain != NO_DOMAIN } else { tc.count(domain) as i64 - evicted(&tc.term) > 0 };
             if !ok {
                 return Some(Reject::PodAffinity);
             }
         }
         for term in &prep.anti_affinity {
             let tc = &self.terms[*term];
-            if tc.count(self.topologies[tc.topology].domain(slot)) > 0 {
+            if tc.count(self.topologies[tc.topology].domain(slot)) as i64 - evicted(&tc.term) > 0 {
                 return Some(Reject::PodAntiAffinity);
             }
         }
-        if prep.excluded.iter().any(|(t, d)| self.topologies[*t].domain(slot) == *d) {
+        let excluded = if gone.is_empty() {
+            prep.excluded.iter().any(|(t, d)| self.topologies[*t].domain(slot) == *d)
+        } else {
+            prep.excluding.iter().any(|(t, group)| {
+                let topology = &self.topologies[*t];
+                let domain = topology.domain(slot);
+                let holders = self.anti_groups.get(group).map(|g| &g.holders);
+                domain != NO_DOMAIN && holders.into_iter().flatten().any(|(key, s)| topology.domain(*s) == domain && !gone.iter().any(|(g, _)| g == key))
+            })
+        };
+        if excluded {
             return Some(Reject::ExistingAntiAffinity);
         }
         for s in prep.spread.iter().filter(|s| s.hard) {
             let tc = &self.terms[s.term];
             let domain = self.topologies[tc.topology].domain(slot);
-            if domain == NO_DOMAIN || s.count(tc, domain) + s.self_match - s.min > s.max_skew {
+            if domain == NO_DOMAIN {
+                return Some(Reject::Spread);
+            }
+            let count = s.count(tc, domain) - evicted(&tc.term);
+            // Evicting pods here may make this domain the emptiest.
+            let min = if s.global_min && !gone.is_empty() { s.min.min(count) } else { s.min };
+            if count + s.self_match - min > s.max_skew {
                 return Some(Reject::Spread);
             }
         }

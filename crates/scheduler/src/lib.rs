@@ -12,7 +12,9 @@ mod prune;
 pub mod resources;
 mod score;
 mod snapshot;
+mod spread;
 pub mod synthetic;
+mod taints;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -115,7 +117,7 @@ impl Snapshot {
         let mut prep = self.prepare(pod);
         let candidates = self.candidates(pod, &prep);
         prep.nodes_prefiltered = true;
-        let want = self.feasible_to_find(self.schedulable.len());
+        let want = self.feasible_to_find(self.alive.len());
         let mut feasible = Vec::with_capacity(want.min(1024));
         let mut last = None;
         for slot in candidates.iter_from(self.next_start) {
@@ -147,7 +149,7 @@ impl Snapshot {
             && self.lowest_priority().is_some_and(|low| low < pod.priority)
             && failed.iter().any(|(slot, r)| r.preemptible() && self.holds_lower_priority(*slot, pod.priority))
         {
-            match self.preempt(pod, &failed) {
+            match self.preempt(pod, &prep, &failed) {
                 Some(plan) => {
                     let node = self.nodes[plan.slot].as_ref().expect("plans name live nodes").name.clone();
                     return Ok(Decision::Preempt { node, victims: plan.victims });

@@ -138,6 +138,15 @@ pub struct Spread {
     pub hard: bool,
     /// Fewer eligible domains than this count the global minimum as 0.
     pub min_domains: usize,
+    /// Only nodes the pod's node selector and required node affinity accept count
+    /// (`nodeAffinityPolicy: Honor`, the default; `Ignore` counts every node).
+    pub honor_node_affinity: bool,
+    /// Only nodes whose NoSchedule and NoExecute taints the pod tolerates count
+    /// (`nodeTaintsPolicy: Honor`; the default `Ignore` counts every node).
+    pub honor_taints: bool,
+    /// A text form of what decides which nodes count (the node constraints and tolerations
+    /// the policies honor): constraints with the same one see the same eligible domains.
+    pub inclusion_key: String,
 }
 
 /// Everything the scheduler needs from one pod.
@@ -181,9 +190,6 @@ pub struct PodInfo {
     pub nominated: Option<String>,
     /// Succeeded or Failed: it holds no resources.
     pub finished: bool,
-    /// A text form of the node selector and required affinity (pods with the same one see the
-    /// same eligible nodes); filled only for pods with spread constraints, which need it.
-    pub node_constraint_key: String,
 }
 
 /// Why a pod's scheduling constraints cannot be read.
@@ -240,6 +246,16 @@ fn pod_term(term: &PodAffinityTerm, own_namespace: &str, field: &str) -> Result<
         selector(term.label_selector.as_ref(), &format!("{field}.labelSelector"))?,
         &term.topology_key,
     ))
+}
+
+/// Reads the node inclusion policy `name` of the spread constraint at `field`: true for `Honor`.
+fn inclusion_policy(value: Option<&str>, default: bool, field: &str, name: &str) -> Result<bool, ConstraintError> {
+    match value {
+        None => Ok(default),
+        Some("Honor") => Ok(true),
+        Some("Ignore") => Ok(false),
+        Some(other) => Err(ConstraintError { field: format!("{field}.{name}"), why: format!("\"{other}\" is not Honor or Ignore") }),
+    }
 }
 
 impl PodInfo {
@@ -341,11 +357,20 @@ impl PodInfo {
             if c.topology_key.is_empty() {
                 return Err(ConstraintError { field: format!("{field}.topologyKey"), why: "required".into() });
             }
+            let honor_node_affinity = inclusion_policy(c.node_affinity_policy.as_deref(), true, &field, "nodeAffinityPolicy")?;
+            let honor_taints = inclusion_policy(c.node_taints_policy.as_deref(), false, &field, "nodeTaintsPolicy")?;
+            let inclusion_key =
+                format!("{:?}|{:?}", honor_node_affinity.then_some((&info.node_selector, &info.node_affinity)), honor_taints.then_some(&info.tolerations));
             let term = PodTerm::new(Namespaces { names: vec![namespace.clone()], selector: None }, sel, &c.topology_key);
-            info.spread.push(Spread { term, max_skew: c.max_skew as i64, hard, min_domains: c.min_domains.unwrap_or(1).max(1) as usize });
-        }
-        if !info.spread.is_empty() {
-            info.node_constraint_key = format!("{:?}|{:?}", info.node_selector, info.node_affinity);
+            info.spread.push(Spread {
+                term,
+                max_skew: c.max_skew as i64,
+                hard,
+                min_domains: c.min_domains.unwrap_or(1).max(1) as usize,
+                honor_node_affinity,
+                honor_taints,
+                inclusion_key,
+            });
         }
         Ok(info)
     }

@@ -1,9 +1,12 @@
 //! Preemption: when a pod fits nowhere, find the node where evicting the fewest, lowest-priority
-//! pods makes room. Only pods of strictly lower priority are ever victims.
+//! pods lets it pass every filter, as kube-scheduler's DefaultPreemption does. Only pods of
+//! strictly lower priority are ever victims.
 
-use crate::filter::Reject;
+use std::cmp::Reverse;
+
+use crate::filter::{Evicted, Prepared, Reject};
 use crate::podinfo::PodInfo;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NodeInfo, Snapshot};
 
 /// A preemption plan: the node and the keys of the pods to evict there.
 pub(crate) struct Plan {
@@ -12,11 +15,11 @@ pub(crate) struct Plan {
 }
 
 impl Snapshot {
-    /// The best plan over the nodes whose only obstacle was room, or `None`.
-    pub(crate) fn preempt(&self, pod: &PodInfo, failed: &[(usize, Reject)]) -> Option<Plan> {
+    /// The best plan over the nodes whose first obstacle evicting could remove, or `None`.
+    pub(crate) fn preempt(&self, pod: &PodInfo, prep: &Prepared, failed: &[(usize, Reject)]) -> Option<Plan> {
         let mut best: Option<((i32, usize, i64, String), Plan)> = None;
         for (slot, _) in failed.iter().filter(|(_, r)| r.preemptible()) {
-            let Some(victims) = self.victims_on(*slot, pod) else { continue };
+            let Some(victims) = self.victims_on(*slot, pod, prep) else { continue };
             let node = self.nodes[*slot].as_ref().expect("failed nodes exist");
             let prios: Vec<i32> = victims.iter().map(|k| self.placed[k].priority).collect();
             let rank = (prios.iter().copied().max().unwrap_or(i32::MIN), victims.len(), prios.iter().map(|p| *p as i64).sum(), node.name.clone());
@@ -32,32 +35,40 @@ impl Snapshot {
         self.nodes[slot].as_ref().is_some_and(|n| n.pods.iter().any(|k| self.placed.get(k).is_some_and(|p| p.priority < priority)))
     }
 
-    /// The smallest set of lower-priority pods on the node whose eviction lets the pod fit:
-    /// remove every candidate, then give back as many as still fit, highest priority first.
-    fn victims_on(&self, slot: usize, pod: &PodInfo) -> Option<Vec<String>> {
+    /// The smallest set of lower-priority pods on the node whose eviction lets the pod pass
+    /// every filter there (kube-scheduler's `SelectVictimsOnNode`): evict every candidate, then
+    /// give back as many as the pod still passes with, highest priority first. A pod that
+    /// fails even with every candidate gone gets nothing here: that includes a pod whose
+    /// required affinity only lower-priority pods on the node satisfy, which Kubernetes does
+    /// not preempt for either, so the pods a preemptor needs are never its victims.
+    fn victims_on(&self, slot: usize, pod: &PodInfo, prep: &Prepared) -> Option<Vec<String>> {
         let node = self.nodes[slot].as_ref()?;
-        let mut candidates: Vec<&String> = node.pods.iter().filter(|k| self.placed.get(*k).is_some_and(|p| p.priority < pod.priority)).collect();
+        let mut candidates: Vec<Evicted> =
+            node.pods.iter().filter_map(|k| self.placed.get(k).map(|p| (k.as_str(), p))).filter(|(_, p)| p.priority < pod.priority).collect();
         if candidates.is_empty() {
             return None;
         }
-        let mut requested = node.requested.clone();
-        for k in &candidates {
-            requested.add_request(&self.placed[*k].request, -1);
-        }
-        let mut pods = (node.pods.len() - candidates.len()) as i64;
-        self.fits(node, pod, &requested, pods).is_none().then_some(())?;
-        candidates.sort_by_key(|k| (std::cmp::Reverse(self.placed[*k].priority), (*k).clone()));
+        candidates.sort_by_key(|(k, p)| (Reverse(p.priority), *k));
+        let mut gone = candidates.clone();
+        self.passes_without(slot, node, pod, prep, &gone).then_some(())?;
         let mut victims = Vec::new();
-        for k in candidates {
-            let p = &self.placed[k];
-            requested.add_request(&p.request, 1);
-            if self.fits(node, pod, &requested, pods + 1).is_none() {
-                pods += 1;
-            } else {
-                requested.add_request(&p.request, -1);
-                victims.push(k.clone());
+        for (key, p) in candidates {
+            gone.retain(|(k, _)| *k != key);
+            if !self.passes_without(slot, node, pod, prep, &gone) {
+                gone.push((key, p));
+                victims.push(key.to_string());
             }
         }
         Some(victims)
+    }
+
+    /// Whether the pod passes the filters that depend on the node's pods with `gone` evicted
+    /// (the others passed already: they came before the preemptible rejection).
+    fn passes_without(&self, slot: usize, node: &NodeInfo, pod: &PodInfo, prep: &Prepared, gone: &[Evicted]) -> bool {
+        let mut requested = node.requested.clone();
+        for (_, p) in gone {
+            requested.add_request(&p.request, -1);
+        }
+        self.check_pods(slot, prep, gone).is_none() && self.fits(node, pod, &requested, (node.pods.len() - gone.len()) as i64).is_none()
     }
 }

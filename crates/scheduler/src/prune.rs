@@ -1,8 +1,9 @@
 //! Candidate pruning: which nodes are worth filtering for a pod, found from indexes instead of
 //! by visiting every node. The label index settles node selectors and simple affinity terms,
-//! the resource index extended resources, the taint index pods without tolerations, and the
-//! topology members the domains that pod affinity, anti-affinity and hard spread rule out.
-//! Pruning only removes nodes the filters would reject: every candidate is still filtered.
+//! the resource index extended resources, the taint index every NoSchedule or NoExecute taint
+//! the pod does not tolerate (those of cordoned and not-ready nodes too), and the topology
+//! members the domains that pod affinity, anti-affinity and hard spread rule out. Pruning only
+//! removes nodes the filters would reject: every candidate is still filtered.
 
 use crate::bitset::Bitset;
 use crate::filter::Prepared;
@@ -14,7 +15,7 @@ impl Snapshot {
     /// The candidates for `pod`; the node selector and node affinity are settled exactly by
     /// the label index, so the filters need not look at labels again.
     pub(crate) fn candidates(&self, pod: &PodInfo, prep: &Prepared) -> Bitset {
-        let mut set = self.schedulable.clone();
+        let mut set = self.alive.clone();
         let empty = Bitset::default();
         for (k, v) in &pod.node_selector {
             set.intersect(self.labels.get(k).and_then(|vs| vs.get(v)).unwrap_or(&empty));
@@ -29,9 +30,7 @@ impl Snapshot {
         for (id, _) in pod.request.0.iter().filter(|(id, _)| *id > STORAGE) {
             set.intersect(self.has_resource.get(*id).unwrap_or(&empty));
         }
-        if pod.tolerations.is_empty() {
-            set.difference(&self.hard_tainted);
-        }
+        self.taint_index.prune(&mut set, pod);
         self.prune_domains(&mut set, prep);
         set
     }
@@ -101,9 +100,9 @@ impl Snapshot {
     }
 
     fn prune_domains(&self, set: &mut Bitset, prep: &Prepared) {
-        for (term, first_of_group) in &prep.affinity {
+        for term in &prep.affinity {
             let tc = &self.terms[*term];
-            if *first_of_group {
+            if prep.first_of_group {
                 set.intersect(&self.topologies[tc.topology].has_key);
             } else {
                 self.keep_domains(set, tc.topology, |d| tc.count(d) > 0);

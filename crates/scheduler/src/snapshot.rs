@@ -10,6 +10,8 @@ use api::k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use crate::bitset::Bitset;
 use crate::podinfo::{ConstraintError, PodInfo, PodTerm};
 use crate::resources::{Amounts, Request, ResourceNames};
+use crate::spread::Eligible;
+use crate::taints::{is_hard, with_state_taints, TaintIndex};
 use crate::SchedulerConfig;
 
 /// No domain: the node lacks the topology label.
@@ -22,7 +24,11 @@ pub struct NodeInfo {
     pub name: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
-    /// Taints.
+    /// Taints: first the NoSchedule ones its state implies, as Kubernetes' node lifecycle
+    /// controller writes them (`node.kubernetes.io/unschedulable` when cordoned,
+    /// `node.kubernetes.io/not-ready` or `unreachable` when not Ready), then its own. The
+    /// scheduler keeps pods off cordoned and not-ready nodes through these alone, so a pod
+    /// that tolerates them may land there.
     pub taints: Vec<Taint>,
     /// Some taint is NoSchedule or NoExecute.
     pub hard_taints: bool,
@@ -34,26 +40,14 @@ pub struct NodeInfo {
     pub requested: Amounts,
     /// The keys of its pods.
     pub pods: HashSet<String>,
-    /// Its Ready condition is True.
+    /// Its Ready condition is True (when not, `taints` says so to the filters).
     pub ready: bool,
-    /// Cordoned (`spec.unschedulable`).
+    /// Cordoned (`spec.unschedulable`; `taints` says so to the filters).
     pub unschedulable: bool,
     /// Images present, with their sizes in bytes.
     pub images: HashMap<String, i64>,
     /// Pods nominated to run here once their preemption victims are gone: key, priority, request.
     pub nominated: Vec<(String, i32, Request)>,
-}
-
-/// The domains of one topology that pods with one set of node constraints may spread over.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Eligible {
-    /// `node_generation` when computed.
-    pub generation: u64,
-    /// Domains holding at least one node the constraints accept.
-    pub domains: Vec<u32>,
-    /// Those of them that also hold nodes the constraints refuse: their pods do not count
-    /// toward spread (Kubernetes' default `nodeAffinityPolicy: Honor`).
-    pub mixed: Vec<u32>,
 }
 
 /// A pod holding resources on a node.
@@ -164,10 +158,8 @@ pub struct Snapshot {
     pub(crate) slots: HashMap<String, usize>,
     free_slots: Vec<usize>,
     pub(crate) alive: Bitset,
-    /// Live nodes that are Ready and not cordoned.
-    pub(crate) schedulable: Bitset,
-    /// Nodes with a NoSchedule or NoExecute taint.
-    pub(crate) hard_tainted: Bitset,
+    /// The nodes with each NoSchedule or NoExecute taint (those their state implies too).
+    pub(crate) taint_index: TaintIndex,
     /// label key → value → node slots.
     pub(crate) labels: HashMap<String, HashMap<String, Bitset>>,
     /// label key → node slots that have it.
@@ -191,9 +183,11 @@ pub struct Snapshot {
     term_ids: HashMap<String, usize>,
     /// Namespace → the terms that look at it ("" for terms with a namespace selector).
     terms_by_namespace: HashMap<String, Vec<usize>>,
-    /// (topology, node constraints) → eligible domains, valid while `node_generation` holds.
+    /// (topology, a spread constraint's inclusion key) → eligible domains, valid while
+    /// `node_generation` holds.
     pub(crate) eligible: HashMap<(usize, String), Eligible>,
-    node_generation: u64,
+    /// Counts changes of node labels, taints and membership (what eligible domains read).
+    pub(crate) node_generation: u64,
     /// How many nodes hold each image (image locality spreads by it).
     pub(crate) image_nodes: HashMap<String, usize>,
     pub(crate) next_start: usize,
@@ -201,8 +195,8 @@ pub struct Snapshot {
     pub nodes_checked: u64,
 }
 
-fn node_ready(node: &Node) -> bool {
-    node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).is_some_and(|c| c.status == "True")
+fn ready_condition(node: &Node) -> Option<&str> {
+    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str())
 }
 
 impl Snapshot {
@@ -273,31 +267,37 @@ impl Snapshot {
             None => self.orphans.values().filter(|p| p.node.as_deref() == Some(name.as_str())).cloned().collect(),
             Some(_) => Vec::new(),
         };
+        let ready = ready_condition(node);
+        let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        let taints = with_state_taints(ready, unschedulable, spec.and_then(|s| s.taints.clone()).unwrap_or_default());
         let labels_changed = previous.as_ref().is_none_or(|p| p.labels != labels);
+        let taints_changed = previous.as_ref().is_none_or(|p| p.taints != taints);
         let had_pods = previous.as_ref().is_some_and(|p| !p.pods.is_empty());
         if let Some(p) = &previous {
             self.unindex(slot, p);
         }
         let (requested, pods, nominated) = previous.map(|p| (p.requested, p.pods, p.nominated)).unwrap_or_default();
-        let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
         let info = NodeInfo {
             name,
             labels,
-            hard_taints: taints.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute"),
+            hard_taints: taints.iter().any(is_hard),
             taints,
             allocatable,
             max_pods,
             requested,
             pods,
-            ready: node_ready(node),
-            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            ready: ready == Some("True"),
+            unschedulable,
             images,
             nominated,
         };
         self.index(slot, &info);
         self.nodes[slot] = Some(info);
-        if labels_changed {
+        // Spread constraints that honor taints count domains by them.
+        if labels_changed || taints_changed {
             self.node_generation += 1;
+        }
+        if labels_changed {
             for t in &mut self.topologies {
                 t.set(slot, self.nodes[slot].as_ref().map(|n| &n.labels));
             }
@@ -347,12 +347,7 @@ impl Snapshot {
     }
 
     fn index(&mut self, slot: usize, info: &NodeInfo) {
-        if info.ready && !info.unschedulable {
-            self.schedulable.insert(slot);
-        }
-        if info.hard_taints {
-            self.hard_tainted.insert(slot);
-        }
+        self.taint_index.insert(slot, &info.taints);
         for (k, v) in &info.labels {
             self.labels.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(slot);
             self.label_keys.entry(k.clone()).or_default().insert(slot);
@@ -371,8 +366,7 @@ impl Snapshot {
     }
 
     fn unindex(&mut self, slot: usize, info: &NodeInfo) {
-        self.schedulable.remove(slot);
-        self.hard_tainted.remove(slot);
+        self.taint_index.remove(slot, &info.taints);
         for (k, v) in &info.labels {
             if let Some(set) = self.labels.get_mut(k).and_then(|vs| vs.get_mut(v)) {
                 set.remove(slot);
@@ -561,54 +555,5 @@ impl Snapshot {
             self.terms_by_namespace.entry(ns.to_string()).or_default().push(id);
         }
         self.terms.len() - 1
-    }
-
-    /// Makes `eligible[(topology, pod's node constraints)]` hold the domains of `topology` that
-    /// hold at least one node the pod's node constraints accept, and which of them also hold
-    /// nodes they refuse.
-    pub(crate) fn ensure_eligible(&mut self, topology: usize, pod: &PodInfo) {
-        let key = (topology, pod.node_constraint_key.clone());
-        let fresh = self.eligible.get(&key).is_some_and(|e| e.generation == self.node_generation);
-        if !fresh {
-            let (mut accepting, mut refusing) = (Bitset::default(), Bitset::default());
-            let mut eligible = Eligible { generation: self.node_generation, ..Default::default() };
-            for (slot, n) in self.nodes.iter().enumerate() {
-                let Some(n) = n else { continue };
-                let d = self.topologies[topology].domain(slot);
-                if d == NO_DOMAIN {
-                    continue;
-                }
-                if pod.accepts_node(&n.name, &n.labels) {
-                    if !accepting.contains(d as usize) {
-                        accepting.insert(d as usize);
-                        eligible.domains.push(d);
-                    }
-                } else {
-                    refusing.insert(d as usize);
-                }
-            }
-            eligible.mixed = eligible.domains.iter().copied().filter(|d| refusing.contains(*d as usize)).collect();
-            self.eligible.insert(key, eligible);
-        }
-    }
-
-    /// The pods `term` counts on the nodes of `domain` that `pod`'s node constraints accept.
-    pub(crate) fn count_on_accepted(&self, term: usize, domain: u32, pod: &PodInfo) -> i64 {
-        let tc = &self.terms[term];
-        let members = self.topologies[tc.topology].members.get(domain as usize).map(Vec::as_slice).unwrap_or_default();
-        let mut count = 0;
-        for slot in members {
-            let Some(node) = self.nodes[*slot as usize].as_ref() else { continue };
-            if !pod.accepts_node(&node.name, &node.labels) {
-                continue;
-            }
-            count += node
-                .pods
-                .iter()
-                .filter_map(|key| self.placed.get(key))
-                .filter(|p| tc.term.matches(&p.namespace, self.namespaces.get(&p.namespace), &p.labels))
-                .count() as i64;
-        }
-        count
     }
 }

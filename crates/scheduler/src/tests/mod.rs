@@ -1,8 +1,10 @@
 //! Builders for nodes and pods, shared by the scheduler's tests.
 
 mod constraints;
+mod node_state;
 mod preemption;
 mod property;
+mod spread_policies;
 
 use api::k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{json, Value};

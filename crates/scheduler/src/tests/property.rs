@@ -1,6 +1,7 @@
-//! Over random clusters and random pod streams: no node is ever overcommitted, required
-//! constraints always hold, and a pod is refused only when an independent brute-force check
-//! finds no node for it either.
+//! Over random clusters (some nodes cordoned, not ready or unreachable) and random pod streams:
+//! no node is ever overcommitted, required constraints always hold, a pod is refused only
+//! when an independent brute-force check finds no node for it either, and a preemption plan
+//! evicts only lower-priority pods and leaves room the brute-force check agrees with.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,9 @@ struct N {
     max_pods: i64,
     zone: usize,
     tainted: bool,
-    ready: bool,
+    cordoned: bool,
+    /// The Ready condition's status.
+    ready: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -29,13 +32,41 @@ struct P {
     app: usize,
     zone: Option<usize>,
     tolerates: bool,
+    /// The node-state taint it tolerates, or "" for a toleration of every taint.
+    tolerates_state: Option<&'static str>,
     anti_host: bool,
     spread_zone: bool,
+    /// The spread constraint has `nodeTaintsPolicy: Honor`.
+    honor_taints: bool,
+    priority: i32,
+}
+
+const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+impl P {
+    fn tolerates_all(&self) -> bool {
+        self.tolerates_state == Some("")
+    }
+
+    /// True when the pod tolerates every NoSchedule taint of the node, its state's included.
+    fn tolerates_node(&self, n: &N) -> bool {
+        let state = |key: &str| self.tolerates_all() || self.tolerates_state == Some(key);
+        let readiness = match n.ready {
+            "True" => true,
+            "Unknown" => state(UNREACHABLE),
+            _ => state(NOT_READY),
+        };
+        (!n.tainted || self.tolerates || self.tolerates_all()) && (!n.cordoned || state(UNSCHEDULABLE)) && readiness
+    }
 }
 
 fn arb_node() -> impl Strategy<Value = N> {
-    (1i64..8, 1i64..8, 0i64..3, 1i64..6, 0usize..3, prop::bool::weighted(0.2), prop::bool::weighted(0.9))
-        .prop_map(|(cpu, mem, gpu, max_pods, zone, tainted, ready)| N { cpu: cpu * 1000, mem: mem * 1024, gpu, max_pods, zone, tainted, ready })
+    let ready = prop_oneof![8 => Just("True"), 1 => Just("False"), 1 => Just("Unknown")];
+    (1i64..8, 1i64..8, 0i64..3, 1i64..6, 0usize..3, prop::bool::weighted(0.2), prop::bool::weighted(0.1), ready).prop_map(
+        |(cpu, mem, gpu, max_pods, zone, tainted, cordoned, ready)| N { cpu: cpu * 1000, mem: mem * 1024, gpu, max_pods, zone, tainted, cordoned, ready },
+    )
 }
 
 fn arb_pod() -> impl Strategy<Value = P> {
@@ -46,18 +77,21 @@ fn arb_pod() -> impl Strategy<Value = P> {
         0usize..3,
         prop::option::weighted(0.3, 0usize..3),
         any::<bool>(),
-        prop::bool::weighted(0.3),
-        prop::bool::weighted(0.3),
+        prop_oneof![6 => Just(None), 1 => Just(Some(UNSCHEDULABLE)), 1 => Just(Some(NOT_READY)), 1 => Just(Some(UNREACHABLE)), 1 => Just(Some(""))],
+        (prop::bool::weighted(0.3), prop::bool::weighted(0.3), prop::bool::weighted(0.3), 0i32..3),
     )
-        .prop_map(|(cpu, mem, gpu, app, zone, tolerates, anti_host, spread_zone)| P {
+        .prop_map(|(cpu, mem, gpu, app, zone, tolerates, tolerates_state, (anti_host, spread_zone, honor_taints, priority))| P {
             cpu: cpu * 100,
             mem: mem * 128,
             gpu: gpu as i64,
             app,
             zone,
             tolerates,
+            tolerates_state,
             anti_host,
             spread_zone,
+            honor_taints,
+            priority,
         })
 }
 
@@ -68,10 +102,10 @@ fn to_node(i: usize, n: &N) -> Node {
         0,
         json!({
             "metadata": {"labels": {"zone": format!("z{}", n.zone)}},
-            "spec": {"taints": if n.tainted { json!([{"key": "edge", "effect": "NoSchedule"}]) } else { json!([]) }},
+            "spec": {"taints": if n.tainted { json!([{"key": "edge", "effect": "NoSchedule"}]) } else { json!([]) }, "unschedulable": n.cordoned},
             "status": {
                 "allocatable": {"cpu": format!("{}m", n.cpu), "memory": format!("{}Mi", n.mem), "pods": n.max_pods.to_string(), "nvidia.com/gpu": n.gpu.to_string()},
-                "conditions": [{"type": "Ready", "status": if n.ready { "True" } else { "False" }}]
+                "conditions": [{"type": "Ready", "status": n.ready}]
             }
         }),
     )
@@ -82,17 +116,27 @@ fn to_pod(i: usize, p: &P) -> Pod {
     if let Some(z) = p.zone {
         spec["nodeSelector"] = json!({"zone": format!("z{z}")});
     }
+    let mut tolerations = Vec::new();
     if p.tolerates {
-        spec["tolerations"] = json!([{"key": "edge", "operator": "Exists"}]);
+        tolerations.push(json!({"key": "edge", "operator": "Exists"}));
     }
+    match p.tolerates_state {
+        Some("") => tolerations.push(json!({"operator": "Exists"})),
+        Some(key) => tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoSchedule"})),
+        None => {}
+    }
+    spec["tolerations"] = json!(tolerations);
     let app = json!({"matchLabels": {"app": format!("a{}", p.app)}});
     if p.anti_host {
         spec["affinity"] =
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": app, "topologyKey": "kubernetes.io/hostname"}]}});
     }
     if p.spread_zone {
-        spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": app}]);
+        let policy = if p.honor_taints { "Honor" } else { "Ignore" };
+        spec["topologySpreadConstraints"] =
+            json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": app, "nodeTaintsPolicy": policy}]);
     }
+    spec["priority"] = json!(p.priority);
     pod(&format!("p{i}"), 0, 0, json!({"metadata": {"labels": {"app": format!("a{}", p.app)}}, "spec": spec}))
 }
 
@@ -104,13 +148,16 @@ fn allowed(nodes: &[N], placed: &[(usize, P)], i: usize, p: &P) -> bool {
     let fits = (here.len() as i64) < n.max_pods && sum(|q| q.cpu) + p.cpu <= n.cpu && sum(|q| q.mem) + p.mem <= n.mem && sum(|q| q.gpu) + p.gpu <= n.gpu;
     let selector = p.zone.is_none_or(|z| z == n.zone);
     let anti = !here.iter().any(|q| q.app == p.app && (q.anti_host || p.anti_host));
+    // The nodes the spread counts: those the node selector accepts and, under
+    // nodeTaintsPolicy Honor, whose taints the pod tolerates.
+    let counted = |m: &N| p.zone.is_none_or(|pz| pz == m.zone) && (!p.honor_taints || p.tolerates_node(m));
     let spread = !p.spread_zone || {
-        let eligible: Vec<usize> = (0..3).filter(|z| nodes.iter().any(|m| m.zone == *z && p.zone.is_none_or(|pz| pz == m.zone))).collect();
-        let count = |z: usize| placed.iter().filter(|(at, q)| nodes[*at].zone == z && q.app == p.app).count() as i64;
+        let eligible: Vec<usize> = (0..3).filter(|z| nodes.iter().any(|m| m.zone == *z && counted(m))).collect();
+        let count = |z: usize| placed.iter().filter(|(at, q)| nodes[*at].zone == z && counted(&nodes[*at]) && q.app == p.app).count() as i64;
         let min = eligible.iter().map(|z| count(*z)).min().unwrap_or(0);
         count(n.zone) + 1 - min <= 1
     };
-    n.ready && (!n.tainted || p.tolerates) && fits && selector && anti && spread
+    p.tolerates_node(n) && fits && selector && anti && spread
 }
 
 proptest! {
@@ -122,14 +169,39 @@ proptest! {
         for (i, n) in nodes.iter().enumerate() {
             s.upsert_node(&to_node(i, n));
         }
+        // Placed pods and, in the same order, their keys.
         let mut placed: Vec<(usize, P)> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
         for (i, p) in pods.iter().enumerate() {
-            let result = place(&mut s, &to_pod(i, p));
-            match result {
-                Ok(name) => {
+            let info = s.pod_info(&to_pod(i, p)).unwrap();
+            match s.schedule(&info) {
+                Ok(Decision::Bind(name)) => {
                     let at: usize = name[1..].parse().unwrap();
                     prop_assert!(allowed(&nodes, &placed, at, p), "pod {i} {p:?} placed on {name} against the rules; placed {placed:?}");
+                    s.assume(&info, &name);
                     placed.push((at, p.clone()));
+                    keys.push(info.key.clone());
+                }
+                Ok(Decision::Preempt { node, victims }) => {
+                    let at: usize = node[1..].parse().unwrap();
+                    prop_assert!(!victims.is_empty(), "pod {i} preempts nobody on {node}");
+                    let mut kept = Vec::new();
+                    for ((on, q), key) in placed.iter().zip(&keys) {
+                        if victims.contains(key) {
+                            prop_assert!(*on == at && q.priority < p.priority, "pod {i} {p:?} evicts {key} {q:?} on n{on}");
+                        } else {
+                            kept.push(((*on, q.clone()), key.clone()));
+                        }
+                    }
+                    prop_assert_eq!(kept.len(), placed.len() - victims.len(), "victims are placed pods");
+                    (placed, keys) = kept.into_iter().unzip();
+                    prop_assert!(allowed(&nodes, &placed, at, p), "pod {i} {p:?} still does not fit {node} without {victims:?}; placed {placed:?}");
+                    for v in &victims {
+                        s.remove_pod(v);
+                    }
+                    s.assume(&info, &node);
+                    placed.push((at, p.clone()));
+                    keys.push(info.key.clone());
                 }
                 Err(why) => {
                     let somewhere = (0..nodes.len()).find(|at| allowed(&nodes, &placed, *at, p));
