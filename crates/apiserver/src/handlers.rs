@@ -154,7 +154,13 @@ async fn dispatch(
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let mut value = read_body(headers, body).await?;
             let review = if sub.is_none() { review_images(state, rt, ns, &mut value, Some(name)).await? } else { Review::default() };
-            Ok(with_warnings(Json(registry.update(rt, ns, name, value, sub.is_some()).await?).into_response(), &review))
+            let updated = match node {
+                Some(node) if rt.kind == "Pod" => {
+                    registry.update_guarded(rt, ns, name, value, sub.is_some(), &|old| noderestriction::pod_is_bound_to(node, "update", old)).await?
+                }
+                _ => registry.update(rt, ns, name, value, sub.is_some()).await?,
+            };
+            Ok(with_warnings(Json(updated).into_response(), &review))
         }
         ("delete", Some(name), None) => {
             if rt.kind == "Namespace" && ["default", "kube-system", "kube-node-lease"].contains(&name) {

@@ -27,17 +27,15 @@ pub async fn check(registry: &Registry, node: &str, info: &RequestInfo) -> Resul
         return Ok(());
     };
     match (info.resource.as_str(), info.subresource.as_deref(), info.verb.as_str()) {
-        ("pods", Some("status"), "update" | "patch") | ("pods", None, "delete") => {
+        // Status updates are checked by `pod_is_bound_to` on the object the update reads.
+        ("pods", None, "delete") => {
             let pod = match registry.get(ResourceType::of::<api::Pod>(), Some(ns), name).await {
                 Ok(pod) => pod,
                 // The request itself will answer 404.
                 Err(ApiError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-            if bound != node {
-                return Err(forbidden(node, format!("{} pod {ns}/{name}: it is bound to {}", info.verb, if bound.is_empty() { "no node" } else { bound })));
-            }
+            pod_is_bound_to(node, "delete", &pod)?;
         }
         ("leases", _, _) if name != node => return Err(forbidden(node, format!("{} the Lease of another node ({name})", info.verb))),
         (kind @ ("secrets" | "configmaps"), None, "get") => {
@@ -51,6 +49,17 @@ pub async fn check(registry: &Registry, node: &str, info: &RequestInfo) -> Resul
         _ => {}
     }
     Ok(())
+}
+
+/// Refuses a node's `verb` on a pod bound elsewhere (or nowhere).
+pub fn pod_is_bound_to(node: &str, verb: &str, pod: &Value) -> Result<(), ApiError> {
+    let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    if bound == node {
+        return Ok(());
+    }
+    let (ns, name) =
+        (pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""), pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""));
+    Err(forbidden(node, format!("{verb} pod {ns}/{name}: it is bound to {}", if bound.is_empty() { "no node" } else { bound })))
 }
 
 /// Checks a create by a node, whose object name is in the body: it may create only its own

@@ -253,7 +253,21 @@ impl Registry {
     /// Replaces an object (PUT). With `status_only`, only `status` is taken from `body`;
     /// otherwise `status` is kept from the stored object. A `resourceVersion` in the body must
     /// match the stored one (409 otherwise).
-    pub async fn update(&self, rt: &ResourceType, ns: Option<&str>, name: &str, mut body: Value, status_only: bool) -> Result<Value, ApiError> {
+    pub async fn update(&self, rt: &ResourceType, ns: Option<&str>, name: &str, body: Value, status_only: bool) -> Result<Value, ApiError> {
+        self.update_guarded(rt, ns, name, body, status_only, &|_| Ok(())).await
+    }
+
+    /// [`Registry::update`], refused by `guard` when the stored object is not one the caller may
+    /// change (a node's pods): the check reads the object the update reads anyway.
+    pub async fn update_guarded(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut body: Value,
+        status_only: bool,
+        guard: &(dyn Fn(&Value) -> Result<(), ApiError> + Sync),
+    ) -> Result<Value, ApiError> {
         let ns = Self::namespace(rt, ns);
         prepare_identity(rt, ns, &mut body)?;
         if name_of(&body) != name {
@@ -263,6 +277,7 @@ impl Registry {
         let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
         let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
         let old = decode(&current, current.mod_revision)?;
+        guard(&old)?;
         if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             if rv != current.mod_revision.to_string() {
                 return Err(ApiError::Conflict { kind: rt.plural.to_string(), name: name.to_string() });

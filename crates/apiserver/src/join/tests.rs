@@ -108,9 +108,12 @@ async fn a_node_touches_only_its_own_pods_lease_and_the_secrets_they_use() {
         let registry = f.registry.clone();
         async move { noderestriction::check(&registry, "edge-1", &i).await }
     };
-    assert!(check(info("update", "pods", "default", "mine", Some("status"))).await.is_ok());
-    let err = check(info("update", "pods", "default", "theirs", Some("status"))).await.unwrap_err();
-    assert!(matches!(&err, ApiError::Forbidden(m) if m.contains("bound to edge-2")), "{err}");
+    let theirs = f.registry.get(pods, Some("default"), "theirs").await.unwrap();
+    let guard = |old: &serde_json::Value| noderestriction::pod_is_bound_to("edge-1", "update", old);
+    let err = f.registry.update_guarded(pods, Some("default"), "theirs", theirs.clone(), true, &guard).await.unwrap_err();
+    assert!(matches!(&err, ApiError::Forbidden(m) if m.contains("update pod default/theirs: it is bound to edge-2")), "{err}");
+    let mine = f.registry.get(pods, Some("default"), "mine").await.unwrap();
+    f.registry.update_guarded(pods, Some("default"), "mine", mine, true, &guard).await.expect("a node updates its own pod");
     assert!(check(info("delete", "pods", "default", "theirs", None)).await.is_err());
     assert!(check(info("delete", "pods", "default", "mine", None)).await.is_ok());
     assert!(check(info("get", "secrets", "default", "db", None)).await.is_ok());
