@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use store::{KeyValue, Revision, Store};
+use store::{KeyValue, Revision, Store, StoreError};
 
 use crate::admission::admit;
 
@@ -274,53 +274,43 @@ impl Registry {
             return Err(ApiError::BadRequest(format!("metadata.name \"{}\" does not match the name \"{name}\" in the URL", name_of(&body))));
         }
         let key = rt.key(ns, name);
-        let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
-        let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
-        let old = decode(&current, current.mod_revision)?;
-        guard(&old)?;
-        if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            if rv != current.mod_revision.to_string() {
+        let expected = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        // An update without a resourceVersion is unconditional: when another write lands
+        // between the read and the compare-and-swap it is applied again on the newer object,
+        // as kube-apiserver's GuaranteedUpdate does, instead of failing with a conflict.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+            let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
+            let old = decode(&current, current.mod_revision)?;
+            guard(&old)?;
+            if expected.as_deref().is_some_and(|rv| rv != current.mod_revision.to_string()) {
                 return Err(ApiError::Conflict { kind: rt.plural.to_string(), name: name.to_string() });
             }
-        }
-        let merged = if status_only {
-            let mut m = old.clone();
-            m["status"] = body.get("status").cloned().unwrap_or(Value::Null);
-            m
-        } else {
-            let mut m = body;
-            match old.get("status") {
-                Some(s) => m["status"] = s.clone(),
-                None => {
-                    if let Some(o) = m.as_object_mut() {
-                        o.remove("status");
-                    }
+            // Every lost race is another writer's success, so this ends; the cap only bounds a pathological pile-up.
+            let retry_possible = expected.is_none() && attempts < 64;
+            let merged = if status_only {
+                let mut m = old.clone();
+                m["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+                m
+            } else {
+                merge_spec_update(if retry_possible { body.clone() } else { std::mem::take(&mut body) }, &old)
+            };
+            let object = admit(rt, &merged, Some(&old))?;
+            if object == old {
+                return Ok(old);
+            }
+            match self.store.update(&key, encode(&object), current.mod_revision).await {
+                Ok(revision) => {
+                    let mut object = object;
+                    object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+                    return Ok(object);
                 }
+                Err(StoreError::Conflict { .. }) if retry_possible => continue,
+                Err(e) => return Err(ApiError::from_store(rt, name, e)),
             }
-            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
-                match old["metadata"].get(field) {
-                    Some(v) => m["metadata"][field] = v.clone(),
-                    None => {
-                        if let Some(meta) = m["metadata"].as_object_mut() {
-                            meta.remove(field);
-                        }
-                    }
-                }
-            }
-            if m.get("spec") != old.get("spec") {
-                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-                m["metadata"]["generation"] = Value::from(generation);
-            }
-            m
-        };
-        let object = admit(rt, &merged, Some(&old))?;
-        if object == old {
-            return Ok(old);
         }
-        let revision = self.store.update(&key, encode(&object), current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
-        let mut object = object;
-        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
-        Ok(object)
     }
 
     /// Deletes an object. A pod bound to a node is first marked terminating (deletionTimestamp)
@@ -500,6 +490,34 @@ pub fn from_value<K: DeserializeOwned>(value: Value) -> Result<K, ApiError> {
 
 fn to_value<K: Serialize>(object: &K) -> Result<Value, ApiError> {
     serde_json::to_value(object).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+}
+
+/// A spec update `body` over the stored `old`: status and the server-owned metadata are kept
+/// from `old`, and the generation moves on when the spec changed.
+fn merge_spec_update(mut m: Value, old: &Value) -> Value {
+    match old.get("status") {
+        Some(s) => m["status"] = s.clone(),
+        None => {
+            if let Some(o) = m.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        match old["metadata"].get(field) {
+            Some(v) => m["metadata"][field] = v.clone(),
+            None => {
+                if let Some(meta) = m["metadata"].as_object_mut() {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+    if m.get("spec") != old.get("spec") {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        m["metadata"]["generation"] = Value::from(generation);
+    }
+    m
 }
 
 #[cfg(test)]

@@ -209,3 +209,21 @@ async fn node_watches_see_only_their_nodes_pods() {
     let future = r.watch(pods(), None, on("n2"), mid + 1000).await.err().unwrap();
     assert!(matches!(future, ApiError::BadRequest(_)), "{future:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_without_a_resource_version_never_conflict_but_stale_ones_do() {
+    let (r, _dir) = registry().await;
+    let created = r.create(pods(), Some("default"), pod("busy", "web")).await.unwrap();
+    let writers = (0..16).map(|i| {
+        let r = r.clone();
+        let mut body = created.clone();
+        body["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        body["status"] = json!({"phase": "Running", "message": format!("writer {i}")});
+        tokio::spawn(async move { r.update(pods(), Some("default"), "busy", body, true).await })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap().expect("an unconditional update must not fail with a conflict");
+    }
+    let stale = r.update(pods(), Some("default"), "busy", created, true).await.unwrap_err();
+    assert!(matches!(stale, ApiError::Conflict { .. }), "{stale}");
+}
