@@ -42,6 +42,8 @@ pub struct AgentContext {
     pub images: Arc<ImageStore>,
     /// The node's devices and who holds them.
     pub devices: Arc<DeviceManager>,
+    /// The node's cpu, memory and pod slots and the admitted pods holding them.
+    pub resources: pods::resources::NodeResources,
     /// Image policy re-checks before containers start.
     pub image_policy: Arc<trust::enforce::Evaluator>,
     /// The image policies those re-checks apply, kept by a watch.
@@ -105,6 +107,10 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         network: Arc::new(network),
         images: Arc::new(images),
         devices: Arc::new(devices),
+        resources: {
+            let (cpus, memory) = node::machine_capacity();
+            pods::resources::NodeResources::for_machine(cpus, memory, node::MAX_PODS)
+        },
         image_policy,
         policies: Arc::default(),
     });

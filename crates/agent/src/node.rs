@@ -26,13 +26,16 @@ pub fn machine_capacity() -> (usize, u64) {
     (cpus, mem_kib * 1024)
 }
 
+/// The most pods a node runs at once (the kubelet's default).
+pub const MAX_PODS: i64 = 110;
+
 /// The Node object this agent reports, with its devices as extended resources and labels.
 pub fn describe(config: &AgentConfig, port: u16, devices: &NodeDevices) -> Node {
     let (cpus, memory) = machine_capacity();
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(cpus.to_string())),
         ("memory".to_string(), Quantity(format!("{}Ki", memory / 1024))),
-        ("pods".to_string(), Quantity("110".into())),
+        ("pods".to_string(), Quantity(MAX_PODS.to_string())),
     ]
     .into();
     let labels: BTreeMap<String, String> = [

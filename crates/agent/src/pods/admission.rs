@@ -1,6 +1,7 @@
-//! Admission of a pod to the node before anything of it runs: the devices it asks for are
-//! allocated, or it fails for good the way the kubelet fails a pod it cannot take (phase
-//! `Failed`, reason `UnexpectedAdmissionError`).
+//! Admission of a pod to the node before anything of it runs: its requests fit beside the pods
+//! admitted before (`resources`) and the devices it asks for are allocated, or it fails for
+//! good the way the kubelet fails a pod it cannot take (phase `Failed`, reason `OutOfcpu`,
+//! `OutOfmemory`, `OutOfpods` or `UnexpectedAdmissionError`).
 
 use std::net::IpAddr;
 
@@ -19,13 +20,29 @@ pub enum Admission {
     Pending,
     /// May run.
     Admitted,
-    /// Failed admission, with the message its status carries.
-    Rejected(String),
+    /// Failed admission, with the reason and message its status carries.
+    Rejected {
+        /// `OutOfcpu`, `UnexpectedAdmissionError`, ….
+        reason: String,
+        /// What was missing.
+        message: String,
+    },
+}
+
+fn is_admission_reason(reason: &str) -> bool {
+    reason == ADMISSION_FAILED_REASON || reason.starts_with("OutOf")
 }
 
 /// True when the pod's status already says it failed admission.
 pub fn reported(pod: &Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some(ADMISSION_FAILED_REASON))
+    pod.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Failed") && s.reason.as_deref().is_some_and(is_admission_reason))
+}
+
+/// True when the pod ran on this node before (its containers have a state): it was admitted
+/// then, and an agent restart does not judge it again.
+fn ran_before(pod: &Pod) -> bool {
+    let statuses = pod.status.as_ref().into_iter().flat_map(|s| s.container_statuses.iter().chain(s.init_container_statuses.iter()).flatten());
+    statuses.filter_map(|c| c.state.as_ref()).any(|state| state.running.is_some() || state.terminated.is_some())
 }
 
 /// Decides a pod's admission. A pod whose status already says it failed admission (before an
@@ -34,10 +51,14 @@ pub fn reported(pod: &Pod) -> bool {
 pub fn admit(ctx: &AgentContext, uid: &str, pod: &Pod) -> Admission {
     let status = pod.status.as_ref();
     if reported(pod) {
-        return Admission::Rejected(status.and_then(|s| s.message.clone()).unwrap_or_default());
+        let reason = status.and_then(|s| s.reason.clone()).unwrap_or_default();
+        return Admission::Rejected { reason, message: status.and_then(|s| s.message.clone()).unwrap_or_default() };
     }
     if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) && ctx.devices.allocation(uid).is_none() {
         return Admission::Admitted;
+    }
+    if let Err(shortage) = ctx.resources.admit(uid, pod, ran_before(pod)) {
+        return Admission::Rejected { reason: shortage.reason(), message: shortage.to_string() };
     }
     match ctx.devices.admit(uid, pod) {
         Ok(_) => Admission::Admitted,
@@ -45,15 +66,18 @@ pub fn admit(ctx: &AgentContext, uid: &str, pod: &Pod) -> Admission {
             tracing::warn!(pod = uid, error = %e, "device admission will be tried again");
             Admission::Pending
         }
-        Err(e) => Admission::Rejected(e.to_string()),
+        Err(e) => {
+            ctx.resources.release(uid);
+            Admission::Rejected { reason: ADMISSION_FAILED_REASON.into(), message: e.to_string() }
+        }
     }
 }
 
 /// The status of a pod that failed admission: nothing of it ran or will run.
-pub fn rejected_status(pod: &Pod, message: &str, host_ip: IpAddr, start_time: &Time) -> PodStatus {
+pub fn rejected_status(pod: &Pod, reason: &str, message: &str, host_ip: IpAddr, start_time: &Time) -> PodStatus {
     PodStatus {
         phase: Some("Failed".into()),
-        reason: Some(ADMISSION_FAILED_REASON.into()),
+        reason: Some(reason.into()),
         message: Some(message.to_string()),
         host_ip: Some(host_ip.to_string()),
         start_time: Some(start_time.clone()),
@@ -69,7 +93,7 @@ mod tests {
     #[test]
     fn a_rejected_pod_reads_like_the_kubelet_says_it() {
         let message = "Allocate failed due to requested number of devices unavailable for nvidia.com/gpu. Requested: 1, Available: 0, which is unexpected";
-        let status = rejected_status(&Pod::default(), message, IpAddr::from([10, 0, 0, 2]), &api::now());
+        let status = rejected_status(&Pod::default(), ADMISSION_FAILED_REASON, message, IpAddr::from([10, 0, 0, 2]), &api::now());
         assert_eq!(status.phase.as_deref(), Some("Failed"));
         assert_eq!(status.reason.as_deref(), Some("UnexpectedAdmissionError"));
         assert_eq!(status.message.as_deref(), Some(message));

@@ -4,6 +4,7 @@
 mod admission;
 mod container;
 pub mod env;
+pub mod resources;
 mod state;
 mod worker;
 

@@ -82,17 +82,17 @@ pub async fn run(ctx: Arc<AgentContext>, uid: String, mut pods: watch::Receiver<
         }
         if w.admission == Admission::Pending {
             w.admission = admission::admit(&w.ctx, &w.uid, &pod);
-            if let Admission::Rejected(message) = &w.admission {
+            if let Admission::Rejected { reason, message } = &w.admission {
                 if !admission::reported(&pod) {
-                    w.event(&pod, true, crate::devices::ADMISSION_FAILED_REASON, message);
+                    w.event(&pod, true, reason, message);
                 }
             }
         }
         if w.admission != Admission::Admitted {
             // Nothing of a pod that is not admitted runs: report it and wait for it to change
             // or go away (or, while pending, to try again).
-            if let Admission::Rejected(message) = w.admission.clone() {
-                w.publish_rejected(&pod, &message).await;
+            if let Admission::Rejected { reason, message } = w.admission.clone() {
+                w.publish_rejected(&pod, &reason, &message).await;
             }
             let wait = if w.published.is_some() && w.admission != Admission::Pending { Duration::from_secs(300) } else { Duration::from_secs(5) };
             tokio::select! {
@@ -469,7 +469,8 @@ impl Worker {
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let status = pod_status(pod, &self.tracks, Some(ip), self.ctx.config.node_ip, &policy, &self.start_time, self.initialized);
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            // A finished pod's containers are gone and will not restart: its devices are free.
+            // A finished pod's containers are gone and will not restart: what it held is free.
+            self.ctx.resources.release(&self.uid);
             if let Err(e) = self.ctx.devices.release(&self.uid) {
                 tracing::warn!(pod = %self.uid, error = %e, "recording freed devices");
             }
@@ -478,8 +479,8 @@ impl Worker {
     }
 
     /// Reports that the pod failed admission.
-    async fn publish_rejected(&mut self, pod: &Pod, message: &str) {
-        let status = admission::rejected_status(pod, message, self.ctx.config.node_ip, &self.start_time);
+    async fn publish_rejected(&mut self, pod: &Pod, reason: &str, message: &str) {
+        let status = admission::rejected_status(pod, reason, message, self.ctx.config.node_ip, &self.start_time);
         self.write_status(pod, status).await;
     }
 
@@ -574,6 +575,7 @@ pub async fn cleanup_pod(ctx: &AgentContext, uid: &str, pod: Option<&Pod>) {
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = uid, error = %e, "tearing down pod network");
     }
+    ctx.resources.release(uid);
     if let Err(e) = ctx.devices.release(uid) {
         tracing::warn!(pod = uid, error = %e, "recording freed devices");
     }
