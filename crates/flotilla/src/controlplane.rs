@@ -84,8 +84,11 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
         let path = opts.data_dir.join("store.redb");
         // Node heartbeats (Leases) live in memory: they are renewed every few seconds, are
         // re-created by their agents after a restart, and would otherwise be most of what an
-        // idle cluster writes to its (often SD-card) disk.
-        let options = store::EmbeddedOptions { volatile_prefixes: vec![api::ResourceType::of::<api::Lease>().key_prefix()], ..Default::default() };
+        // idle cluster writes to its (often SD-card) disk. Events too: they are a diagnostic
+        // record kept for an hour (`--event-ttl`), and a crash-looping or probe-failing pod
+        // would otherwise write to the disk all day; a restart of `up` forgets them.
+        let volatile_prefixes = vec![api::ResourceType::of::<api::Lease>().key_prefix(), api::ResourceType::of::<api::Event>().key_prefix()];
+        let options = store::EmbeddedOptions { volatile_prefixes, ..Default::default() };
         Arc::new(store::embedded::EmbeddedStore::open_with(&path, options).with_context(|| format!("opening the store at {}", path.display()))?)
     } else {
         Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)

@@ -34,6 +34,10 @@ pub struct ServerArgs {
     /// How long a node may miss heartbeats before it is NotReady and tainted (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = crate::cmd::rollout::parse_duration)]
     pub node_grace: Duration,
+    /// How long Events are kept (they live in memory on the embedded store, and are deleted
+    /// from etcd after this long).
+    #[arg(long, default_value = "1h", value_parser = crate::cmd::rollout::parse_duration)]
+    pub event_ttl: Duration,
     /// Registries the image policy gate reaches over plain HTTP (to resolve tags and read
     /// signatures) besides loopback ones.
     #[arg(long, value_delimiter = ',')]
@@ -53,6 +57,7 @@ fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
         controllers: controllers::ControllerOptions {
             scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
             lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
+            event_ttl: Some(server.event_ttl),
         },
         insecure_registries: server.policy_insecure_registry.clone(),
     }
