@@ -12,12 +12,13 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use crate::deployment::owning_deployment;
 use crate::Caches;
 
-/// How long Events are kept, as in Kubernetes.
+/// How long Events are kept unless configured otherwise (kube-apiserver's `--event-ttl`).
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
 
 /// Runs the collector until its task is dropped. A changed pod is checked alone; a changed
 /// Deployment or Namespace (or a lost change, or 30 s without one) means a whole pass.
-pub async fn run(registry: Registry, caches: Caches) {
+/// Events older than `event_ttl` are deleted about once a minute.
+pub async fn run(registry: Registry, caches: Caches, event_ttl: Duration) {
     let mut deployments = caches.deployments.subscribe();
     let mut namespaces = caches.namespaces.subscribe();
     let mut pods = caches.pods.subscribe();
@@ -32,7 +33,7 @@ pub async fn run(registry: Registry, caches: Caches) {
         changed.clear();
         if last_event_sweep.elapsed() > Duration::from_secs(60) {
             last_event_sweep = tokio::time::Instant::now();
-            if let Err(e) = expire_events(&registry).await {
+            if let Err(e) = expire_events(&registry, event_ttl).await {
                 tracing::debug!(error = %e, "event expiry failed");
             }
         }
@@ -113,9 +114,9 @@ async fn collect_pods(registry: &Registry, caches: &Caches, pods: &[Arc<Pod>]) -
     Ok(())
 }
 
-async fn expire_events(registry: &Registry) -> Result<(), ApiError> {
+async fn expire_events(registry: &Registry, ttl: Duration) -> Result<(), ApiError> {
     let (events, _) = registry.list_as::<Event>(None, &ListFilter::default()).await?;
-    let cutoff = api::jiff::Timestamp::now() - api::jiff::SignedDuration::from_secs(EVENT_TTL.as_secs() as i64);
+    let cutoff = api::jiff::Timestamp::now() - api::jiff::SignedDuration::from_secs(ttl.as_secs() as i64);
     for event in events {
         let last = event.last_timestamp.as_ref().or(event.metadata.creation_timestamp.as_ref()).map(|t| t.0);
         if last.is_some_and(|t| t < cutoff) {
@@ -124,4 +125,43 @@ async fn expire_events(registry: &Registry) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use api::k8s_openapi::api::core::v1::ObjectReference;
+    use api::ResourceType;
+
+    use super::*;
+
+    fn event_at(name: &str, seconds_ago: i64) -> Event {
+        let mut event = api::events::build(
+            ObjectReference { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            "test",
+            false,
+            "Tested",
+            "m",
+        );
+        let at = api::Time(api::jiff::Timestamp::now() - api::jiff::SignedDuration::from_secs(seconds_ago));
+        event.metadata.name = Some(name.into());
+        event.first_timestamp = Some(at.clone());
+        event.last_timestamp = Some(at);
+        event
+    }
+
+    #[tokio::test]
+    async fn events_past_the_ttl_are_deleted_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(Arc::new(store::embedded::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap()));
+        registry.create(ResourceType::of::<api::Namespace>(), None, serde_json::json!({"metadata": {"name": "default"}})).await.unwrap();
+        for (name, age) in [("old", 7200), ("edge", 3601), ("recent", 60)] {
+            registry.create_as(&event_at(name, age)).await.unwrap();
+        }
+        expire_events(&registry, EVENT_TTL).await.unwrap();
+        let (left, _) = registry.list_as::<Event>(None, &ListFilter::default()).await.unwrap();
+        let names: Vec<_> = left.iter().filter_map(|e| e.metadata.name.as_deref()).collect();
+        assert_eq!(names, ["recent"]);
+    }
 }

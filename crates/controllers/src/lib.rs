@@ -4,7 +4,6 @@
 
 pub mod deployment;
 pub mod events;
-pub mod eventttl;
 pub mod gc;
 pub mod informer;
 pub mod nodelifecycle;
@@ -57,7 +56,7 @@ pub struct ControllerOptions {
     pub scheduler: scheduler::SchedulerConfig,
     /// Node lifecycle (heartbeat grace).
     pub lifecycle: nodelifecycle::LifecycleConfig,
-    /// How long Events are kept; `None` is [`eventttl::DEFAULT_TTL`].
+    /// How long Events are kept; `None` is [`gc::EVENT_TTL`].
     pub event_ttl: Option<std::time::Duration>,
 }
 
@@ -68,8 +67,7 @@ pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSe
     let recorder = events::Recorder::new(registry.clone(), "flotilla-controllers");
     tasks.spawn(deployment::run(registry.clone(), caches.clone(), recorder.clone()));
     tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler"), options.scheduler));
-    tasks.spawn(gc::run(registry.clone(), caches.clone()));
-    tasks.spawn(eventttl::run(registry.clone(), options.event_ttl.unwrap_or(eventttl::DEFAULT_TTL)));
+    tasks.spawn(gc::run(registry.clone(), caches.clone(), options.event_ttl.unwrap_or(gc::EVENT_TTL)));
     tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
     tasks
 }
