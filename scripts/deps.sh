@@ -9,7 +9,8 @@
 set -euo pipefail
 packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler libprotobuf-dev
           iproute2 curl jq ca-certificates build-essential pkg-config
-          python3-packaging node-semver nodejs python3-cryptography python3-nacl)
+          python3-packaging node-semver nodejs python3-cryptography python3-nacl
+          nats-server mosquitto)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +24,6 @@ fi
 # Debian's docker-registry package starts a registry service on :5000; the tests start their
 # own registries on free ports, so the packaged service is not needed.
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
-for bin in runc etcd docker-registry busybox umoci skopeo protoc ip; do
+for bin in runc etcd docker-registry busybox umoci skopeo protoc ip nats-server mosquitto; do
   command -v "$bin" >/dev/null || { echo "required tool '$bin' is still missing after install" >&2; exit 1; }
 done

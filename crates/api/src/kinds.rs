@@ -93,6 +93,7 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },
     ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },
     ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "ImagePolicy", plural: "imagepolicies", short_names: &["imgpol"], namespaced: true },
+    ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "Function", plural: "functions", short_names: &["fn"], namespaced: true },
     ResourceType {
         group: "flotilla.dev",
         version: "v1alpha1",

@@ -80,6 +80,14 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             errors.into_result().map_err(invalid)?;
             encode(&class)
         }
+        "Function" => {
+            let mut function: api::function::Function = strict(rt, &name, value)?;
+            if let Some(pod) = function.spec.template.spec.as_mut() {
+                defaults::pod_spec(pod);
+            }
+            api::function::validate(&function).map_err(invalid)?;
+            encode(&function)
+        }
         "ImagePolicy" | "ClusterImagePolicy" => {
             let policy: api::ImagePolicy = strict(rt, &name, value)?;
             api::imagepolicy::validate(&policy, rt.namespaced).map_err(invalid)?;

@@ -1,4 +1,4 @@
-//! Garbage collection: pods whose owning Deployment is gone, objects of deleted namespaces,
+//! Garbage collection: pods whose owning Deployment or Function is gone, objects of deleted namespaces,
 //! and Events older than an hour.
 
 use std::collections::HashSet;
@@ -20,6 +20,7 @@ pub const EVENT_TTL: Duration = Duration::from_secs(3600);
 /// Events older than `event_ttl` are deleted about once a minute.
 pub async fn run(registry: Registry, caches: Caches, event_ttl: Duration) {
     let mut deployments = caches.deployments.subscribe();
+    let mut functions = caches.functions.subscribe();
     let mut namespaces = caches.namespaces.subscribe();
     let mut pods = caches.pods.subscribe();
     let mut last_event_sweep = tokio::time::Instant::now();
@@ -51,6 +52,7 @@ pub async fn run(registry: Registry, caches: Caches, event_ttl: Duration) {
         };
         let open = tokio::select! {
             r = deployments.recv() => { whole = true; !matches!(r, Err(RecvError::Closed)) }
+            r = functions.recv() => { whole = true; !matches!(r, Err(RecvError::Closed)) }
             r = namespaces.recv() => { whole = true; !matches!(r, Err(RecvError::Closed)) }
             r = pods.recv() => pod_change(r, &mut whole),
             _ = tokio::time::sleep(Duration::from_secs(30)) => { whole = true; true }
@@ -58,7 +60,7 @@ pub async fn run(registry: Registry, caches: Caches, event_ttl: Duration) {
         if !open {
             return;
         }
-        while deployments.try_recv().is_ok() || namespaces.try_recv().is_ok() {
+        while deployments.try_recv().is_ok() || namespaces.try_recv().is_ok() || functions.try_recv().is_ok() {
             whole = true;
         }
         loop {
@@ -92,16 +94,22 @@ fn namespace_names(caches: &Caches) -> HashSet<String> {
     caches.namespaces.list().iter().filter_map(|n| n.metadata.name.clone()).collect()
 }
 
-/// Deletes those of `pods` whose owning Deployment or namespace is gone.
+/// The controller of a pod that the collector removes it with: a Deployment or a Function.
+fn controlling_owner(pod: &Pod) -> Option<&api::OwnerReference> {
+    owning_deployment(pod).or_else(|| pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true) && o.kind == "Function"))
+}
+
+/// Deletes those of `pods` whose owning Deployment or Function, or namespace, is gone.
 async fn collect_pods(registry: &Registry, caches: &Caches, pods: &[Arc<Pod>]) -> Result<(), ApiError> {
     if pods.is_empty() {
         return Ok(());
     }
-    let owners: HashSet<String> = caches.deployments.list().iter().filter_map(|d| d.metadata.uid.clone()).collect();
+    let mut owners: HashSet<String> = caches.deployments.list().iter().filter_map(|d| d.metadata.uid.clone()).collect();
+    owners.extend(caches.functions.list().iter().filter_map(|f| f.metadata.uid.clone()));
     let namespaces = namespace_names(caches);
     for pod in pods {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let orphaned = owning_deployment(pod).is_some_and(|o| !owners.contains(&o.uid));
+        let orphaned = controlling_owner(pod).is_some_and(|o| !owners.contains(&o.uid));
         if (orphaned || !namespaces.contains(ns)) && pod.metadata.deletion_timestamp.is_none() {
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let opts = DeleteOptions { precondition_uid: pod.metadata.uid.clone(), ..Default::default() };

@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod events;
+pub mod functions;
 pub mod gc;
 pub mod informer;
 pub mod nodelifecycle;
@@ -28,6 +29,8 @@ pub struct Caches {
     pub namespaces: Informer<api::Namespace>,
     /// Leases (node heartbeats).
     pub leases: Informer<api::Lease>,
+    /// Functions.
+    pub functions: Informer<api::function::Function>,
 }
 
 impl Caches {
@@ -39,12 +42,14 @@ impl Caches {
             nodes: Informer::start(registry.clone(), tasks),
             namespaces: Informer::start(registry.clone(), tasks),
             leases: Informer::start(registry.clone(), tasks),
+            functions: Informer::start(registry.clone(), tasks),
         };
         caches.pods.wait_synced().await;
         caches.deployments.wait_synced().await;
         caches.nodes.wait_synced().await;
         caches.namespaces.wait_synced().await;
         caches.leases.wait_synced().await;
+        caches.functions.wait_synced().await;
         caches
     }
 }
@@ -58,6 +63,8 @@ pub struct ControllerOptions {
     pub lifecycle: nodelifecycle::LifecycleConfig,
     /// How long Events are kept; `None` is [`gc::EVENT_TTL`].
     pub event_ttl: Option<std::time::Duration>,
+    /// Where the Functions' dispatchers count; `None` keeps the counts to themselves.
+    pub function_metrics: Option<std::sync::Arc<functions::FunctionMetrics>>,
 }
 
 /// Starts every controller on `registry`; they run until the returned tasks are dropped.
@@ -67,6 +74,7 @@ pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSe
     let recorder = events::Recorder::new(registry.clone(), "flotilla-controllers");
     tasks.spawn(deployment::run(registry.clone(), caches.clone(), recorder.clone()));
     tasks.spawn(scheduling::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "default-scheduler"), options.scheduler));
+    tasks.spawn(functions::run(registry.clone(), caches.clone(), options.function_metrics.clone().unwrap_or_default()));
     tasks.spawn(gc::run(registry.clone(), caches.clone(), options.event_ttl.unwrap_or(gc::EVENT_TTL)));
     tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
     tasks

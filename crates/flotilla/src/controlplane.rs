@@ -129,6 +129,9 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let gate_metrics = gate.clone();
     let rescanner = (gate.clone(), registry.clone());
     metrics.add_source(Arc::new(move || gate_metrics.metrics()));
+    let function_metrics = Arc::new(controllers::functions::FunctionMetrics::default());
+    let rendered = function_metrics.clone();
+    metrics.add_source(Arc::new(move || rendered.render()));
     let state = AppState {
         registry: registry.clone(),
         auth,
@@ -150,7 +153,8 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
         }
     });
     tasks.spawn(async move { rescanner.0.rescan_on_update(rescanner.1).await });
-    let mut controllers = controllers::start_all(registry, opts.controllers.clone()).await;
+    let controller_options = controllers::ControllerOptions { function_metrics: Some(function_metrics), ..opts.controllers.clone() };
+    let mut controllers = controllers::start_all(registry, controller_options).await;
     tasks.spawn(async move { while controllers.join_next().await.is_some() {} });
     let kubeconfig = Kubeconfig::single("flotilla", &server_url, &pki.ca_pem, &admin_token);
     kubeconfig.save(&opts.data_dir.join("kubeconfig")).map_err(anyhow::Error::msg)?;

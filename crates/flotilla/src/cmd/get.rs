@@ -98,6 +98,7 @@ fn header(kind: &str, wide: bool) -> Vec<String> {
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Lease" => (&["NAME", "HOLDER", "AGE"], &[]),
         "ConfigMap" => (&["NAME", "DATA", "AGE"], &[]),
+        "Function" => (&["NAME", "READY", "REPLICAS", "BACKLOG", "IN-FLIGHT", "RECEIVED", "ACKED", "DEAD-LETTERED", "AGE"], &["TRIGGERS"]),
         "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
@@ -171,6 +172,26 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
         ],
         "Namespace" => vec![name, "Active".into(), created],
         "Lease" => vec![name, s(v, "/spec/holderIdentity").into(), created],
+        "Function" => {
+            let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0).to_string();
+            let mut row = vec![
+                name,
+                n("/status/readyReplicas"),
+                n("/status/replicas"),
+                n("/status/backlog"),
+                n("/status/inFlight"),
+                n("/status/received"),
+                n("/status/acked"),
+                n("/status/deadLettered"),
+                created,
+            ];
+            if wide {
+                let triggers: Vec<String> =
+                    arr("/spec/triggers").iter().filter_map(|t| Some(format!("nats {}", t.pointer("/nats/subject")?.as_str()?))).collect();
+                row.push(triggers.join(","));
+            }
+            row
+        }
         "ConfigMap" => {
             let count = |p: &str| v.pointer(p).and_then(Value::as_object).map_or(0, |m| m.len());
             vec![name, (count("/data") + count("/binaryData")).to_string(), created]

@@ -58,6 +58,7 @@ fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
             scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
             lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
             event_ttl: Some(server.event_ttl),
+            function_metrics: None,
         },
         insecure_registries: server.policy_insecure_registry.clone(),
     }

@@ -1,0 +1,431 @@
+//! One Function's dispatcher: it holds the Function's broker subscriptions, buffers events while
+//! replicas start, delivers each to the ready replica with the fewest in flight (never more than
+//! the concurrency), retries failures with back-off, sends what exhausts its retries to the
+//! dead-letter subject, answers requests that asked for a reply, and scales the replicas with the
+//! backlog and the events in flight. It reacts to every event, pod change and delivery as it
+//! happens; the only timers are retry back-offs, the scale-down delay and the status write.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::function::{Function, FunctionStatus};
+use apiserver::{ApiError, DeleteOptions, Registry};
+use events::nats::NatsBroker;
+use events::{Broker, Message};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::config::Settings;
+use super::delivery::{deliver, Outcome};
+use super::metrics::FunctionMetrics;
+use super::replicas::{new_pod, replicas, Replica};
+use super::scaler::Scaler;
+use crate::Caches;
+
+/// How often a replica that does not listen yet is tried again.
+const NOT_LISTENING_RETRY: Duration = Duration::from_millis(5);
+
+/// The Function's status is written at most this often.
+const STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+/// An event waiting for a replica.
+#[derive(Debug)]
+struct Pending {
+    message: Message,
+    /// Deliveries made so far.
+    attempts: u32,
+    /// Since when the replicas it was sent to did not listen yet.
+    not_listening_since: Option<Instant>,
+}
+
+/// An event waiting out a back-off, ordered by when it is due.
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    pending: Pending,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+/// A replica's load.
+#[derive(Debug, Default)]
+struct Endpoint {
+    in_flight: u32,
+    /// No new events: it is being removed (scale-in or an old template).
+    draining: bool,
+}
+
+type Done = (Pending, String, Outcome, Instant);
+
+/// The dispatcher of one Function.
+pub struct Dispatcher {
+    key: String,
+    function: Arc<Function>,
+    settings: Settings,
+    registry: Registry,
+    caches: Caches,
+    metrics: Arc<FunctionMetrics>,
+    http: reqwest::Client,
+    brokers: HashMap<String, NatsBroker>,
+    ready: VecDeque<Pending>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+    endpoints: BTreeMap<String, Endpoint>,
+    replicas: Vec<Replica>,
+    /// Pods asked for and not yet in the cache.
+    creating: u32,
+    /// Pods deleted and maybe still in the cache.
+    deleting: BTreeSet<String>,
+    scaler: Scaler,
+    scale_down_at: Option<Instant>,
+    published: Option<FunctionStatus>,
+    last_status: Option<Instant>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for the Function `key` (`namespace/name`) as `functions` holds it.
+    pub fn new(key: String, function: Arc<Function>, registry: Registry, caches: Caches, metrics: Arc<FunctionMetrics>) -> Dispatcher {
+        let settings = Settings::of(&function);
+        let running = replicas(&caches, &function).iter().filter(|r| !r.finished).count() as u32;
+        let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        Dispatcher {
+            key,
+            settings,
+            function,
+            registry,
+            caches,
+            metrics,
+            http,
+            brokers: HashMap::new(),
+            ready: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            seq: 0,
+            endpoints: BTreeMap::new(),
+            replicas: Vec::new(),
+            creating: 0,
+            deleting: BTreeSet::new(),
+            scaler: Scaler::new(running),
+            scale_down_at: None,
+            published: None,
+            last_status: None,
+        }
+    }
+
+    /// Subscribes to every trigger; the streams end only with the subscriptions.
+    async fn subscribe(&mut self) -> Result<Vec<events::MessageStream>, events::BrokerError> {
+        let mut streams = Vec::new();
+        for trigger in &self.function.spec.triggers {
+            let Some(nats) = &trigger.nats else { continue };
+            if !self.brokers.contains_key(&nats.url) {
+                self.brokers.insert(nats.url.clone(), NatsBroker::connect(&nats.url).await?);
+            }
+            let broker = &self.brokers[&nats.url];
+            streams.push(broker.subscribe(&nats.subject, nats.queue.as_deref()).await?);
+            broker.flush().await?;
+        }
+        Ok(streams)
+    }
+
+    /// Runs until the task is dropped. `updates` carries the Function's later versions.
+    pub async fn run(mut self, mut updates: watch::Receiver<Arc<Function>>) {
+        let streams = loop {
+            match self.subscribe().await {
+                Ok(streams) => break streams,
+                Err(e) => {
+                    tracing::warn!(function = %self.key, error = %e, "cannot subscribe; trying again in 2 s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        let mut incoming = futures::stream::select_all(streams);
+        let mut pods = self.caches.pods.subscribe();
+        let mut deliveries: JoinSet<Done> = JoinSet::new();
+        loop {
+            self.promote_due();
+            self.sync_replicas().await;
+            self.dispatch(&mut deliveries);
+            self.publish_status().await;
+            let wake = self.next_wake();
+            tokio::select! {
+                message = incoming.next() => match message {
+                    Some(message) => self.receive(message),
+                    None => return tracing::warn!(function = %self.key, "broker subscriptions ended"),
+                },
+                Some(Ok(done)) = deliveries.join_next(), if !deliveries.is_empty() => self.on_done(done).await,
+                _ = pods.recv() => {}
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let function = updates.borrow_and_update().clone();
+                    self.settings = Settings::of(&function);
+                    self.function = function;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            // Take whatever else is already there before deciding again.
+            while let Some(Some(message)) = futures::FutureExt::now_or_never(incoming.next()) {
+                self.receive(message);
+            }
+        }
+    }
+
+    fn receive(&mut self, message: Message) {
+        self.metrics.update(&self.key, |c| c.received += 1);
+        self.ready.push_back(Pending { message, attempts: 0, not_listening_since: None });
+    }
+
+    fn delay(&mut self, pending: Pending, wait: Duration) {
+        self.seq += 1;
+        self.delayed.push(Reverse(Delayed { due: Instant::now() + wait, seq: self.seq, pending }));
+    }
+
+    fn promote_due(&mut self) {
+        let now = Instant::now();
+        while self.delayed.peek().is_some_and(|Reverse(d)| d.due <= now) {
+            if let Some(Reverse(d)) = self.delayed.pop() {
+                self.ready.push_back(d.pending);
+            }
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.ready.len() + self.delayed.len()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.endpoints.values().map(|e| e.in_flight as usize).sum()
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + STATUS_PERIOD;
+        if let Some(Reverse(d)) = self.delayed.peek() {
+            wake = wake.min(d.due);
+        }
+        if let Some(at) = self.scale_down_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    /// Starts a delivery for every ready event a replica has room for.
+    fn dispatch(&mut self, deliveries: &mut JoinSet<Done>) {
+        let ready: BTreeMap<&str, &Replica> = self.replicas.iter().filter(|r| r.ready && r.current && r.ip.is_some()).map(|r| (r.name.as_str(), r)).collect();
+        while !self.ready.is_empty() {
+            let target = self
+                .endpoints
+                .iter()
+                .filter(|(name, e)| !e.draining && e.in_flight < self.settings.concurrency && ready.contains_key(name.as_str()))
+                .min_by_key(|(_, e)| e.in_flight)
+                .map(|(name, _)| name.clone());
+            let Some(name) = target else { return };
+            let Some(ip) = ready.get(name.as_str()).and_then(|r| r.ip) else { return };
+            let Some(mut pending) = self.ready.pop_front() else { return };
+            if let Some(endpoint) = self.endpoints.get_mut(&name) {
+                endpoint.in_flight += 1;
+            }
+            let attempt = pending.attempts + 1;
+            let (http, settings) = (self.http.clone(), self.settings.clone());
+            deliveries.spawn(async move {
+                let started = Instant::now();
+                let outcome = deliver(&http, ip, settings.port, &settings.path, &pending.message, attempt, settings.timeout).await;
+                if outcome != Outcome::NotListening {
+                    pending.attempts = attempt;
+                }
+                (pending, name, outcome, started)
+            });
+        }
+    }
+
+    async fn on_done(&mut self, (mut pending, replica, outcome, started): Done) {
+        if let Some(endpoint) = self.endpoints.get_mut(&replica) {
+            endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+        }
+        let took = started.elapsed();
+        match outcome {
+            Outcome::NotListening => {
+                let since = *pending.not_listening_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < self.settings.timeout {
+                    return self.delay(pending, NOT_LISTENING_RETRY);
+                }
+                pending.attempts += 1;
+                self.failed(pending, &replica, format!("nothing listens on port {} of {replica}", self.settings.port), took).await;
+            }
+            Outcome::Acked(body) => {
+                let since_arrival = pending.message.time.elapsed().unwrap_or_default();
+                self.metrics.update(&self.key, |c| {
+                    c.delivered += 1;
+                    c.acked += 1;
+                });
+                self.metrics.observe(&self.key, since_arrival);
+                self.metrics
+                    .log(&self.key, format!("event={} replica={replica} outcome=acked attempt={} duration={took:?}", pending.message.id, pending.attempts));
+                if let Some(reply) = pending.message.reply.clone() {
+                    self.publish(&pending.message.source, &reply, body, Vec::new()).await;
+                }
+            }
+            Outcome::Failed(why) => self.failed(pending, &replica, why, took).await,
+        }
+    }
+
+    /// A failed delivery: tried again after the back-off, or dead-lettered after the last.
+    async fn failed(&mut self, pending: Pending, replica: &str, why: String, took: Duration) {
+        self.metrics.update(&self.key, |c| c.delivered += 1);
+        let (id, attempts) = (pending.message.id.clone(), pending.attempts);
+        if attempts <= self.settings.retries {
+            self.metrics.update(&self.key, |c| c.retried += 1);
+            self.metrics.log(&self.key, format!("event={id} replica={replica} outcome=retry attempt={attempts} duration={took:?} error={why}"));
+            let wait = self.settings.backoff_before(attempts + 1);
+            return self.delay(Pending { not_listening_since: None, ..pending }, wait);
+        }
+        self.metrics.log(&self.key, format!("event={id} replica={replica} outcome=dead-letter attempt={attempts} duration={took:?} error={why}"));
+        let Some(subject) = self.settings.dead_letter.clone() else {
+            return tracing::warn!(function = %self.key, event = %id, error = %why, "event failed every delivery and no deadLetter is set; dropped");
+        };
+        let mut headers: Vec<(&str, String)> = events::cloudevents::headers(&pending.message, attempts);
+        headers.push(("flotilla-function", self.key.clone()));
+        headers.push(("flotilla-failure", why));
+        if self.publish(&pending.message.source, &subject, pending.message.payload.clone(), headers).await {
+            self.metrics.update(&self.key, |c| c.dead_lettered += 1);
+        }
+    }
+
+    async fn publish(&self, source: &str, subject: &str, payload: bytes::Bytes, headers: Vec<(&str, String)>) -> bool {
+        let Some(broker) = self.brokers.get(source) else { return false };
+        match broker.publish(subject, payload, &headers).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(function = %self.key, error = %e, "publishing");
+                false
+            }
+        }
+    }
+
+    /// Brings the pods in line with the scaler: creates what is missing, drains and removes
+    /// what is too many, of an old template, or finished.
+    async fn sync_replicas(&mut self) {
+        let now = Instant::now();
+        self.scale_down_at = self.scaler.decide(&self.settings, self.backlog(), self.in_flight(), now).map(|wait| now + wait);
+        let seen = replicas(&self.caches, &self.function);
+        let known: BTreeSet<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
+        let new = seen.iter().filter(|r| !known.contains(r.name.as_str()) && !self.deleting.contains(&r.name)).count() as u32;
+        self.creating = self.creating.saturating_sub(new);
+        self.deleting.retain(|name| seen.iter().any(|r| &r.name == name));
+        self.replicas = seen.into_iter().filter(|r| !self.deleting.contains(&r.name)).collect();
+        let names: BTreeSet<String> = self.replicas.iter().map(|r| r.name.clone()).collect();
+        self.endpoints.retain(|name, e| names.contains(name) || e.in_flight > 0);
+        for r in &self.replicas {
+            let endpoint = self.endpoints.entry(r.name.clone()).or_default();
+            if !r.current || r.finished {
+                endpoint.draining = true;
+            }
+        }
+        let wanted = self.scaler.replicas;
+        let serving = self.replicas.iter().filter(|r| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining)).count() as u32;
+        if serving + self.creating < wanted {
+            let cold = self.backlog() > 0 && !self.replicas.iter().any(|r| r.ready && r.current);
+            for _ in 0..(wanted - serving - self.creating) {
+                self.create_pod(cold).await;
+            }
+        } else if serving > wanted {
+            // Scale in the replicas that would cost least: not ready, then the least busy.
+            let mut candidates: Vec<(bool, u32, String)> = self
+                .replicas
+                .iter()
+                .filter(|r| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining))
+                .map(|r| (r.ready, self.endpoints.get(&r.name).map_or(0, |e| e.in_flight), r.name.clone()))
+                .collect();
+            candidates.sort();
+            for (_, _, name) in candidates.into_iter().take((serving - wanted) as usize) {
+                if let Some(e) = self.endpoints.get_mut(&name) {
+                    e.draining = true;
+                }
+            }
+        }
+        let drained: Vec<String> =
+            self.endpoints.iter().filter(|(n, e)| e.draining && e.in_flight == 0 && names.contains(*n)).map(|(n, _)| n.clone()).collect();
+        for name in drained {
+            self.delete_pod(&name).await;
+        }
+        let ready = self.replicas.iter().filter(|r| r.ready && r.current).count() as u64;
+        let (backlog, in_flight) = (self.backlog() as u64, self.in_flight() as u64);
+        self.metrics.update(&self.key, |c| {
+            c.ready_replicas = ready;
+            c.backlog = backlog;
+            c.in_flight = in_flight;
+        });
+    }
+
+    async fn create_pod(&mut self, cold: bool) {
+        match self.registry.create_as(&new_pod(&self.function)).await {
+            Ok(pod) => {
+                self.creating += 1;
+                if cold {
+                    self.metrics.update(&self.key, |c| c.cold_starts += 1);
+                }
+                tracing::debug!(function = %self.key, pod = pod.metadata.name.as_deref().unwrap_or(""), cold, "replica created");
+            }
+            Err(e) => tracing::warn!(function = %self.key, error = %e, "creating a replica"),
+        }
+    }
+
+    async fn delete_pod(&mut self, name: &str) {
+        let ns = self.function.metadata.namespace.clone();
+        match self.registry.delete_as::<api::Pod>(ns.as_deref(), name, &DeleteOptions::default()).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => {
+                self.deleting.insert(name.to_string());
+                self.endpoints.remove(name);
+                self.replicas.retain(|r| r.name != name);
+            }
+            Err(e) => tracing::warn!(function = %self.key, pod = name, error = %e, "removing a drained replica"),
+        }
+    }
+
+    async fn publish_status(&mut self) {
+        if self.last_status.is_some_and(|at| at.elapsed() < STATUS_PERIOD) {
+            return;
+        }
+        let c = self.metrics.counters(&self.key);
+        let status = FunctionStatus {
+            replicas: self.scaler.replicas as i32,
+            ready_replicas: c.ready_replicas as i32,
+            backlog: c.backlog,
+            in_flight: c.in_flight,
+            received: c.received,
+            acked: c.acked,
+            dead_lettered: c.dead_lettered,
+            cold_starts: c.cold_starts,
+        };
+        if self.published.as_ref() == Some(&status) {
+            return;
+        }
+        self.last_status = Some(Instant::now());
+        let mut function = (*self.caches.functions.get(&self.key).unwrap_or_else(|| self.function.clone())).clone();
+        function.status = Some(status.clone());
+        function.metadata.resource_version = None;
+        match self.registry.update_status_as(&function).await {
+            Ok(_) => self.published = Some(status),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => tracing::debug!(function = %self.key, error = %e, "writing the function's status"),
+        }
+    }
+}
