@@ -4,7 +4,8 @@
 # protoc and the protobuf well-known types (libprotobuf-dev, only a Recommends of protoc) for the
 # etcd client's build, the reference version orderings (dpkg, python3-packaging, node-semver) the
 # scanner's property tests compare against, and independent implementations of cosign's key and
-# signature primitives (python3-cryptography, python3-nacl) the signing tests cross-check with.
+# signature primitives (python3-cryptography, python3-nacl) the signing tests cross-check with,
+# and the brokers Functions are tested against (nats-server, mosquitto).
 # Idempotent; needs root (or sudo).
 set -euo pipefail
 packages=(runc etcd-server docker-registry busybox-static umoci skopeo protobuf-compiler libprotobuf-dev
