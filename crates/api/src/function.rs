@@ -14,12 +14,18 @@
 //!       containers: [{name: handler, image: registry.lan/motion:1}]
 //!   triggers:
 //!   - nats: {url: "nats://10.0.0.5:4222", subject: "sensors.*.motion"}
+//!   - jetstream: {url: "nats://10.0.0.5:4222", stream: SENSORS, ackWait: 30s, maxDeliver: 5}
+//!   - mqtt: {url: "mqtt://10.0.0.6:1883", topic: "cams/+/motion", qos: 1}
 //!   scaling: {minReplicas: 0, maxReplicas: 5, targetInFlight: 4, scaleDownDelay: 30s}
 //!   concurrency: 4                  # events in flight per replica at most
 //!   timeout: 10s                    # per delivery
 //!   retries: {count: 3, backoff: 200ms}
-//!   deadLetter: {subject: "sensors.dead"}
+//!   deadLetter: {subject: "sensors.dead", topic: "cams/dead"}
 //! ```
+//!
+//! NATS core is at most once: what arrives while the dispatcher is away is gone. JetStream and
+//! MQTT at QoS 1 or 2 are at least once: the broker keeps each message until the dispatcher
+//! settles it, after the handler answered 2xx or after the dead letter was published.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::{Deserialize, Serialize};
@@ -109,13 +115,73 @@ pub struct FunctionSpec {
     pub dead_letter: Option<DeadLetter>,
 }
 
-/// One broker subscription.
+/// One broker subscription: exactly one of its fields is set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     /// A NATS core subject (`*` matches one token, `>` the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsTrigger>,
+    /// A JetStream stream, read by a durable consumer with explicit acks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamTrigger>,
+    /// An MQTT topic filter (`+` one level, `#` the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttTrigger>,
+}
+
+/// A durable JetStream consumer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JetStreamTrigger {
+    /// The server, `nats://host:port`.
+    #[serde(default)]
+    pub url: String,
+    /// The stream, which must exist.
+    #[serde(default)]
+    pub stream: String,
+    /// The durable consumer's name (default `flotilla-<namespace>-<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// Only the stream's messages on these subjects (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_subject: Option<String>,
+    /// How long the server waits for the ack before it delivers again (default the larger of
+    /// `30s` and twice `spec.timeout`); must be longer than `spec.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait: Option<String>,
+    /// Deliveries at most, the first included (default `spec.retries.count` + 1); then the
+    /// message goes to the dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliver: Option<i64>,
+    /// Waits before the server's redeliveries, one per delivery (default: `spec.retries.backoff`
+    /// doubling after each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backoff: Vec<String>,
+    /// Messages handed out and not yet settled at most (default twice `maxReplicas` ×
+    /// `targetInFlight`): the server keeps the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<i64>,
+}
+
+/// An MQTT 3.1.1 subscription.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttTrigger {
+    /// The broker, `mqtt://host:port`.
+    #[serde(default)]
+    pub url: String,
+    /// The topic filter.
+    #[serde(default)]
+    pub topic: String,
+    /// 0 (at most once), 1 (at least once, the default) or 2; with 1 or 2 the session is
+    /// persistent: the broker keeps messages while the dispatcher is away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<u8>,
+    /// The client id the broker keeps the session under (default
+    /// `flotilla-<namespace>-<name>-<trigger index>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// A NATS core subscription.
@@ -163,13 +229,17 @@ pub struct Retries {
     pub backoff: Option<String>,
 }
 
-/// Where an event goes when it failed every delivery.
+/// Where an event goes when it failed every delivery, on the broker it came from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
-    /// A NATS subject on the trigger's server.
+    /// A NATS subject, for events of `nats` and `jetstream` triggers (stored with an ack where
+    /// a stream takes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// An MQTT topic, for events of `mqtt` triggers (published at QoS 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// What the dispatcher last reported about a Function.
@@ -250,6 +320,134 @@ pub fn nats_subject_matches(filter: &str, subject: &str) -> bool {
     }
 }
 
+fn nats_url(url: &str, path: &str, errors: &mut FieldErrors) {
+    if !(url.starts_with("nats://") && url.len() > "nats://".len()) {
+        errors.push(FieldError::invalid(path, url, "a NATS server URL, nats://host:port"));
+    }
+}
+
+/// True for `mqtt://host` or `mqtt://host:port`.
+pub fn is_mqtt_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("mqtt://") else { return false };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    !host.is_empty() && !host.contains(['/', '@', ' ']) && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// True for an MQTT topic (or, with `wildcards`, a topic filter): `/`-separated levels, `+` a
+/// whole level, `#` alone as the last level, no NUL.
+pub fn is_mqtt_topic(topic: &str, wildcards: bool) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    !topic.is_empty()
+        && topic.len() <= 65535
+        && !topic.contains('\0')
+        && levels.iter().enumerate().all(|(i, l)| {
+            let plain = !l.contains(['+', '#']);
+            plain || (wildcards && (*l == "+" || (*l == "#" && i + 1 == levels.len())))
+        })
+}
+
+/// True when the MQTT filter (with `+` and `#`) receives messages on `topic`.
+pub fn mqtt_topic_matches(filter: &str, topic: &str) -> bool {
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A JetStream stream or consumer name: no whitespace, `.`, `*`, `>`, path separators.
+fn is_jetstream_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && !name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+}
+
+fn validate_jetstream(js: &JetStreamTrigger, path: &str, timeout: std::time::Duration, errors: &mut FieldErrors) {
+    nats_url(&js.url, &join(path, "url"), errors);
+    if !is_jetstream_name(&js.stream) {
+        errors.push(FieldError::invalid(join(path, "stream"), &js.stream, "a stream name without spaces, `.`, `*`, `>` or `/`"));
+    }
+    if let Some(consumer) = js.consumer.as_deref().filter(|c| !is_jetstream_name(c)) {
+        errors.push(FieldError::invalid(join(path, "consumer"), consumer, "a consumer name without spaces, `.`, `*`, `>` or `/`"));
+    }
+    if let Some(filter) = js.filter_subject.as_deref().filter(|f| !is_nats_subject(f, true)) {
+        errors.push(FieldError::invalid(join(path, "filterSubject"), filter, "dot-separated tokens; `*` is one token, `>` the rest"));
+    }
+    if let Some(wait) = &js.ack_wait {
+        match parse_duration(wait) {
+            Err(why) => errors.push(FieldError::invalid(join(path, "ackWait"), wait, &why)),
+            Ok(w) if w <= timeout => errors.push(FieldError::invalid(
+                join(path, "ackWait"),
+                wait,
+                &format!("must be longer than spec.timeout ({timeout:?}), or the server delivers events again while they are handled"),
+            )),
+            Ok(_) => {}
+        }
+    }
+    if let Some(max) = js.max_deliver.filter(|m| *m < 1) {
+        errors.push(FieldError::invalid(join(path, "maxDeliver"), max, "must be ≥ 1"));
+    }
+    for (i, wait) in js.backoff.iter().enumerate() {
+        duration(Some(wait), &index(&join(path, "backoff"), i), errors);
+    }
+    if let Some(max) = js.max_deliver.filter(|m| *m >= 1 && !js.backoff.is_empty() && (js.backoff.len() as i64) >= *m) {
+        errors.push(FieldError::invalid(join(path, "backoff"), format!("{} waits", js.backoff.len()), &format!("must be fewer than maxDeliver ({max})")));
+    }
+    if let Some(max) = js.max_ack_pending.filter(|m| *m < 1) {
+        errors.push(FieldError::invalid(join(path, "maxAckPending"), max, "must be ≥ 1"));
+    }
+}
+
+fn dead_letter(spec: &FunctionSpec, dead: &DeadLetter, errors: &mut FieldErrors) {
+    let has_nats = spec.triggers.iter().any(|t| t.nats.is_some() || t.jetstream.is_some());
+    let has_mqtt = spec.triggers.iter().any(|t| t.mqtt.is_some());
+    if has_nats && dead.subject.is_none() {
+        errors.push(FieldError::required("spec.deadLetter.subject", "where failed events of the nats and jetstream triggers go"));
+    }
+    if has_mqtt && dead.topic.is_none() {
+        errors.push(FieldError::required("spec.deadLetter.topic", "where failed events of the mqtt triggers go"));
+    }
+    if let Some(subject) = dead.subject.as_deref() {
+        if !is_nats_subject(subject, false) {
+            errors.push(FieldError::invalid("spec.deadLetter.subject", subject, "a subject to publish to (no wildcards)"));
+        }
+        // A dead letter the Function's own triggers receive would be handled (and fail) again.
+        let looping = spec.triggers.iter().enumerate().find_map(|(i, t)| {
+            let filter = t.nats.as_ref().map(|n| n.subject.as_str()).or(t.jetstream.as_ref().and_then(|j| j.filter_subject.as_deref()))?;
+            nats_subject_matches(filter, subject).then_some((i, filter))
+        });
+        if let Some((i, filter)) = looping {
+            errors.push(FieldError::invalid(
+                "spec.deadLetter.subject",
+                subject,
+                &format!("spec.triggers[{i}] ({filter}) would deliver it back to this function; use a subject outside it"),
+            ));
+        }
+    }
+    if let Some(topic) = dead.topic.as_deref() {
+        if !is_mqtt_topic(topic, false) {
+            errors.push(FieldError::invalid("spec.deadLetter.topic", topic, "a topic to publish to (no wildcards)"));
+        }
+        let looping = spec.triggers.iter().enumerate().find_map(|(i, t)| {
+            let filter = t.mqtt.as_ref().map(|m| m.topic.as_str())?;
+            mqtt_topic_matches(filter, topic).then_some((i, filter))
+        });
+        if let Some((i, filter)) = looping {
+            errors.push(FieldError::invalid(
+                "spec.deadLetter.topic",
+                topic,
+                &format!("spec.triggers[{i}] ({filter}) would deliver it back to this function; use a topic outside it"),
+            ));
+        }
+    }
+}
+
 /// Validates a Function.
 pub fn validate(function: &Function) -> Result<(), FieldErrors> {
     let mut errors = FieldErrors::default();
@@ -270,21 +468,45 @@ pub fn validate(function: &Function) -> Result<(), FieldErrors> {
     if spec.triggers.is_empty() {
         errors.push(FieldError::required("spec.triggers", "at least one trigger, e.g. nats: {url: nats://host:4222, subject: events.>}"));
     }
+    let timeout = spec.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(std::time::Duration::from_secs(30));
     for (i, trigger) in spec.triggers.iter().enumerate() {
         let path = index("spec.triggers", i);
-        let Some(nats) = &trigger.nats else {
-            errors.push(FieldError::required(&path, "one of: nats"));
+        let set = [trigger.nats.is_some(), trigger.jetstream.is_some(), trigger.mqtt.is_some()].iter().filter(|s| **s).count();
+        if set == 0 {
+            errors.push(FieldError::required(&path, "one of: nats, jetstream, mqtt"));
             continue;
-        };
-        let npath = join(&path, "nats");
-        if !(nats.url.starts_with("nats://") && nats.url.len() > "nats://".len()) {
-            errors.push(FieldError::invalid(join(&npath, "url"), &nats.url, "a NATS server URL, nats://host:port"));
         }
-        if !is_nats_subject(&nats.subject, true) {
-            errors.push(FieldError::invalid(join(&npath, "subject"), &nats.subject, "dot-separated tokens; `*` is one token, `>` the rest"));
+        if set > 1 {
+            errors.push(FieldError::invalid(&path, format!("{set} kinds"), "exactly one of: nats, jetstream, mqtt per trigger"));
+            continue;
         }
-        if let Some(queue) = nats.queue.as_deref().filter(|q| q.is_empty() || q.contains(char::is_whitespace)) {
-            errors.push(FieldError::invalid(join(&npath, "queue"), queue, "a queue group name without spaces"));
+        if let Some(nats) = &trigger.nats {
+            let npath = join(&path, "nats");
+            nats_url(&nats.url, &join(&npath, "url"), &mut errors);
+            if !is_nats_subject(&nats.subject, true) {
+                errors.push(FieldError::invalid(join(&npath, "subject"), &nats.subject, "dot-separated tokens; `*` is one token, `>` the rest"));
+            }
+            if let Some(queue) = nats.queue.as_deref().filter(|q| q.is_empty() || q.contains(char::is_whitespace)) {
+                errors.push(FieldError::invalid(join(&npath, "queue"), queue, "a queue group name without spaces"));
+            }
+        }
+        if let Some(js) = &trigger.jetstream {
+            validate_jetstream(js, &join(&path, "jetstream"), timeout, &mut errors);
+        }
+        if let Some(mqtt) = &trigger.mqtt {
+            let mpath = join(&path, "mqtt");
+            if !is_mqtt_url(&mqtt.url) {
+                errors.push(FieldError::invalid(join(&mpath, "url"), &mqtt.url, "an MQTT broker URL, mqtt://host:port"));
+            }
+            if !is_mqtt_topic(&mqtt.topic, true) {
+                errors.push(FieldError::invalid(join(&mpath, "topic"), &mqtt.topic, "levels separated by `/`; `+` is one whole level, `#` the last"));
+            }
+            if let Some(qos) = mqtt.qos.filter(|q| *q > 2) {
+                errors.push(FieldError::invalid(join(&mpath, "qos"), qos, "0, 1 or 2"));
+            }
+            if let Some(id) = mqtt.client_id.as_deref().filter(|id| id.is_empty() || id.len() > 256 || id.contains(['+', '#', '/', ' '])) {
+                errors.push(FieldError::invalid(join(&mpath, "clientId"), id, "1 to 256 characters without spaces, `+`, `#` or `/`"));
+            }
         }
     }
     if let Some(scaling) = &spec.scaling {
@@ -307,20 +529,8 @@ pub fn validate(function: &Function) -> Result<(), FieldErrors> {
     if let Some(retries) = &spec.retries {
         duration(retries.backoff.as_ref(), "spec.retries.backoff", &mut errors);
     }
-    if let Some(subject) = spec.dead_letter.as_ref().and_then(|d| d.subject.as_deref()) {
-        if !is_nats_subject(subject, false) {
-            errors.push(FieldError::invalid("spec.deadLetter.subject", subject, "a subject to publish to (no wildcards)"));
-        }
-        // A dead letter the Function's own triggers receive would be handled (and fail) again.
-        let looping = spec.triggers.iter().enumerate().find(|(_, t)| t.nats.as_ref().is_some_and(|n| nats_subject_matches(&n.subject, subject)));
-        if let Some((i, t)) = looping {
-            let filter = t.nats.as_ref().map(|n| n.subject.as_str()).unwrap_or("");
-            errors.push(FieldError::invalid(
-                "spec.deadLetter.subject",
-                subject,
-                &format!("spec.triggers[{i}] ({filter}) would deliver it back to this function; use a subject outside it"),
-            ));
-        }
+    if let Some(dead) = &spec.dead_letter {
+        dead_letter(spec, dead, &mut errors);
     }
     errors.into_result()
 }

@@ -40,6 +40,8 @@ mod tests {
             reply: None,
             content_type: Some("application/json".into()),
             time: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            delivered: 1,
+            ack: None,
         };
         let h = headers(&message, 2);
         let get = |name: &str| h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());

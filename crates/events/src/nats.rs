@@ -1,5 +1,6 @@
 //! NATS core as a [`Broker`]: one connection per server URL, subjects with `*` and `>`,
-//! queue groups, headers, request/reply.
+//! queue groups, headers, request/reply. The same connection consumes JetStream streams
+//! ([`crate::jetstream`]).
 
 use std::time::SystemTime;
 
@@ -12,8 +13,8 @@ use crate::{Broker, BrokerError, Message, MessageStream};
 /// A connection to one NATS server.
 #[derive(Clone)]
 pub struct NatsBroker {
-    url: String,
-    client: async_nats::Client,
+    pub(crate) url: String,
+    pub(crate) client: async_nats::Client,
 }
 
 impl NatsBroker {
@@ -42,14 +43,31 @@ impl NatsBroker {
         answer.map(|m| m.payload).map_err(|e| failed(e.to_string()))
     }
 
+    /// Publishes `payload` to `subject` asking for the answer on `reply` (without waiting).
+    pub async fn publish_with_reply(&self, subject: &str, reply: &str, payload: Bytes) -> Result<(), BrokerError> {
+        self.client.publish_with_reply(subject.to_string(), reply.to_string(), payload).await.map_err(|e| BrokerError::Publish {
+            url: self.url.clone(),
+            subject: subject.to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// Waits until everything published so far reached the server.
     pub async fn flush(&self) -> Result<(), BrokerError> {
         self.client.flush().await.map_err(|e| BrokerError::Publish { url: self.url.clone(), subject: String::new(), message: e.to_string() })
     }
 }
 
-fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
+pub(crate) fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
     headers?.get(name).map(|v| v.as_str().to_string()).filter(|v| !v.is_empty())
+}
+
+fn header_map(headers: &[(&str, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.as_str());
+    }
+    map
 }
 
 /// A NATS message as the dispatcher sees it.
@@ -64,6 +82,8 @@ fn message(source: &str, m: async_nats::Message) -> Message {
         payload: m.payload,
         reply: m.reply.map(|r| r.to_string()),
         time: SystemTime::now(),
+        delivered: 1,
+        ack: None,
     }
 }
 
@@ -84,10 +104,19 @@ impl Broker for NatsBroker {
         if headers.is_empty() {
             return self.client.publish(subject.to_string(), payload).await.map_err(failed);
         }
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.as_str());
+        self.client.publish_with_headers(subject.to_string(), header_map(headers), payload).await.map_err(failed)
+    }
+
+    /// Publishes through JetStream and waits for the stream's acknowledgement where a stream
+    /// takes the subject; elsewhere publishes on NATS core and waits for the server to have it.
+    async fn publish_durable(&self, subject: &str, payload: Bytes, headers: &[(&str, String)]) -> Result<(), BrokerError> {
+        let failed = |message: String| BrokerError::Publish { url: self.url.clone(), subject: subject.to_string(), message };
+        let js = async_nats::jetstream::new(self.client.clone());
+        if js.stream_by_subject(subject.to_string()).await.is_err() {
+            self.publish(subject, payload, headers).await?;
+            return self.flush().await;
         }
-        self.client.publish_with_headers(subject.to_string(), map, payload).await.map_err(failed)
+        let ack = js.publish_with_headers(subject.to_string(), header_map(headers), payload).await.map_err(|e| failed(e.to_string()))?;
+        ack.await.map(drop).map_err(|e| failed(e.to_string()))
     }
 }

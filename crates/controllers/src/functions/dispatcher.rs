@@ -3,7 +3,13 @@
 //! the concurrency), retries failures with back-off, sends what exhausts its retries to the
 //! dead-letter subject, answers requests that asked for a reply, and scales the replicas with the
 //! backlog and the events in flight. It reacts to every event, pod change and delivery as it
-//! happens; the only timers are retry back-offs, the scale-down delay and the status write.
+//! happens; the only timers are retry back-offs, the scale-down delay, the status write and,
+//! for JetStream, telling the server that held messages are still being worked on.
+//!
+//! A message from a broker that holds it until it is settled (JetStream, MQTT QoS 1 and 2) is
+//! settled only after its handler answered 2xx or its dead letter was stored, so losing the
+//! dispatcher at any point means a redelivery, never a loss. JetStream counts deliveries and
+//! redelivers after a nak; MQTT redelivers only on reconnect, so its retries stay here.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -12,8 +18,9 @@ use std::time::Duration;
 
 use api::function::{Function, FunctionStatus};
 use apiserver::{ApiError, DeleteOptions, Registry};
+use events::mqtt::MqttBroker;
 use events::nats::NatsBroker;
-use events::{Broker, Message};
+use events::{Ack, Broker, Message, MessageStream, Settle};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -36,8 +43,12 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Pending {
     message: Message,
+    /// The trigger it came by (its index in the spec).
+    trigger: usize,
     /// Deliveries made so far.
     attempts: u32,
+    /// While in flight, its key in the dispatcher's held acks.
+    flight: u64,
     /// Since when the replicas it was sent to did not listen yet.
     not_listening_since: Option<Instant>,
 }
@@ -85,7 +96,18 @@ pub struct Dispatcher {
     caches: Caches,
     metrics: Arc<FunctionMetrics>,
     http: reqwest::Client,
-    brokers: HashMap<String, NatsBroker>,
+    /// NATS connections by URL, shared by the triggers on one server.
+    nats: HashMap<String, NatsBroker>,
+    /// Per trigger, the connection its dead letters and replies go by.
+    sources: Vec<Option<Arc<dyn Broker>>>,
+    /// How often held JetStream messages are reported in progress (a third of the shortest
+    /// ack wait), and when next.
+    progress_every: Option<Duration>,
+    next_progress: Option<Instant>,
+    /// The acks of events in flight, for those progress reports.
+    held: HashMap<u64, Ack>,
+    /// Events that used up their deliveries, to be dead-lettered.
+    exhausted: Vec<Pending>,
     ready: VecDeque<Pending>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
@@ -115,7 +137,12 @@ impl Dispatcher {
             caches,
             metrics,
             http,
-            brokers: HashMap::new(),
+            nats: HashMap::new(),
+            sources: Vec::new(),
+            progress_every: None,
+            next_progress: None,
+            held: HashMap::new(),
+            exhausted: Vec::new(),
             ready: VecDeque::new(),
             delayed: BinaryHeap::new(),
             seq: 0,
@@ -130,44 +157,81 @@ impl Dispatcher {
         }
     }
 
-    /// Subscribes to every trigger; the streams end only with the subscriptions.
-    async fn subscribe(&mut self) -> Result<Vec<events::MessageStream>, events::BrokerError> {
-        let mut streams = Vec::new();
-        for trigger in &self.function.spec.triggers {
-            let Some(nats) = &trigger.nats else { continue };
-            if !self.brokers.contains_key(&nats.url) {
-                self.brokers.insert(nats.url.clone(), NatsBroker::connect(&nats.url).await?);
-            }
-            let broker = &self.brokers[&nats.url];
-            streams.push(broker.subscribe(&nats.subject, nats.queue.as_deref()).await?);
-            broker.flush().await?;
+    async fn nats_broker(&mut self, url: &str) -> Result<NatsBroker, events::BrokerError> {
+        if let Some(broker) = self.nats.get(url) {
+            return Ok(broker.clone());
         }
+        let broker = NatsBroker::connect(url).await?;
+        self.nats.insert(url.to_string(), broker.clone());
+        Ok(broker)
+    }
+
+    /// Subscribes to every trigger; the streams end only with the subscriptions.
+    async fn subscribe(&mut self) -> Result<Vec<futures::stream::BoxStream<'static, (usize, Message)>>, events::BrokerError> {
+        let function = self.function.clone();
+        let mut streams = Vec::new();
+        let mut sources: Vec<Option<Arc<dyn Broker>>> = Vec::new();
+        let mut progress_every: Option<Duration> = None;
+        for (i, trigger) in function.spec.triggers.iter().enumerate() {
+            let (source, stream): (Arc<dyn Broker>, MessageStream) = if let Some(nats) = &trigger.nats {
+                let broker = self.nats_broker(&nats.url).await?;
+                let stream = broker.subscribe(&nats.subject, nats.queue.as_deref()).await?;
+                broker.flush().await?;
+                (Arc::new(broker), stream)
+            } else if let (Some(js), Some(consumer)) = (&trigger.jetstream, self.settings.consumer(&function, trigger)) {
+                let broker = self.nats_broker(&js.url).await?;
+                let stream = broker.consume(&consumer).await?;
+                let every = consumer.ack_wait / 3;
+                progress_every = Some(progress_every.map_or(every, |p| p.min(every)));
+                (Arc::new(broker), stream)
+            } else if let (Some(mqtt), Some(subscription)) = (&trigger.mqtt, Settings::subscription(&function, trigger, i)) {
+                let (broker, stream) = MqttBroker::subscribe(&mqtt.url, &subscription).await?;
+                (Arc::new(broker), stream)
+            } else {
+                sources.push(None);
+                continue;
+            };
+            sources.push(Some(source));
+            streams.push(stream.map(move |m| (i, m)).boxed());
+        }
+        self.sources = sources;
+        self.progress_every = progress_every;
+        self.next_progress = progress_every.map(|p| Instant::now() + p);
         Ok(streams)
     }
 
-    /// Runs until the task is dropped. `updates` carries the Function's later versions.
-    pub async fn run(mut self, mut updates: watch::Receiver<Arc<Function>>) {
-        let streams = loop {
+    /// Subscribes, trying again every 2 s until it works.
+    async fn subscribe_until_done(&mut self) -> Vec<futures::stream::BoxStream<'static, (usize, Message)>> {
+        loop {
             match self.subscribe().await {
-                Ok(streams) => break streams,
+                Ok(streams) => return streams,
                 Err(e) => {
                     tracing::warn!(function = %self.key, error = %e, "cannot subscribe; trying again in 2 s");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
-        };
-        let mut incoming = futures::stream::select_all(streams);
+        }
+    }
+
+    /// Runs until the task is dropped. `updates` carries the Function's later versions.
+    pub async fn run(mut self, mut updates: watch::Receiver<Arc<Function>>) {
+        let mut incoming = futures::stream::select_all(self.subscribe_until_done().await);
         let mut pods = self.caches.pods.subscribe();
         let mut deliveries: JoinSet<Done> = JoinSet::new();
         loop {
             self.promote_due();
+            self.report_progress().await;
             self.sync_replicas().await;
             self.dispatch(&mut deliveries);
+            for pending in std::mem::take(&mut self.exhausted) {
+                let why = format!("delivered {} times, the most its trigger allows", pending.attempts);
+                self.dead_letter(pending, "-", why, Duration::ZERO).await;
+            }
             self.publish_status().await;
             let wake = self.next_wake();
             tokio::select! {
                 message = incoming.next() => match message {
-                    Some(message) => self.receive(message),
+                    Some((trigger, message)) => self.receive(trigger, message),
                     None => return tracing::warn!(function = %self.key, "broker subscriptions ended"),
                 },
                 Some(Ok(done)) = deliveries.join_next(), if !deliveries.is_empty() => self.on_done(done).await,
@@ -177,21 +241,60 @@ impl Dispatcher {
                         return;
                     }
                     let function = updates.borrow_and_update().clone();
+                    let resubscribe = function.spec.triggers != self.function.spec.triggers;
                     self.settings = Settings::of(&function);
                     self.function = function;
+                    if resubscribe {
+                        match self.subscribe().await {
+                            Ok(streams) => incoming = futures::stream::select_all(streams),
+                            Err(e) => tracing::warn!(function = %self.key, error = %e, "the triggers changed and cannot be subscribed; keeping the old ones"),
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
             // Take whatever else is already there before deciding again.
-            while let Some(Some(message)) = futures::FutureExt::now_or_never(incoming.next()) {
-                self.receive(message);
+            while let Some(Some((trigger, message))) = futures::FutureExt::now_or_never(incoming.next()) {
+                self.receive(trigger, message);
             }
         }
     }
 
-    fn receive(&mut self, message: Message) {
+    fn receive(&mut self, trigger: usize, message: Message) {
         self.metrics.update(&self.key, |c| c.received += 1);
-        self.ready.push_back(Pending { message, attempts: 0, not_listening_since: None });
+        // A redelivered JetStream message arrives with the deliveries it already had.
+        let attempts = message.delivered.saturating_sub(1);
+        self.ready.push_back(Pending { message, trigger, attempts, flight: 0, not_listening_since: None });
+    }
+
+    fn deliveries(&self, trigger: usize) -> u32 {
+        self.settings.triggers.get(trigger).map_or(self.settings.retries + 1, |t| t.deliveries)
+    }
+
+    /// Tells JetStream that every message held here is still being worked on, a third of the
+    /// ack wait apart, so a long backlog or a cold start is not delivered twice.
+    async fn report_progress(&mut self) {
+        let (Some(every), Some(at)) = (self.progress_every, self.next_progress) else { return };
+        if at > Instant::now() {
+            return;
+        }
+        self.next_progress = Some(Instant::now() + every);
+        let waiting = self.ready.iter().chain(self.delayed.iter().map(|Reverse(d)| &d.pending)).filter_map(|p| p.message.ack.as_ref());
+        let acks: Vec<Ack> = waiting.chain(self.held.values()).filter(|a| a.0.ack_wait().is_some()).cloned().collect();
+        for ack in acks {
+            if let Err(e) = ack.0.progress().await {
+                tracing::debug!(function = %self.key, error = %e, "progress report");
+            }
+        }
+    }
+
+    /// Settles the event with its broker, where the broker waits for that.
+    async fn settle(&self, pending: &Pending, how: Settle) {
+        if let Some(ack) = &pending.message.ack {
+            if let Err(e) = ack.0.settle(how).await {
+                tracing::warn!(function = %self.key, event = %pending.message.id, error = %e, "settling with the broker; it will deliver the event again");
+            }
+        }
     }
 
     fn delay(&mut self, pending: Pending, wait: Duration) {
@@ -224,6 +327,9 @@ impl Dispatcher {
         if let Some(at) = self.scale_down_at {
             wake = wake.min(at);
         }
+        if let Some(at) = self.next_progress {
+            wake = wake.min(at);
+        }
         wake
     }
 
@@ -240,6 +346,15 @@ impl Dispatcher {
             let Some(name) = target else { return };
             let Some(ip) = ready.get(name.as_str()).and_then(|r| r.ip) else { return };
             let Some(mut pending) = self.ready.pop_front() else { return };
+            if pending.attempts >= self.deliveries(pending.trigger) {
+                self.exhausted.push(pending);
+                continue;
+            }
+            if let Some(ack) = &pending.message.ack {
+                self.seq += 1;
+                pending.flight = self.seq;
+                self.held.insert(self.seq, ack.clone());
+            }
             if let Some(endpoint) = self.endpoints.get_mut(&name) {
                 endpoint.in_flight += 1;
             }
@@ -260,6 +375,7 @@ impl Dispatcher {
         if let Some(endpoint) = self.endpoints.get_mut(&replica) {
             endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
         }
+        self.held.remove(&pending.flight);
         let took = started.elapsed();
         match outcome {
             Outcome::NotListening => {
@@ -279,8 +395,13 @@ impl Dispatcher {
                 self.metrics.observe(&self.key, since_arrival);
                 self.metrics
                     .log(&self.key, format!("event={} replica={replica} outcome=acked attempt={} duration={took:?}", pending.message.id, pending.attempts));
+                self.settle(&pending, Settle::Done).await;
                 if let Some(reply) = pending.message.reply.clone() {
-                    self.publish(&pending.message.source, &reply, body, Vec::new()).await;
+                    if let Some(source) = self.sources.get(pending.trigger).and_then(Option::as_ref) {
+                        if let Err(e) = source.publish(&reply, body, &[]).await {
+                            tracing::warn!(function = %self.key, error = %e, "publishing the reply");
+                        }
+                    }
                 }
             }
             Outcome::Failed(why) => self.failed(pending, &replica, why, took).await,
@@ -291,31 +412,44 @@ impl Dispatcher {
     async fn failed(&mut self, pending: Pending, replica: &str, why: String, took: Duration) {
         self.metrics.update(&self.key, |c| c.delivered += 1);
         let (id, attempts) = (pending.message.id.clone(), pending.attempts);
-        if attempts <= self.settings.retries {
-            self.metrics.update(&self.key, |c| c.retried += 1);
-            self.metrics.log(&self.key, format!("event={id} replica={replica} outcome=retry attempt={attempts} duration={took:?} error={why}"));
-            let wait = self.settings.backoff_before(attempts + 1);
-            return self.delay(Pending { not_listening_since: None, ..pending }, wait);
+        if attempts >= self.deliveries(pending.trigger) {
+            return self.dead_letter(pending, replica, why, took).await;
         }
+        self.metrics.update(&self.key, |c| c.retried += 1);
+        self.metrics.log(&self.key, format!("event={id} replica={replica} outcome=retry attempt={attempts} duration={took:?} error={why}"));
+        let wait = self.settings.retry_wait(&self.function, pending.trigger, attempts);
+        if let Some(ack) = pending.message.ack.as_ref().filter(|a| a.0.redelivers()) {
+            // JetStream keeps it and delivers it again after the wait, counted.
+            match ack.0.settle(Settle::Retry(wait)).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(function = %self.key, event = %id, error = %e, "nak; retrying here"),
+            }
+        }
+        self.delay(Pending { not_listening_since: None, ..pending }, wait);
+    }
+
+    /// An event that failed its last delivery: stored at the dead-letter destination, then
+    /// settled. If the destination cannot take it, it waits a back-off and tries again.
+    async fn dead_letter(&mut self, pending: Pending, replica: &str, why: String, took: Duration) {
+        let (id, attempts) = (pending.message.id.clone(), pending.attempts);
         self.metrics.log(&self.key, format!("event={id} replica={replica} outcome=dead-letter attempt={attempts} duration={took:?} error={why}"));
-        let Some(subject) = self.settings.dead_letter.clone() else {
-            return tracing::warn!(function = %self.key, event = %id, error = %why, "event failed every delivery and no deadLetter is set; dropped");
+        let destination = self.settings.triggers.get(pending.trigger).and_then(|t| t.dead_letter.clone());
+        let source = self.sources.get(pending.trigger).cloned().flatten();
+        let (Some(destination), Some(source)) = (destination, source) else {
+            tracing::warn!(function = %self.key, event = %id, error = %why, "event failed every delivery and no deadLetter is set; dropped");
+            return self.settle(&pending, Settle::DeadLettered).await;
         };
         let mut headers: Vec<(&str, String)> = events::cloudevents::headers(&pending.message, attempts);
         headers.push(("flotilla-function", self.key.clone()));
         headers.push(("flotilla-failure", why));
-        if self.publish(&pending.message.source, &subject, pending.message.payload.clone(), headers).await {
-            self.metrics.update(&self.key, |c| c.dead_lettered += 1);
-        }
-    }
-
-    async fn publish(&self, source: &str, subject: &str, payload: bytes::Bytes, headers: Vec<(&str, String)>) -> bool {
-        let Some(broker) = self.brokers.get(source) else { return false };
-        match broker.publish(subject, payload, &headers).await {
-            Ok(()) => true,
+        match source.publish_durable(&destination, pending.message.payload.clone(), &headers).await {
+            Ok(()) => {
+                self.metrics.update(&self.key, |c| c.dead_lettered += 1);
+                self.settle(&pending, Settle::DeadLettered).await;
+            }
             Err(e) => {
-                tracing::warn!(function = %self.key, error = %e, "publishing");
-                false
+                tracing::warn!(function = %self.key, event = %id, error = %e, "publishing the dead letter; trying again");
+                self.delay(pending, self.settings.backoff);
             }
         }
     }

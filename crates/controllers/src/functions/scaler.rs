@@ -61,7 +61,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 1,
             backoff: Duration::from_millis(10),
-            dead_letter: None,
+            triggers: Vec::new(),
             min_replicas: 0,
             max_replicas: 4,
             target_in_flight: 2,
