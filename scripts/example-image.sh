@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example image offline from Debian's busybox-static: a one-layer OCI image layout
-# named localhost/flotilla/busybox:1.35, written as an OCI archive (tar) to $1.
+# named localhost/flotilla/busybox:1.35 (IMAGE_NAME overrides it), written as an OCI archive (tar)
+# to $1. EXTRA_BINARIES (space-separated paths of static executables) are added to /bin.
 set -euo pipefail
 out=${1:?usage: example-image.sh OUTPUT.tar}
 busybox=${BUSYBOX:-/bin/busybox}
@@ -13,6 +14,7 @@ cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
+for extra in ${EXTRA_BINARIES:-}; do cp "$extra" "$root/bin/"; done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 echo "hello from flotilla" > "$root/www/index.html"

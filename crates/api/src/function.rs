@@ -40,6 +40,14 @@ pub const API_VERSION: &str = "flotilla.dev/v1alpha1";
 /// The label every pod of a Function carries, with the Function's name.
 pub const FUNCTION_LABEL: &str = "flotilla.dev/function";
 
+/// The label of a Function's warm-pool pods (`"true"`): started, frozen, taking no events
+/// until the dispatcher claims one by removing the label and [`PAUSED_ANNOTATION`].
+pub const WARM_LABEL: &str = "flotilla.dev/warm";
+
+/// A pod annotated `"true"` has its containers frozen by the agent once started (the cgroup
+/// freezer, `runc pause`), and thawed when the annotation goes.
+pub const PAUSED_ANNOTATION: &str = "flotilla.dev/paused";
+
 /// A Function.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +121,10 @@ pub struct FunctionSpec {
     /// Where events that exhausted their retries go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetter>,
+    /// Pods kept started and frozen beside the replicas (default 0, at most `maxReplicas`):
+    /// an event that needs a new replica thaws one instead of starting a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<u32>,
 }
 
 /// One broker subscription: exactly one of its fields is set.
@@ -270,6 +282,28 @@ pub struct FunctionStatus {
     /// Replicas started because events arrived while none was ready.
     #[serde(default)]
     pub cold_starts: u64,
+    /// Events received per second, over the last status period.
+    #[serde(default)]
+    pub received_per_second: f64,
+    /// Events acknowledged per second, over the last status period.
+    #[serde(default)]
+    pub acked_per_second: f64,
+}
+
+/// A short description of a Function's triggers: `nats demo.>, jetstream JOBS, mqtt cams/#`.
+pub fn triggers_summary(spec: &FunctionSpec) -> String {
+    let one = |t: &Trigger| {
+        if let Some(n) = &t.nats {
+            format!("nats {}", n.subject)
+        } else if let Some(j) = &t.jetstream {
+            format!("jetstream {}{}", j.stream, j.filter_subject.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())
+        } else if let Some(m) = &t.mqtt {
+            format!("mqtt {} qos{}", m.topic, m.qos.unwrap_or(1))
+        } else {
+            "-".into()
+        }
+    };
+    spec.triggers.iter().map(one).collect::<Vec<_>>().join(", ")
 }
 
 /// Parses `500ms`, `10s`, `5m`: the durations Function specs use.
@@ -521,6 +555,12 @@ pub fn validate(function: &Function) -> Result<(), FieldErrors> {
             errors.push(FieldError::invalid("spec.scaling.targetInFlight", 0, "must be ≥ 1"));
         }
         duration(scaling.scale_down_delay.as_ref(), "spec.scaling.scaleDownDelay", &mut errors);
+    }
+    if let Some(pool) = spec.warm_pool {
+        let max = spec.scaling.as_ref().and_then(|s| s.max_replicas).unwrap_or(10);
+        if i64::from(pool) > i64::from(max) {
+            errors.push(FieldError::invalid("spec.warmPool", pool, &format!("must be at most spec.scaling.maxReplicas ({max})")));
+        }
     }
     if spec.concurrency == Some(0) {
         errors.push(FieldError::invalid("spec.concurrency", 0, "must be ≥ 1"));

@@ -34,6 +34,16 @@ pub fn manifest(data: &[u8]) {
             "Node" => admit_metadata_only::<Node>(doc, false, |o| &o.metadata),
             "Event" => admit_metadata_only::<Event>(doc, false, |o| &o.metadata),
             "Lease" => admit_metadata_only::<Lease>(doc, false, |o| &o.metadata),
+            "ConfigMap" => admit_with::<crate::ConfigMap>(doc, |o| crate::configdata::config_map(o, Some(o))),
+            "Secret" => admit_with::<crate::Secret>(doc, |o| crate::configdata::secret(o, Some(o))),
+            "PriorityClass" => admit_with::<crate::PriorityClass>(doc, |o| {
+                let mut errors = FieldErrors::default();
+                crate::priority::validate_class(o, &mut errors);
+                errors.into_result()
+            }),
+            "ImagePolicy" => admit_with::<crate::ImagePolicy>(doc, |o| crate::imagepolicy::validate(o, true)),
+            "ClusterImagePolicy" => admit_with::<crate::ImagePolicy>(doc, |o| crate::imagepolicy::validate(o, false)),
+            "Function" => admit_with::<crate::function::Function>(doc, crate::function::validate),
             other => panic!("parse_documents returned kind {other}, which has no decoder here"),
         }
     }
@@ -66,6 +76,16 @@ where
     let mut errors = FieldErrors::default();
     validation::metadata(meta(&object), label_name, &mut errors);
     show(errors.into_result());
+    round_trips(&object);
+}
+
+/// Decodes, validates with `validate`, and checks the round trip.
+fn admit_with<K>(doc: &Document, validate: impl Fn(&K) -> Result<(), FieldErrors>)
+where
+    K: DeserializeOwned + Serialize + PartialEq + Debug,
+{
+    let Some(object) = decoded::<K>(doc) else { return };
+    show(validate(&object));
     round_trips(&object);
 }
 

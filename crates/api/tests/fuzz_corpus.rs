@@ -41,6 +41,17 @@ const TOKENS: &[&[u8]] = &[
     b"\r\n",
     b"\xef\xbb\xbf",
     b"\xff",
+    b"flotilla.dev/v1alpha1",
+    b"Function",
+    b"nats://",
+    b"mqtt://",
+    b"sensors.>",
+    b"cams/+/#",
+    b"qos: 3",
+    b"ackWait: 0s",
+    b"maxDeliver: -1",
+    b"backoff: [1s, x]",
+    b"18446744073709551616ms",
 ];
 
 #[test]

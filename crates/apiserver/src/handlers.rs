@@ -48,7 +48,12 @@ pub struct AppState {
     pub image_gate: Option<Arc<crate::imagegate::ImageGate>>,
     /// Per-node identities: joining, and their tokens; `None` accepts only static tokens.
     pub identities: Option<Arc<crate::join::NodeIdentities>>,
+    /// Functions' invocation lines (`functions/<name>/log`), where the dispatchers run here.
+    pub function_log: Option<FunctionLog>,
 }
+
+/// A Function's (`namespace/name`) invocation lines numbered after the given one.
+pub type FunctionLog = Arc<dyn Fn(&str, u64) -> Vec<(u64, String)> + Send + Sync>;
 
 impl AppState {
     /// The user of a request: a static token, or a node's own token.
@@ -102,6 +107,19 @@ async fn authorized_dispatch(
     dispatch(state, info, node, query, headers, body).await
 }
 
+/// `GET …/functions/<name>/log[?since=N]`: the invocation lines numbered after `since`, as
+/// `{"lines": [{"n": 1, "line": "…"}]}`.
+async fn function_log(state: &AppState, rt: &ResourceType, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    state.registry.get(rt, Some(ns), name).await?;
+    let since = match query.get("since") {
+        Some(text) => text.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("since \"{text}\" is not a line number")))?,
+        None => 0,
+    };
+    let source = state.function_log.as_ref().ok_or_else(|| ApiError::NotFound { kind: "function log".into(), name: format!("{ns}/{name}") })?;
+    let lines: Vec<Value> = source(&format!("{ns}/{name}"), since).into_iter().map(|(n, line)| json!({"n": n, "line": line})).collect();
+    Ok(Json(json!({ "lines": lines })).into_response())
+}
+
 /// Serves an authorized request; `node` is the node a node agent's request speaks for.
 async fn dispatch(
     state: &AppState,
@@ -132,6 +150,7 @@ async fn dispatch(
     match (info.verb.as_str(), info.name.as_deref(), info.subresource.as_deref()) {
         ("get", Some(name), None | Some("status")) => Ok(Json(registry.get(rt, ns, name).await?).into_response()),
         ("get", Some(name), Some("log")) if rt.kind == "Pod" => pod_log(state, ns.unwrap_or("default"), name, query).await,
+        ("get", Some(name), Some("log")) if rt.kind == "Function" => function_log(state, rt, ns.unwrap_or("default"), name, query).await,
         ("list", None, None) => {
             let filter = ListFilter::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str))?;
             let (items, revision) = registry.list(rt, ns, &filter).await?;

@@ -132,6 +132,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let function_metrics = Arc::new(controllers::functions::FunctionMetrics::default());
     let rendered = function_metrics.clone();
     metrics.add_source(Arc::new(move || rendered.render()));
+    let invocations = function_metrics.clone();
     let state = AppState {
         registry: registry.clone(),
         auth,
@@ -140,6 +141,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
         ca_pem: Arc::new(pki.ca_pem.clone()),
         image_gate: Some(gate),
         identities: Some(identities),
+        function_log: Some(Arc::new(move |function: &str, since: u64| invocations.lines_since(function, since))),
     };
     let tls = apiserver::tls::server_config(&pki.cert_path, &pki.key_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;

@@ -68,8 +68,10 @@ enum Command {
     Describe(cmd::describe::DescribeArgs),
     /// Delete objects by file or by name.
     Delete(cmd::delete::DeleteArgs),
-    /// Print a pod's container log.
+    /// Print a pod's container log, or a Function's invocations (fn/NAME).
     Logs(cmd::logs::LogsArgs),
+    /// List Functions with their triggers, replicas, backlog and event rates.
+    Functions(cmd::functions::FunctionsArgs),
     /// Follow a rollout.
     Rollout(cmd::rollout::RolloutArgs),
     /// Set a deployment's replica count.
@@ -148,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Describe(args) => cmd::describe::run(&context(&cli)?, args).await,
         Command::Delete(args) => cmd::delete::run(&context(&cli)?, args).await,
         Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
+        Command::Functions(args) => cmd::functions::run(&context(&cli)?, args).await,
         Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
         Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,
         Command::Cordon(args) => cmd::node::set_unschedulable(&context(&cli)?, &args.node, true).await,

@@ -81,6 +81,18 @@ fn a_function_starts_from_zero_answers_dead_letters_poison_and_returns_to_zero()
             .then_some(out)
     });
     eprintln!("{table}");
+    let listing = cluster.run_ok(&["functions"]);
+    let header: Vec<&str> = listing.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(&header[..4], ["NAME", "TRIGGERS", "READY", "SCALE"], "{listing}");
+    assert!(listing.contains("echo") && listing.contains("nats demo.>") && listing.contains("0-3"), "{listing}");
+    let invocations = cluster.run_ok(&["logs", "fn/echo"]);
+    assert!(invocations.lines().any(|l| l.contains("event=poison-1") && l.contains("outcome=dead-letter") && l.contains("attempt=3")), "{invocations}");
+    assert_eq!(invocations.lines().filter(|l| l.contains("outcome=retry")).count(), 2, "{invocations}");
+    assert_eq!(invocations.lines().filter(|l| l.contains("outcome=acked")).count(), 6, "{invocations}");
+    let last = cluster.run_ok(&["logs", "fn/echo", "--tail", "1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    let missing = cluster.try_run(&["logs", "fn/nope"]).unwrap_err();
+    assert!(missing.contains("nope") && missing.to_lowercase().contains("not found"), "{missing}");
     let metrics = cluster.metrics();
     for line in [
         "flotilla_function_events_received_total{function=\"default/echo\"} 7",

@@ -112,6 +112,8 @@ pub struct ContainerTrack {
     pub readiness: ProbeTrack,
     /// Startup probe bookkeeping.
     pub startup: ProbeTrack,
+    /// Frozen (the pod is annotated paused: a Function's warm-pool pod).
+    pub paused: bool,
 }
 
 impl ContainerTrack {
@@ -134,6 +136,7 @@ impl ContainerTrack {
             liveness: ProbeTrack::default(),
             readiness: ProbeTrack::default(),
             startup: ProbeTrack::default(),
+            paused: false,
         }
     }
 

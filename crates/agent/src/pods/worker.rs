@@ -208,6 +208,25 @@ impl Worker {
                 self.start(pod, container, i).await;
             }
         }
+        self.freeze_or_thaw(pod).await;
+    }
+
+    /// Freezes the running containers of a pod annotated paused, and thaws them when the
+    /// annotation goes (a Function's warm-pool pod, claimed).
+    async fn freeze_or_thaw(&mut self, pod: &Pod) {
+        let wanted = pod.metadata.annotations.as_ref().and_then(|a| a.get(api::function::PAUSED_ANNOTATION)).is_some_and(|v| v == "true");
+        for i in 0..self.tracks.len() {
+            let track = &self.tracks[i];
+            if !track.running() || track.paused == wanted || track.role == Role::Init {
+                continue;
+            }
+            let id = container_id(&self.uid, &track.name);
+            let done = if wanted { self.ctx.runtime.pause(&id).await } else { self.ctx.runtime.resume(&id).await };
+            match done {
+                Ok(()) => self.tracks[i].paused = wanted,
+                Err(e) => tracing::warn!(pod = %Self::pod_name(pod), container = %id, error = %e, "freezing or thawing"),
+            }
+        }
     }
 
     /// True when every container (not init container) has ended and will not run again.
@@ -262,6 +281,7 @@ impl Worker {
                 track.image_id = image.digest.clone();
                 track.spec_hash = spec_hash(container);
                 track.start_at = None;
+                track.paused = false;
                 track.started = container.startup_probe.is_none();
                 track.ready = container.readiness_probe.is_none() && track.started;
                 let now = Instant::now();
@@ -320,6 +340,7 @@ impl Worker {
         let track_ready = &mut self.tracks[i];
         track_ready.ready = false;
         track_ready.started = false;
+        track_ready.paused = false;
         if !restart {
             self.tracks[i].phase = Phase::Terminated(ended);
             return;
@@ -345,8 +366,13 @@ impl Worker {
         let Phase::Running { pid, .. } = self.tracks[i].phase else { return };
         let id = container_id(&self.uid, &self.tracks[i].name);
         let runtime = self.ctx.runtime.clone();
+        let paused = self.tracks[i].paused;
         let _ = pod;
         tokio::spawn(async move {
+            // A frozen process cannot act on a signal: thaw it first.
+            if paused {
+                let _ = runtime.resume(&id).await;
+            }
             let _ = runtime.kill(&id, Signal::SIGTERM).await;
             let gone = tokio::time::timeout(grace, async {
                 while std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -363,7 +389,7 @@ impl Worker {
         let Some((ip, _)) = self.network.clone() else { return };
         let spec = pod.spec.clone().unwrap_or_default();
         let now = Instant::now();
-        for track in self.tracks.iter_mut().filter(|t| t.running()) {
+        for track in self.tracks.iter_mut().filter(|t| t.running() && !t.paused) {
             let Some(container) = find_container(&spec, &track.name) else { continue };
             let kinds = [
                 (ProbeKind::Startup, &container.startup_probe, !track.started),
@@ -534,7 +560,11 @@ impl Worker {
                     self.event(pod, false, "Killing", &format!("Stopping container {}", track.name));
                 }
                 let runtime = self.ctx.runtime.clone();
+                let paused = track.paused;
                 stops.push(async move {
+                    if paused {
+                        let _ = runtime.resume(&id).await;
+                    }
                     if let Err(e) = runtime::stop(runtime.as_ref(), &id, pid, grace).await {
                         tracing::warn!(container = %id, error = %e, "stopping container");
                     }

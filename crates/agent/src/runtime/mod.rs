@@ -164,6 +164,16 @@ pub trait ContainerRuntime: Send + Sync {
     /// Runs `argv` inside the running container and captures its output; kills it after
     /// `timeout`.
     async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError>;
+
+    /// Freezes every process of the container (the cgroup freezer).
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Command { id: id.to_string(), command: "pause".into(), status: "unsupported".into(), stderr: "this runtime cannot pause".into() })
+    }
+
+    /// Thaws a paused container.
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Command { id: id.to_string(), command: "resume".into(), status: "unsupported".into(), stderr: "this runtime cannot resume".into() })
+    }
 }
 
 /// Stops a container gracefully: SIGTERM, up to `grace` for the init (host PID `pid`) to exit,

@@ -204,6 +204,26 @@ impl ContainerRuntime for OciRuntime {
     async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
         super::exec::exec(self, id, argv, timeout).await
     }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_name("container id", id)?;
+        let out = self.control(id, &[os("pause"), os(id)]).await?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.failure(id))
+        }
+    }
+
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_name("container id", id)?;
+        let out = self.control(id, &[os("resume"), os(id)]).await?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.failure(id))
+        }
+    }
 }
 
 /// What `state` and `list` print for a container.

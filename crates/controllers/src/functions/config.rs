@@ -40,6 +40,8 @@ pub struct Settings {
     pub target_in_flight: u32,
     /// How long the load must stay lower before replicas are removed.
     pub scale_down_delay: Duration,
+    /// Frozen pods kept to be claimed.
+    pub warm_pool: u32,
 }
 
 fn or(text: Option<&String>, default: Duration) -> Duration {
@@ -65,6 +67,7 @@ impl Settings {
             max_replicas: (scaling.max_replicas.unwrap_or(10).max(1) as u32).max(min_replicas),
             target_in_flight: scaling.target_in_flight.unwrap_or(concurrency).max(1),
             scale_down_delay: or(scaling.scale_down_delay.as_ref(), Duration::from_secs(30)),
+            warm_pool: spec.warm_pool.unwrap_or(0),
         }
         .with_triggers(function)
     }

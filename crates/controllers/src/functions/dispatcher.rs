@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::config::Settings;
 use super::delivery::{deliver, Outcome};
 use super::metrics::FunctionMetrics;
-use super::replicas::{new_pod, replicas, Replica};
+use super::replicas::{claimed, new_pod, replicas, Replica};
 use super::scaler::Scaler;
 use crate::Caches;
 
@@ -115,19 +115,26 @@ pub struct Dispatcher {
     replicas: Vec<Replica>,
     /// Pods asked for and not yet in the cache.
     creating: u32,
+    /// Warm-pool pods asked for and not yet in the cache.
+    creating_warm: u32,
+    /// Warm-pool pods claimed whose claim the cache may not show yet.
+    claimed: BTreeSet<String>,
     /// Pods deleted and maybe still in the cache.
     deleting: BTreeSet<String>,
     scaler: Scaler,
     scale_down_at: Option<Instant>,
     published: Option<FunctionStatus>,
     last_status: Option<Instant>,
+    /// The received and acked counts when the rates were last taken, and when.
+    rate_sample: Option<(u64, u64, Instant)>,
+    rates: (f64, f64),
 }
 
 impl Dispatcher {
     /// A dispatcher for the Function `key` (`namespace/name`) as `functions` holds it.
     pub fn new(key: String, function: Arc<Function>, registry: Registry, caches: Caches, metrics: Arc<FunctionMetrics>) -> Dispatcher {
         let settings = Settings::of(&function);
-        let running = replicas(&caches, &function).iter().filter(|r| !r.finished).count() as u32;
+        let running = replicas(&caches, &function).iter().filter(|r| !r.finished && !r.warm).count() as u32;
         let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default();
         Dispatcher {
             key,
@@ -149,11 +156,15 @@ impl Dispatcher {
             endpoints: BTreeMap::new(),
             replicas: Vec::new(),
             creating: 0,
+            creating_warm: 0,
+            claimed: BTreeSet::new(),
             deleting: BTreeSet::new(),
             scaler: Scaler::new(running),
             scale_down_at: None,
             published: None,
             last_status: None,
+            rate_sample: None,
+            rates: (0.0, 0.0),
         }
     }
 
@@ -335,7 +346,8 @@ impl Dispatcher {
 
     /// Starts a delivery for every ready event a replica has room for.
     fn dispatch(&mut self, deliveries: &mut JoinSet<Done>) {
-        let ready: BTreeMap<&str, &Replica> = self.replicas.iter().filter(|r| r.ready && r.current && r.ip.is_some()).map(|r| (r.name.as_str(), r)).collect();
+        let ready: BTreeMap<&str, &Replica> =
+            self.replicas.iter().filter(|r| r.ready && r.current && !r.warm && r.ip.is_some()).map(|r| (r.name.as_str(), r)).collect();
         while !self.ready.is_empty() {
             let target = self
                 .endpoints
@@ -459,10 +471,20 @@ impl Dispatcher {
     async fn sync_replicas(&mut self) {
         let now = Instant::now();
         self.scale_down_at = self.scaler.decide(&self.settings, self.backlog(), self.in_flight(), now).map(|wait| now + wait);
-        let seen = replicas(&self.caches, &self.function);
+        let mut seen = replicas(&self.caches, &self.function);
+        for r in seen.iter_mut().filter(|r| self.claimed.contains(&r.name)) {
+            // Claimed: serving, whatever the cache still says.
+            r.warm = false;
+        }
+        let shown: Vec<String> = self.claimed.iter().filter(|name| !self.caches_says_warm(name)).cloned().collect();
+        for name in shown {
+            self.claimed.remove(&name);
+        }
         let known: BTreeSet<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
-        let new = seen.iter().filter(|r| !known.contains(r.name.as_str()) && !self.deleting.contains(&r.name)).count() as u32;
-        self.creating = self.creating.saturating_sub(new);
+        let new: Vec<&Replica> = seen.iter().filter(|r| !known.contains(r.name.as_str()) && !self.deleting.contains(&r.name)).collect();
+        let new_warm = new.iter().filter(|r| r.warm).count() as u32;
+        self.creating = self.creating.saturating_sub(new.len() as u32 - new_warm);
+        self.creating_warm = self.creating_warm.saturating_sub(new_warm);
         self.deleting.retain(|name| seen.iter().any(|r| &r.name == name));
         self.replicas = seen.into_iter().filter(|r| !self.deleting.contains(&r.name)).collect();
         let names: BTreeSet<String> = self.replicas.iter().map(|r| r.name.clone()).collect();
@@ -474,18 +496,29 @@ impl Dispatcher {
             }
         }
         let wanted = self.scaler.replicas;
-        let serving = self.replicas.iter().filter(|r| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining)).count() as u32;
+        let live = |r: &Replica| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining);
+        let serving = self.replicas.iter().filter(|r| live(r) && !r.warm).count() as u32;
+        let mut pool: Vec<(bool, String)> = self.replicas.iter().filter(|r| live(r) && r.warm).map(|r| (!r.ready, r.name.clone())).collect();
+        pool.sort();
         if serving + self.creating < wanted {
-            let cold = self.backlog() > 0 && !self.replicas.iter().any(|r| r.ready && r.current);
-            for _ in 0..(wanted - serving - self.creating) {
-                self.create_pod(cold).await;
+            let mut missing = wanted - serving - self.creating;
+            // The warm pool first: a thaw instead of a pod start.
+            while missing > 0 && !pool.is_empty() {
+                let (_, name) = pool.remove(0);
+                if self.claim(&name).await {
+                    missing -= 1;
+                }
+            }
+            let cold = self.backlog() > 0 && !self.replicas.iter().any(|r| r.ready && r.current && !r.warm);
+            for _ in 0..missing {
+                self.create_pod(cold, false).await;
             }
         } else if serving > wanted {
             // Scale in the replicas that would cost least: not ready, then the least busy.
             let mut candidates: Vec<(bool, u32, String)> = self
                 .replicas
                 .iter()
-                .filter(|r| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining))
+                .filter(|r| r.current && !r.finished && !r.warm && !self.endpoints.get(&r.name).is_some_and(|e| e.draining))
                 .map(|r| (r.ready, self.endpoints.get(&r.name).map_or(0, |e| e.in_flight), r.name.clone()))
                 .collect();
             candidates.sort();
@@ -493,6 +526,16 @@ impl Dispatcher {
                 if let Some(e) = self.endpoints.get_mut(&name) {
                     e.draining = true;
                 }
+            }
+        }
+        // Keep the pool at its size: new frozen pods for claimed ones, surplus ones removed.
+        let pooled = pool.len() as u32 + self.creating_warm;
+        for _ in pooled..self.settings.warm_pool {
+            self.create_pod(false, true).await;
+        }
+        for (_, name) in pool.iter().rev().take(pooled.saturating_sub(self.settings.warm_pool) as usize) {
+            if let Some(e) = self.endpoints.get_mut(name) {
+                e.draining = true;
             }
         }
         let drained: Vec<String> =
@@ -509,10 +552,43 @@ impl Dispatcher {
         });
     }
 
-    async fn create_pod(&mut self, cold: bool) {
-        match self.registry.create_as(&new_pod(&self.function)).await {
+    fn caches_says_warm(&self, name: &str) -> bool {
+        let ns = self.function.metadata.namespace.as_deref().unwrap_or("default");
+        self.caches
+            .pods
+            .get(&format!("{ns}/{name}"))
+            .is_some_and(|p| p.metadata.labels.as_ref().and_then(|l| l.get(api::function::WARM_LABEL)).is_some_and(|w| w == "true"))
+    }
+
+    /// Claims a warm-pool pod: the agent thaws it and it takes events.
+    async fn claim(&mut self, name: &str) -> bool {
+        let ns = self.function.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(pod) = self.caches.pods.get(&format!("{ns}/{name}")) else { return false };
+        match self.registry.update_as(&claimed(&pod)).await {
+            Ok(_) => {
+                self.claimed.insert(name.to_string());
+                if let Some(r) = self.replicas.iter_mut().find(|r| r.name == name) {
+                    r.warm = false;
+                }
+                self.metrics.update(&self.key, |c| c.pool_claims += 1);
+                tracing::debug!(function = %self.key, pod = name, "warm-pool pod claimed");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(function = %self.key, pod = name, error = %e, "claiming a warm-pool pod");
+                false
+            }
+        }
+    }
+
+    async fn create_pod(&mut self, cold: bool, warm: bool) {
+        match self.registry.create_as(&new_pod(&self.function, warm)).await {
             Ok(pod) => {
-                self.creating += 1;
+                if warm {
+                    self.creating_warm += 1;
+                } else {
+                    self.creating += 1;
+                }
                 if cold {
                     self.metrics.update(&self.key, |c| c.cold_starts += 1);
                 }
@@ -539,6 +615,16 @@ impl Dispatcher {
             return;
         }
         let c = self.metrics.counters(&self.key);
+        let now = Instant::now();
+        match self.rate_sample {
+            Some((received, acked, at)) if now.duration_since(at) >= STATUS_PERIOD => {
+                let per_second = |n: u64| ((n as f64) / now.duration_since(at).as_secs_f64() * 10.0).round() / 10.0;
+                self.rates = (per_second(c.received - received), per_second(c.acked - acked));
+                self.rate_sample = Some((c.received, c.acked, now));
+            }
+            Some(_) => {}
+            None => self.rate_sample = Some((c.received, c.acked, now)),
+        }
         let status = FunctionStatus {
             replicas: self.scaler.replicas as i32,
             ready_replicas: c.ready_replicas as i32,
@@ -548,6 +634,8 @@ impl Dispatcher {
             acked: c.acked,
             dead_lettered: c.dead_lettered,
             cold_starts: c.cold_starts,
+            received_per_second: self.rates.0,
+            acked_per_second: self.rates.1,
         };
         if self.published.as_ref() == Some(&status) {
             return;

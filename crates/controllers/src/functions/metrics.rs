@@ -48,6 +48,8 @@ pub struct Counters {
     pub dead_lettered: u64,
     /// Replicas started because events waited with none ready.
     pub cold_starts: u64,
+    /// Warm-pool pods claimed (thawed) to serve as replicas.
+    pub pool_claims: u64,
     /// Events being handled now.
     pub in_flight: u64,
     /// Events waiting now.
@@ -56,8 +58,10 @@ pub struct Counters {
     pub ready_replicas: u64,
     /// Arrival → the handler's answer, for acknowledged events.
     latency: Histogram,
-    /// Recent invocations.
-    log: VecDeque<String>,
+    /// Recent invocations, numbered from 1.
+    log: VecDeque<(u64, String)>,
+    /// The number of the last invocation line.
+    logged: u64,
 }
 
 /// One series: its name, Prometheus type, help text and how to read it from the counters.
@@ -81,19 +85,27 @@ impl FunctionMetrics {
         self.update(function, |c| c.latency.observe(latency));
     }
 
-    /// Adds an invocation line: event id, replica, outcome, duration.
+    /// Adds an invocation line (event id, replica, outcome, duration), stamped with the time.
     pub fn log(&self, function: &str, line: String) {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.update(function, |c| {
             if c.log.len() == LOG_LINES {
                 c.log.pop_front();
             }
-            c.log.push_back(line);
+            c.logged += 1;
+            c.log.push_back((c.logged, format!("{time} {line}")));
         });
     }
 
     /// The recent invocation lines of `function`.
     pub fn lines(&self, function: &str) -> Vec<String> {
-        self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(function).map(|c| c.log.iter().cloned().collect()).unwrap_or_default()
+        self.lines_since(function, 0).into_iter().map(|(_, line)| line).collect()
+    }
+
+    /// The invocation lines of `function` numbered after `since`, with their numbers.
+    pub fn lines_since(&self, function: &str, since: u64) -> Vec<(u64, String)> {
+        let all = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(function).map(|c| c.log.iter().filter(|(n, _)| *n > since).cloned().collect()).unwrap_or_default()
     }
 
     /// A copy of the counters of `function`.
@@ -110,13 +122,14 @@ impl FunctionMetrics {
     pub fn render(&self) -> String {
         let all = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let series: [Series; 9] = [
+        let series: [Series; 10] = [
             ("flotilla_function_events_received_total", "counter", "Events received from brokers.", |c| c.received),
             ("flotilla_function_deliveries_total", "counter", "Deliveries to replicas, retries included.", |c| c.delivered),
             ("flotilla_function_events_acked_total", "counter", "Events a replica acknowledged with a 2xx.", |c| c.acked),
             ("flotilla_function_retries_total", "counter", "Deliveries that failed and were tried again.", |c| c.retried),
             ("flotilla_function_events_dead_lettered_total", "counter", "Events sent to the dead-letter destination.", |c| c.dead_lettered),
             ("flotilla_function_cold_starts_total", "counter", "Replicas started for events that found none ready.", |c| c.cold_starts),
+            ("flotilla_function_warm_pool_claims_total", "counter", "Warm-pool pods thawed to serve as replicas.", |c| c.pool_claims),
             ("flotilla_function_in_flight", "gauge", "Events being handled.", |c| c.in_flight),
             ("flotilla_function_backlog", "gauge", "Events waiting for a replica.", |c| c.backlog),
             ("flotilla_function_ready_replicas", "gauge", "Replicas ready for events.", |c| c.ready_replicas),
@@ -159,6 +172,9 @@ mod tests {
             m.log("default/f", format!("line {i}"));
         }
         let lines = m.lines("default/f");
-        assert_eq!((lines.len(), lines[0].as_str()), (LOG_LINES, "line 5"));
+        assert_eq!(lines.len(), LOG_LINES, "the oldest lines go");
+        assert!(lines[0].ends_with(" line 5") && lines[0].contains('T'), "a time stamp, then the line: {}", lines[0]);
+        let since = m.lines_since("default/f", (LOG_LINES + 3) as u64);
+        assert_eq!(since.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [LOG_LINES as u64 + 4, LOG_LINES as u64 + 5], "numbered from 1, after `since`");
     }
 }

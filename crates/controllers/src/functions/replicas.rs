@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use api::function::{Function, FUNCTION_LABEL};
+use api::function::{Function, FUNCTION_LABEL, PAUSED_ANNOTATION, WARM_LABEL};
 use api::pod::{is_ready, is_terminating, template_hash};
 use api::{ObjectMeta, OwnerReference, Pod};
 
@@ -27,6 +27,8 @@ pub struct Replica {
     pub current: bool,
     /// Ended (Succeeded or Failed): it is replaced.
     pub finished: bool,
+    /// In the warm pool: frozen, taking no events until claimed.
+    pub warm: bool,
 }
 
 /// The hash of a Function's pod template.
@@ -34,20 +36,25 @@ pub fn template_of(function: &Function) -> String {
     template_hash(&function.spec.template)
 }
 
-/// A new pod for `function`.
-pub fn new_pod(function: &Function) -> Pod {
+/// A new pod for `function`; a `warm` one is for the pool.
+pub fn new_pod(function: &Function, warm: bool) -> Pod {
     let name = function.metadata.name.clone().unwrap_or_default();
     let template = &function.spec.template;
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
     labels.insert(FUNCTION_LABEL.into(), name.clone());
     labels.insert(TEMPLATE_LABEL.into(), template_of(function));
+    let mut annotations = meta.annotations.unwrap_or_default();
+    if warm {
+        labels.insert(WARM_LABEL.into(), "true".into());
+        annotations.insert(PAUSED_ANNOTATION.into(), "true".into());
+    }
     Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}-")),
             namespace: function.metadata.namespace.clone(),
             labels: Some(labels),
-            annotations: meta.annotations,
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![OwnerReference {
                 api_version: api::function::API_VERSION.into(),
                 kind: "Function".into(),
@@ -61,6 +68,20 @@ pub fn new_pod(function: &Function) -> Pod {
         spec: template.spec.clone(),
         status: None,
     }
+}
+
+/// `pod` claimed from the warm pool: without the label and the annotation that kept it frozen.
+pub fn claimed(pod: &Pod) -> Pod {
+    let mut pod = pod.clone();
+    if let Some(labels) = pod.metadata.labels.as_mut() {
+        labels.remove(WARM_LABEL);
+    }
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.remove(PAUSED_ANNOTATION);
+    }
+    pod.metadata.resource_version = None;
+    pod.status = None;
+    pod
 }
 
 /// The live (not terminating) pods of `function` in the cache.
@@ -85,5 +106,6 @@ fn replica(pod: &Pod, template: &str) -> Replica {
         ready: is_ready(pod),
         current: pod.metadata.labels.as_ref().and_then(|l| l.get(TEMPLATE_LABEL)).is_some_and(|h| h == template),
         finished: matches!(phase, "Succeeded" | "Failed"),
+        warm: pod.metadata.labels.as_ref().and_then(|l| l.get(WARM_LABEL)).is_some_and(|w| w == "true"),
     }
 }

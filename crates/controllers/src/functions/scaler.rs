@@ -62,6 +62,7 @@ mod tests {
             retries: 1,
             backoff: Duration::from_millis(10),
             triggers: Vec::new(),
+            warm_pool: 0,
             min_replicas: 0,
             max_replicas: 4,
             target_in_flight: 2,

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::Context;
 
 mod cluster;
+mod functions;
 mod nodeloss;
 mod scan;
 mod scheduler;
@@ -41,6 +42,9 @@ enum BenchCommand {
     /// Pods per second end to end (API, store, scheduler) over hollow nodes, against a
     /// `flotilla server` it starts.
     Cluster(cluster::ClusterBenchArgs),
+    /// Function events: warm and cold publish → handler latency and events/s through one
+    /// replica, on the current cluster, against a nats-server it starts.
+    Functions(functions::FunctionBenchArgs),
     /// Node loss: time until a SIGKILLed node's Deployment pods are Ready elsewhere, and until
     /// the node, back again, has stopped their duplicates; against a server and two agents it
     /// starts.
@@ -93,6 +97,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::Scheduler(a) => scheduler::run(a),
         BenchCommand::Cluster(a) => cluster::run(a).await,
         BenchCommand::NodeLoss(a) => nodeloss::run(a).await,
+        BenchCommand::Functions(a) => functions::run(&ctx()?, a).await,
         BenchCommand::Scan(a) => scan::run(a),
         BenchCommand::Unpack(a) => unpack::run(a),
         BenchCommand::Verify(a) => verify::run(a).await,

@@ -186,9 +186,8 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
                 created,
             ];
             if wide {
-                let triggers: Vec<String> =
-                    arr("/spec/triggers").iter().filter_map(|t| Some(format!("nats {}", t.pointer("/nats/subject")?.as_str()?))).collect();
-                row.push(triggers.join(","));
+                let spec: api::function::FunctionSpec = v.get("spec").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
+                row.push(api::function::triggers_summary(&spec));
             }
             row
         }

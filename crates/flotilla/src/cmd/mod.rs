@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bench;
 pub mod delete;
 pub mod describe;
+pub mod functions;
 pub mod get;
 pub mod image;
 pub mod logs;

@@ -48,6 +48,24 @@ pub fn example_image() -> &'static Path {
         .1
 }
 
+/// The handler image of the Function tests and bench (`localhost/flotilla/fn-echo:1`, the
+/// example image plus scripts/bench/echo-handler.c), built once per test binary.
+pub fn function_image() -> &'static Path {
+    static IMAGE_TAR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &IMAGE_TAR
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = dir.path().join("fn-echo.tar");
+            let out = Command::new(repo_root().join("scripts/function-image.sh")).arg(&tar).output().unwrap();
+            assert!(out.status.success(), "scripts/function-image.sh failed (apt-get install build-essential?): {}", String::from_utf8_lossy(&out.stderr));
+            (dir, tar)
+        })
+        .1
+}
+
+/// The handler image's name.
+pub const FUNCTION_IMAGE: &str = "localhost/flotilla/fn-echo:1";
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -93,6 +111,8 @@ pub struct Cluster {
     mode: Mode,
     /// Extra flags of `up` or `server` (e.g. `--etcd-endpoints`).
     server_flags: Vec<String>,
+    /// Extra flags of the agent (`up`, or `agent` of a split cluster).
+    agent_extra: Vec<String>,
     server: Option<Child>,
     agent: Option<Child>,
     /// Every pod uid seen, for the host checks.
@@ -113,6 +133,24 @@ impl Cluster {
 
     /// Starts a cluster in `mode` whose `up` or `server` also gets `server_flags`.
     pub fn start_with(name: &str, mode: Mode, server_flags: &[&str]) -> Cluster {
+        Cluster::start_with_images(name, mode, server_flags, &[])
+    }
+
+    /// Starts `flotilla up` with the example image and `images` (OCI archives) imported.
+    pub fn up_with_images(name: &str, images: &[&Path]) -> Cluster {
+        Cluster::start_with_images(name, Mode::Up, &[], images)
+    }
+
+    /// Starts a split cluster whose agent also gets `agent_flags` (e.g. `--device-class`).
+    pub fn split_with_agent_flags(name: &str, agent_flags: &[&str]) -> Cluster {
+        Cluster::build(name, Mode::Split, &[], agent_flags, &[])
+    }
+
+    fn start_with_images(name: &str, mode: Mode, server_flags: &[&str], images: &[&Path]) -> Cluster {
+        Cluster::build(name, mode, server_flags, &[], images)
+    }
+
+    fn build(name: &str, mode: Mode, server_flags: &[&str], agent_flags: &[&str], images: &[&Path]) -> Cluster {
         let serial = serial();
         // A per-test bridge and CIDR derived from the name keep leftovers of one test from
         // disturbing another.
@@ -127,6 +165,7 @@ impl Cluster {
             backoff_ms: 300,
             mode,
             server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
+            agent_extra: agent_flags.iter().map(|f| f.to_string()).collect(),
             server: None,
             agent: None,
             pod_uids: BTreeSet::new(),
@@ -135,6 +174,9 @@ impl Cluster {
         let agent_dir = cluster.agent_dir();
         let out = cluster.run_ok(&["image", "import", "--data-dir", agent_dir.to_str().unwrap(), example_image().to_str().unwrap()]);
         assert!(out.contains(IMAGE), "image import did not name the image: {out}");
+        for image in images {
+            cluster.run_ok(&["image", "import", "--data-dir", agent_dir.to_str().unwrap(), image.to_str().unwrap()]);
+        }
         cluster.start_processes();
         cluster
     }
@@ -153,6 +195,7 @@ impl Cluster {
         ["--node-name", &self.node, "--agent-port", "0", "--bridge", &self.bridge, "--pod-cidr", &self.pod_cidr, "--backoff-ms", &self.backoff_ms.to_string()]
             .iter()
             .map(|s| s.to_string())
+            .chain(self.agent_extra.iter().cloned())
             .collect()
     }
 

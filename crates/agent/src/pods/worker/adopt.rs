@@ -42,7 +42,8 @@ impl Worker {
             }
             let id = container_id(&self.uid, &container.name);
             match self.ctx.runtime.state(&id).await {
-                Ok(Some(state)) if state.status == ContainerStatus::Running && state.pid.is_some() => {
+                Ok(Some(state)) if matches!(state.status, ContainerStatus::Running | ContainerStatus::Paused) && state.pid.is_some() => {
+                    track.paused = state.status == ContainerStatus::Paused;
                     let pid = state.pid.unwrap_or_default();
                     let started_at = before.and_then(|b| b.state.as_ref()?.running.as_ref()?.started_at.clone()).unwrap_or_else(api::now);
                     track.attempt = 1;
