@@ -19,13 +19,18 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Posts `message` (delivery `attempt`) to `ip:port` at `path`, waiting at most `timeout`.
-pub async fn deliver(http: &reqwest::Client, ip: IpAddr, port: u16, path: &str, message: &Message, attempt: u32, timeout: Duration) -> Outcome {
+/// The URL events for a replica at `ip` go to.
+pub fn url(ip: IpAddr, port: u16, path: &str) -> Option<reqwest::Url> {
     let host = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    let mut request = http.post(format!("http://{host}:{port}{path}")).timeout(timeout).body(message.payload.clone());
+    reqwest::Url::parse(&format!("http://{host}:{port}{path}")).ok()
+}
+
+/// Posts `message` (delivery `attempt`) to `url`, waiting at most `timeout`.
+pub async fn deliver(http: &reqwest::Client, url: reqwest::Url, message: &Message, attempt: u32, timeout: Duration) -> Outcome {
+    let mut request = http.post(url).timeout(timeout).body(message.payload.clone());
     for (name, value) in events::cloudevents::headers(message, attempt) {
         request = request.header(name, value);
     }

@@ -27,9 +27,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::config::Settings;
-use super::delivery::{deliver, Outcome};
+use super::delivery::{deliver, url, Outcome};
 use super::metrics::FunctionMetrics;
-use super::replicas::{claimed, new_pod, replicas, Replica};
+use super::replicas::{claimed, new_pod, replicas, replicas_of_template, template_of, Replica};
 use super::scaler::Scaler;
 use crate::Caches;
 
@@ -81,6 +81,8 @@ impl Ord for Delayed {
 #[derive(Debug, Default)]
 struct Endpoint {
     in_flight: u32,
+    /// Where its events go, for the address it had when first used.
+    url: Option<(std::net::IpAddr, reqwest::Url)>,
     /// No new events: it is being removed (scale-in or an old template).
     draining: bool,
 }
@@ -113,6 +115,10 @@ pub struct Dispatcher {
     seq: u64,
     endpoints: BTreeMap<String, Endpoint>,
     replicas: Vec<Replica>,
+    /// The pods as the cache last showed them; `None` after a pod or the Function changed.
+    observed: Option<Vec<Replica>>,
+    /// The hash of the Function's pod template.
+    template: String,
     /// Pods asked for and not yet in the cache.
     creating: u32,
     /// Warm-pool pods asked for and not yet in the cache.
@@ -155,6 +161,8 @@ impl Dispatcher {
             seq: 0,
             endpoints: BTreeMap::new(),
             replicas: Vec::new(),
+            observed: None,
+            template: String::new(),
             creating: 0,
             creating_warm: 0,
             claimed: BTreeSet::new(),
@@ -246,7 +254,7 @@ impl Dispatcher {
                     None => return tracing::warn!(function = %self.key, "broker subscriptions ended"),
                 },
                 Some(Ok(done)) = deliveries.join_next(), if !deliveries.is_empty() => self.on_done(done).await,
-                _ = pods.recv() => {}
+                _ = pods.recv() => self.observed = None,
                 changed = updates.changed() => {
                     if changed.is_err() {
                         return;
@@ -255,6 +263,10 @@ impl Dispatcher {
                     let resubscribe = function.spec.triggers != self.function.spec.triggers;
                     self.settings = Settings::of(&function);
                     self.function = function;
+                    self.observed = None;
+                    for endpoint in self.endpoints.values_mut() {
+                        endpoint.url = None;
+                    }
                     if resubscribe {
                         match self.subscribe().await {
                             Ok(streams) => incoming = futures::stream::select_all(streams),
@@ -367,14 +379,22 @@ impl Dispatcher {
                 pending.flight = self.seq;
                 self.held.insert(self.seq, ack.clone());
             }
+            let mut target = None;
             if let Some(endpoint) = self.endpoints.get_mut(&name) {
                 endpoint.in_flight += 1;
+                if endpoint.url.as_ref().is_none_or(|(at, _)| *at != ip) {
+                    endpoint.url = url(ip, self.settings.port, &self.settings.path).map(|u| (ip, u));
+                }
+                target = endpoint.url.as_ref().map(|(_, u)| u.clone());
             }
             let attempt = pending.attempts + 1;
-            let (http, settings) = (self.http.clone(), self.settings.clone());
+            let (http, timeout) = (self.http.clone(), self.settings.timeout);
             deliveries.spawn(async move {
                 let started = Instant::now();
-                let outcome = deliver(&http, ip, settings.port, &settings.path, &pending.message, attempt, settings.timeout).await;
+                let outcome = match target {
+                    Some(url) => deliver(&http, url, &pending.message, attempt, timeout).await,
+                    None => Outcome::Failed(format!("no URL for {ip}")),
+                };
                 if outcome != Outcome::NotListening {
                     pending.attempts = attempt;
                 }
@@ -471,7 +491,12 @@ impl Dispatcher {
     async fn sync_replicas(&mut self) {
         let now = Instant::now();
         self.scale_down_at = self.scaler.decide(&self.settings, self.backlog(), self.in_flight(), now).map(|wait| now + wait);
-        let mut seen = replicas(&self.caches, &self.function);
+        if self.observed.is_none() {
+            // Listing and hashing on every turn cost more than the deliveries at 10k events/s.
+            self.template = template_of(&self.function);
+            self.observed = Some(replicas_of_template(&self.caches, &self.function, &self.template));
+        }
+        let mut seen = self.observed.clone().unwrap_or_default();
         for r in seen.iter_mut().filter(|r| self.claimed.contains(&r.name)) {
             // Claimed: serving, whatever the cache still says.
             r.warm = false;

@@ -58,8 +58,8 @@ pub struct Counters {
     pub ready_replicas: u64,
     /// Arrival → the handler's answer, for acknowledged events.
     latency: Histogram,
-    /// Recent invocations, numbered from 1.
-    log: VecDeque<(u64, String)>,
+    /// Recent invocations, numbered from 1, with their time (formatted when read).
+    log: VecDeque<(u64, std::time::SystemTime, String)>,
     /// The number of the last invocation line.
     logged: u64,
 }
@@ -77,7 +77,10 @@ impl FunctionMetrics {
     /// Changes the counters of `function`.
     pub fn update(&self, function: &str, change: impl FnOnce(&mut Counters)) {
         let mut all = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        change(all.entry(function.to_string()).or_default());
+        match all.get_mut(function) {
+            Some(counters) => change(counters),
+            None => change(all.entry(function.to_string()).or_default()),
+        }
     }
 
     /// Records an acknowledged event's latency from arrival.
@@ -87,13 +90,13 @@ impl FunctionMetrics {
 
     /// Adds an invocation line (event id, replica, outcome, duration), stamped with the time.
     pub fn log(&self, function: &str, line: String) {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let time = std::time::SystemTime::now();
         self.update(function, |c| {
             if c.log.len() == LOG_LINES {
                 c.log.pop_front();
             }
             c.logged += 1;
-            c.log.push_back((c.logged, format!("{time} {line}")));
+            c.log.push_back((c.logged, time, line));
         });
     }
 
@@ -105,7 +108,10 @@ impl FunctionMetrics {
     /// The invocation lines of `function` numbered after `since`, with their numbers.
     pub fn lines_since(&self, function: &str, since: u64) -> Vec<(u64, String)> {
         let all = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(function).map(|c| c.log.iter().filter(|(n, _)| *n > since).cloned().collect()).unwrap_or_default()
+        let stamp = |t: &std::time::SystemTime| chrono::DateTime::<chrono::Utc>::from(*t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        all.get(function)
+            .map(|c| c.log.iter().filter(|(n, _, _)| *n > since).map(|(n, t, line)| (*n, format!("{} {line}", stamp(t)))).collect())
+            .unwrap_or_default()
     }
 
     /// A copy of the counters of `function`.

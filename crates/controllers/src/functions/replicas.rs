@@ -86,15 +86,19 @@ pub fn claimed(pod: &Pod) -> Pod {
 
 /// The live (not terminating) pods of `function` in the cache.
 pub fn replicas(caches: &Caches, function: &Function) -> Vec<Replica> {
+    replicas_of_template(caches, function, &template_of(function))
+}
+
+/// [`replicas`], given the hash of the Function's template.
+pub fn replicas_of_template(caches: &Caches, function: &Function, template: &str) -> Vec<Replica> {
     let ns = function.metadata.namespace.as_deref().unwrap_or("default");
     let name = function.metadata.name.as_deref().unwrap_or("");
-    let template = template_of(function);
     caches
         .pods
         .list_namespace(ns)
         .into_iter()
         .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(FUNCTION_LABEL)).is_some_and(|f| f == name) && !is_terminating(p))
-        .map(|p| replica(&p, &template))
+        .map(|p| replica(&p, template))
         .collect()
 }
 
