@@ -206,6 +206,18 @@ fn run_through(
     assert!(all.iter().all(|r| r.delivery >= 1), "the delivery count reaches the handler");
 }
 
+/// Keeps the bodies of the dead letters `letters` brings in `sink`, settling each.
+fn collect(runtime: &tokio::runtime::Runtime, mut letters: MessageStream, sink: Arc<Mutex<Vec<String>>>) {
+    runtime.spawn(async move {
+        while let Some(m) = letters.next().await {
+            sink.lock().unwrap().push(String::from_utf8_lossy(&m.payload).into_owned());
+            if let Some(ack) = m.ack {
+                let _ = ack.0.settle(events::Settle::Done).await;
+            }
+        }
+    });
+}
+
 fn settle_and_clean(mut cluster: Cluster, name: &str) {
     cluster.run_ok(&["delete", "function", name]);
     cluster.delete_everything();
@@ -238,16 +250,8 @@ fn jetstream_loses_nothing_when_replicas_and_the_node_die() {
         backoff: Vec::new(),
         max_ack_pending: 10_000,
     };
-    let mut letters: MessageStream = runtime.block_on(broker.consume(&spec)).unwrap();
-    let sink = dead.clone();
-    runtime.spawn(async move {
-        while let Some(m) = letters.next().await {
-            sink.lock().unwrap().push(String::from_utf8_lossy(&m.payload).into_owned());
-            if let Some(ack) = m.ack {
-                let _ = ack.0.settle(events::Settle::Done).await;
-            }
-        }
-    });
+    let letters: MessageStream = runtime.block_on(broker.consume(&spec)).unwrap();
+    collect(&runtime, letters, dead.clone());
 
     let publisher = broker.clone();
     let publish = async move {
@@ -273,16 +277,8 @@ fn mqtt_loses_nothing(qos: u8) {
 
     let dead = Arc::new(Mutex::new(Vec::new()));
     let check = Subscription { topic: "dead/jobs".into(), qos: 1, client_id: "dead-check".into() };
-    let (_checker, mut letters) = runtime.block_on(MqttBroker::subscribe(&mosquitto.url(), &check)).unwrap();
-    let sink = dead.clone();
-    runtime.spawn(async move {
-        while let Some(m) = letters.next().await {
-            sink.lock().unwrap().push(String::from_utf8_lossy(&m.payload).into_owned());
-            if let Some(ack) = m.ack {
-                let _ = ack.0.settle(events::Settle::Done).await;
-            }
-        }
-    });
+    let (_checker, letters) = runtime.block_on(MqttBroker::subscribe(&mosquitto.url(), &check)).unwrap();
+    collect(&runtime, letters, dead.clone());
 
     let publisher = runtime.block_on(MqttBroker::connect(&mosquitto.url(), "publisher")).unwrap();
     let sent = Arc::new(AtomicUsize::new(0));

@@ -28,6 +28,17 @@ pub struct OciRuntime {
 }
 
 impl OciRuntime {
+    /// `<runtime> <verb> <id>`, for the verbs that take nothing else (pause, resume).
+    async fn verb(&self, id: &str, verb: &str) -> Result<(), RuntimeError> {
+        validate_name("container id", id)?;
+        let out = self.control(id, &[os(verb), os(id)]).await?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(out.failure(id))
+        }
+    }
+
     /// The runtime used when none is configured.
     pub const DEFAULT: &'static str = "runc";
 
@@ -206,23 +217,11 @@ impl ContainerRuntime for OciRuntime {
     }
 
     async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        validate_name("container id", id)?;
-        let out = self.control(id, &[os("pause"), os(id)]).await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(out.failure(id))
-        }
+        self.verb(id, "pause").await
     }
 
     async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        validate_name("container id", id)?;
-        let out = self.control(id, &[os("resume"), os(id)]).await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(out.failure(id))
-        }
+        self.verb(id, "resume").await
     }
 }
 

@@ -141,7 +141,7 @@ impl Dispatcher {
     pub fn new(key: String, function: Arc<Function>, registry: Registry, caches: Caches, metrics: Arc<FunctionMetrics>) -> Dispatcher {
         let settings = Settings::of(&function);
         let running = replicas(&caches, &function).iter().filter(|r| !r.finished && !r.warm).count() as u32;
-        let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        let http = super::delivery::client();
         Dispatcher {
             key,
             settings,
