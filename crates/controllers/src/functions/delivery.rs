@@ -1,11 +1,15 @@
 //! One delivery of an event to one replica: an HTTP POST in the CloudEvents binary mode, and
 //! what came of it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use events::Message;
+use http::HeaderValue;
+use http_body_util::Full;
+
+use super::http1::{Client, RequestError};
 
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,42 +23,48 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The HTTP client deliveries use: kept-alive connections, no proxy, and no redirects (a 3xx
-/// is a failed delivery; following one would let a handler send the control plane anywhere).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default()
+/// Where a replica's events go: its address and the request target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The replica's address and the handler's port.
+    pub addr: SocketAddr,
+    /// The path events are POSTed to, as a request target.
+    pub path: http::Uri,
+    /// The `Host` header.
+    pub host: HeaderValue,
 }
 
-/// The URL events for a replica at `ip` go to.
-pub fn url(ip: IpAddr, port: u16, path: &str) -> Option<reqwest::Url> {
-    let host = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    };
-    reqwest::Url::parse(&format!("http://{host}:{port}{path}")).ok()
+/// The target for a replica at `ip`.
+pub fn target(ip: IpAddr, port: u16, path: &str) -> Option<Target> {
+    let addr = SocketAddr::new(ip, port);
+    Some(Target { addr, path: path.parse().ok()?, host: HeaderValue::from_str(&addr.to_string()).ok()? })
 }
 
-/// Posts `message` (delivery `attempt`) to `url`, waiting at most `timeout`.
-pub async fn deliver(http: &reqwest::Client, url: reqwest::Url, message: &Message, attempt: u32, timeout: Duration) -> Outcome {
-    let mut request = http.post(url).timeout(timeout).body(message.payload.clone());
+/// Posts `message` (delivery `attempt`) to `target`, waiting at most `timeout`.
+pub async fn deliver(http: &Client, target: &Target, message: &Message, attempt: u32, timeout: Duration) -> Outcome {
+    let mut headers = http::HeaderMap::with_capacity(10);
+    headers.insert(http::header::HOST, target.host.clone());
     for (name, value) in events::cloudevents::headers(message, attempt) {
-        request = request.header(name, value);
+        match HeaderValue::from_str(&value) {
+            Ok(value) => {
+                headers.insert(name, value);
+            }
+            Err(_) => return Outcome::Failed(format!("the event's {name} ({value:?}) cannot be an HTTP header")),
+        }
     }
-    match request.send().await {
-        Ok(response) if response.status().is_success() => match response.bytes().await {
-            Ok(body) => Outcome::Acked(body),
-            Err(e) => Outcome::Failed(format!("reading the answer: {e}")),
-        },
-        Ok(response) => Outcome::Failed(format!("HTTP {}", response.status().as_u16())),
-        Err(e) if e.is_connect() && !e.is_timeout() => Outcome::NotListening,
-        Err(e) if e.is_timeout() => Outcome::Failed(format!("no answer within {timeout:?}")),
-        Err(e) => Outcome::Failed(e.to_string()),
+    let make = || {
+        let mut request = http::Request::new(Full::new(message.payload.clone()));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = target.path.clone();
+        *request.headers_mut() = headers.clone();
+        request
+    };
+    match http.send(target.addr, make, timeout).await {
+        Ok((status, body)) if status.is_success() => Outcome::Acked(body),
+        Ok((status, _)) => Outcome::Failed(format!("HTTP {}", status.as_u16())),
+        Err(RequestError::Connect) => Outcome::NotListening,
+        Err(RequestError::Timeout) => Outcome::Failed(format!("no answer within {timeout:?}")),
+        Err(RequestError::Other(e)) => Outcome::Failed(e),
     }
 }
 
@@ -84,6 +94,10 @@ mod tests {
         (port, count)
     }
 
+    fn common_free_port() -> u16 {
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    }
+
     fn message() -> Message {
         Message {
             id: "e-1".into(),
@@ -104,11 +118,17 @@ mod tests {
         let redirect: &'static str =
             Box::leak(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere}/\r\nContent-Length: 0\r\n\r\n").into_boxed_str());
         let (port, _) = answering(redirect).await;
-        let target = url(IpAddr::V4(Ipv4Addr::LOCALHOST), port, "/").unwrap();
-        let outcome = deliver(&client(), target, &message(), 1, Duration::from_secs(5)).await;
+        let http = Client::default();
+        let redirected = target(IpAddr::V4(Ipv4Addr::LOCALHOST), port, "/").unwrap();
+        let outcome = deliver(&http, &redirected, &message(), 1, Duration::from_secs(5)).await;
         assert_eq!(outcome, Outcome::Failed("HTTP 307".into()));
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the Location was not visited");
-        let ok = url(IpAddr::V4(Ipv4Addr::LOCALHOST), elsewhere, "/").unwrap();
-        assert_eq!(deliver(&client(), ok, &message(), 1, Duration::from_secs(5)).await, Outcome::Acked(Bytes::new()));
+        let ok = target(IpAddr::V4(Ipv4Addr::LOCALHOST), elsewhere, "/").unwrap();
+        assert_eq!(deliver(&http, &ok, &message(), 1, Duration::from_secs(5)).await, Outcome::Acked(Bytes::new()));
+        let closed = target(IpAddr::V4(Ipv4Addr::LOCALHOST), common_free_port(), "/").unwrap();
+        assert_eq!(deliver(&http, &closed, &message(), 1, Duration::from_secs(5)).await, Outcome::NotListening);
+        let mut bad = message();
+        bad.id = "a\nb".into();
+        assert!(matches!(deliver(&http, &ok, &bad, 1, Duration::from_secs(5)).await, Outcome::Failed(why) if why.contains("ce-id")));
     }
 }

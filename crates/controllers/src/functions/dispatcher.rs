@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::config::Settings;
-use super::delivery::{deliver, url, Outcome};
+use super::delivery::{self, deliver, Outcome, Target};
 use super::metrics::FunctionMetrics;
 use super::replicas::{claimed, new_pod, replicas, replicas_of_template, template_of, Replica};
 use super::scaler::Scaler;
@@ -82,7 +82,7 @@ impl Ord for Delayed {
 struct Endpoint {
     in_flight: u32,
     /// Where its events go, for the address it had when first used.
-    url: Option<(std::net::IpAddr, reqwest::Url)>,
+    url: Option<(std::net::IpAddr, Target)>,
     /// No new events: it is being removed (scale-in or an old template).
     draining: bool,
 }
@@ -97,7 +97,7 @@ pub struct Dispatcher {
     registry: Registry,
     caches: Caches,
     metrics: Arc<FunctionMetrics>,
-    http: reqwest::Client,
+    http: Arc<super::http1::Client>,
     /// NATS connections by URL, shared by the triggers on one server.
     nats: HashMap<String, NatsBroker>,
     /// Per trigger, the connection its dead letters and replies go by.
@@ -141,7 +141,7 @@ impl Dispatcher {
     pub fn new(key: String, function: Arc<Function>, registry: Registry, caches: Caches, metrics: Arc<FunctionMetrics>) -> Dispatcher {
         let settings = Settings::of(&function);
         let running = replicas(&caches, &function).iter().filter(|r| !r.finished && !r.warm).count() as u32;
-        let http = super::delivery::client();
+        let http = Arc::new(super::http1::Client::default());
         Dispatcher {
             key,
             settings,
@@ -379,20 +379,20 @@ impl Dispatcher {
                 pending.flight = self.seq;
                 self.held.insert(self.seq, ack.clone());
             }
-            let mut target = None;
+            let mut to = None;
             if let Some(endpoint) = self.endpoints.get_mut(&name) {
                 endpoint.in_flight += 1;
                 if endpoint.url.as_ref().is_none_or(|(at, _)| *at != ip) {
-                    endpoint.url = url(ip, self.settings.port, &self.settings.path).map(|u| (ip, u));
+                    endpoint.url = delivery::target(ip, self.settings.port, &self.settings.path).map(|t| (ip, t));
                 }
-                target = endpoint.url.as_ref().map(|(_, u)| u.clone());
+                to = endpoint.url.as_ref().map(|(_, t)| t.clone());
             }
             let attempt = pending.attempts + 1;
             let (http, timeout) = (self.http.clone(), self.settings.timeout);
             deliveries.spawn(async move {
                 let started = Instant::now();
-                let outcome = match target {
-                    Some(url) => deliver(&http, url, &pending.message, attempt, timeout).await,
+                let outcome = match to {
+                    Some(to) => deliver(&http, &to, &pending.message, attempt, timeout).await,
                     None => Outcome::Failed(format!("no URL for {ip}")),
                 };
                 if outcome != Outcome::NotListening {

@@ -5,6 +5,7 @@
 mod config;
 mod delivery;
 mod dispatcher;
+mod http1;
 pub mod metrics;
 mod replicas;
 mod scaler;
