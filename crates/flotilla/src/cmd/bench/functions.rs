@@ -37,20 +37,23 @@ pub struct FunctionBenchArgs {
     /// Starts from zero replicas.
     #[arg(long, default_value_t = 20)]
     cold: usize,
+    /// Events in flight per replica at most (the Functions' `concurrency`).
+    #[arg(long, default_value_t = 512)]
+    concurrency: u32,
 }
 
 const NAMESPACE: &str = "flotilla-bench-fn";
 
-fn function(name: &str, subject: &str, url: &str, image: &str, min: i32) -> Value {
-    pooled(name, subject, url, image, min, 0)
+fn function(name: &str, subject: &str, url: &str, image: &str, min: i32, concurrency: u32) -> Value {
+    pooled(name, subject, url, image, min, 0, concurrency)
 }
 
-fn pooled(name: &str, subject: &str, url: &str, image: &str, min: i32, warm_pool: u32) -> Value {
+fn pooled(name: &str, subject: &str, url: &str, image: &str, min: i32, warm_pool: u32, concurrency: u32) -> Value {
     json!({
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "Function",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "port": 8080, "concurrency": 512, "timeout": "5s", "warmPool": warm_pool,
+            "port": 8080, "concurrency": concurrency, "timeout": "5s", "warmPool": warm_pool,
             "triggers": [{"nats": {"url": url, "subject": subject}}],
             "scaling": {"minReplicas": min, "maxReplicas": 1, "scaleDownDelay": "1s"},
             "template": {"spec": {"terminationGracePeriodSeconds": 0,
@@ -100,9 +103,9 @@ pub async fn run(ctx: &Context, args: &FunctionBenchArgs) -> Result<()> {
     let broker = NatsBroker::connect(&nats.url()).await?;
     let functions = api::kinds::lookup_kind(api::function::API_VERSION, "Function").context("the Function kind")?;
     let _ = ctx.client.create(ResourceType::of::<api::Namespace>(), None, &json!({"metadata": {"name": NAMESPACE}})).await;
-    ctx.client.create(functions, Some(NAMESPACE), &function("warm", "bench.warm", &nats.url(), &args.image, 1)).await?;
-    ctx.client.create(functions, Some(NAMESPACE), &function("cold", "bench.cold", &nats.url(), &args.image, 0)).await?;
-    ctx.client.create(functions, Some(NAMESPACE), &pooled("pool", "bench.pool", &nats.url(), &args.image, 0, 1)).await?;
+    ctx.client.create(functions, Some(NAMESPACE), &function("warm", "bench.warm", &nats.url(), &args.image, 1, args.concurrency)).await?;
+    ctx.client.create(functions, Some(NAMESPACE), &function("cold", "bench.cold", &nats.url(), &args.image, 0, args.concurrency)).await?;
+    ctx.client.create(functions, Some(NAMESPACE), &pooled("pool", "bench.pool", &nats.url(), &args.image, 0, 1, args.concurrency)).await?;
 
     // A ready replica, and a few events to open its connections.
     for _ in 0..20 {
