@@ -1,7 +1,8 @@
 //! `warmPool` through the built binary: a Function with `minReplicas: 0, warmPool: 1` keeps one
 //! pod started and frozen (runc says `paused`), which takes no events; the first event claims
 //! it (thawed, no new pod started: no cold start counted) and a new frozen pod replaces it in
-//! the pool; after the scale-down delay the claimed replica goes and the pool stays.
+//! the pool; after the scale-down delay the claimed replica goes and the pool stays. A restart
+//! of `up` in between keeps the frozen pod frozen and the pool at one.
 
 mod common;
 
@@ -59,6 +60,16 @@ spec:
         (pods.len() == 1 && warm(&pods[0]) && container_status(&cluster, &pods[0]).as_deref() == Some("paused")).then(|| pods[0].clone())
     });
     let pooled_name = pooled["metadata"]["name"].as_str().unwrap().to_string();
+
+    // `up` dies and returns: the agent adopts the frozen container as it is, and the dispatcher
+    // neither starts another pool pod nor thaws this one.
+    cluster.kill_agent();
+    cluster.start_processes();
+    std::thread::sleep(Duration::from_secs(2));
+    let pods = live(&mut cluster);
+    assert_eq!(pods.len(), 1, "still one pool pod after the restart: {}", common::summary(&pods));
+    assert_eq!(pods[0]["metadata"]["name"], pooled_name.as_str());
+    assert_eq!(container_status(&cluster, &pods[0]).as_deref(), Some("paused"), "adopted frozen");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let broker = runtime.block_on(NatsBroker::connect(&nats.url())).unwrap();

@@ -37,27 +37,24 @@ fn serial() -> MutexGuard<'static, ()> {
 /// README's quickstart uses.
 pub fn example_image() -> &'static Path {
     static IMAGE_TAR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &IMAGE_TAR
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let tar = dir.path().join("busybox.tar");
-            let out = Command::new(repo_root().join("scripts/example-image.sh")).arg(&tar).output().unwrap();
-            assert!(out.status.success(), "scripts/example-image.sh failed (apt-get install busybox-static?): {}", String::from_utf8_lossy(&out.stderr));
-            (dir, tar)
-        })
-        .1
+    built(&IMAGE_TAR, "scripts/example-image.sh", "busybox.tar", "apt-get install busybox-static?")
 }
 
 /// The handler image of the Function tests and bench (`localhost/flotilla/fn-echo:1`, the
 /// example image plus scripts/bench/echo-handler.c), built once per test binary.
 pub fn function_image() -> &'static Path {
     static IMAGE_TAR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &IMAGE_TAR
+    built(&IMAGE_TAR, "scripts/function-image.sh", "fn-echo.tar", "apt-get install build-essential?")
+}
+
+/// The archive `script` writes to `file`, made once into `cell`.
+fn built<'a>(cell: &'a OnceLock<(TempDir, PathBuf)>, script: &str, file: &str, hint: &str) -> &'a Path {
+    &cell
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let tar = dir.path().join("fn-echo.tar");
-            let out = Command::new(repo_root().join("scripts/function-image.sh")).arg(&tar).output().unwrap();
-            assert!(out.status.success(), "scripts/function-image.sh failed (apt-get install build-essential?): {}", String::from_utf8_lossy(&out.stderr));
+            let tar = dir.path().join(file);
+            let out = Command::new(repo_root().join(script)).arg(&tar).output().unwrap();
+            assert!(out.status.success(), "{script} failed ({hint}): {}", String::from_utf8_lossy(&out.stderr));
             (dir, tar)
         })
         .1
