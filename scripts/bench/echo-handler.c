@@ -4,6 +4,9 @@
  * time it received it, in nanoseconds since the epoch (CLOCK_REALTIME), so the bench can time
  * publish -> handler receives on the same host. Built static by scripts/function-image.sh.
  *   echo-handler PORT [COLLECTOR_IP:PORT]
+ *   echo-handler PORT --epoll
+ * --epoll serves every connection from one thread with epoll (no "sleep", no collector): the
+ * cheapest handler, for the throughput figure.
  * A body starting "sleep N" takes N ms; a body containing "poison" is answered 500. With a
  * collector, each request is reported to it as a line "<ce-id> <ce-deliverycount> ok|fail
  * <body>" (the body's first 100 bytes, newlines as spaces) before the answer (a request that cannot be reported is answered 503), so a test counts
@@ -15,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,9 +115,81 @@ done:
     return NULL;
 }
 
+/* One connection of the epoll server: what it has read and not yet answered. */
+struct conn {
+    int fd;
+    size_t have;
+    char buf[16384];
+};
+
+/* Answers every complete request in c's buffer; -1 when the connection is to be closed. */
+static int answer_all(struct conn *c) {
+    for (;;) {
+        char *end = memmem(c->buf, c->have, "\r\n\r\n", 4);
+        if (!end) return c->have == sizeof c->buf ? -1 : 0;
+        size_t head = (size_t)(end - c->buf) + 4;
+        char length[32];
+        header(c->buf, end, "content-length:", length, sizeof length);
+        size_t body = strtoul(length, NULL, 10);
+        if (head + body > sizeof c->buf) return -1;
+        if (c->have < head + body) return 0;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        char stamp[32], out[160];
+        int len = snprintf(stamp, sizeof stamp, "%lld", (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+        int total = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len, stamp);
+        if (write(c->fd, out, (size_t)total) != total) return -1;
+        memmove(c->buf, c->buf + head + body, c->have - head - body);
+        c->have -= head + body;
+    }
+}
+
+static void serve_epoll(int s) {
+    int ep = epoll_create1(0), one = 1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    fcntl(s, F_SETFL, O_NONBLOCK);
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    struct epoll_event ready[256];
+    for (;;) {
+        int n = epoll_wait(ep, ready, 256, -1);
+        for (int i = 0; i < n; i++) {
+            struct conn *c = ready[i].data.ptr;
+            if (!c) {
+                int fd;
+                while ((fd = accept4(s, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    struct conn *nc = calloc(1, sizeof *nc);
+                    if (!nc) { close(fd); continue; }
+                    nc->fd = fd;
+                    struct epoll_event cev = {.events = EPOLLIN, .data.ptr = nc};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
+                }
+                continue;
+            }
+            int closed = 0;
+            for (;;) {
+                ssize_t got = read(c->fd, c->buf + c->have, sizeof c->buf - c->have);
+                if (got > 0) {
+                    c->have += (size_t)got;
+                    if (answer_all(c)) { closed = 1; break; }
+                    continue;
+                }
+                if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+                closed = 1;
+                break;
+            }
+            if (closed) {
+                close(c->fd);
+                free(c);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 8080, one = 1;
-    if (argc > 2) {
+    int epoll_mode = argc > 2 && strcmp(argv[2], "--epoll") == 0;
+    if (argc > 2 && !epoll_mode) {
         char host[64];
         snprintf(host, sizeof host, "%s", argv[2]);
         char *colon = strrchr(host, ':');
@@ -126,6 +204,10 @@ int main(int argc, char **argv) {
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_port = htons((unsigned short)port), .sin6_addr = in6addr_any};
     if (bind(s, (struct sockaddr *)&addr, sizeof addr) || listen(s, 1024)) { perror("listen"); return 1; }
+    if (epoll_mode) {
+        serve_epoll(s);
+        return 1;
+    }
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0) continue;

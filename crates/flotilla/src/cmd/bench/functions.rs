@@ -40,15 +40,27 @@ pub struct FunctionBenchArgs {
     /// Events in flight per replica at most (the Functions' `concurrency`).
     #[arg(long, default_value_t = 512)]
     concurrency: u32,
+    /// Run the handler as one epoll thread instead of a thread per connection.
+    #[arg(long)]
+    epoll_handler: bool,
 }
 
 const NAMESPACE: &str = "flotilla-bench-fn";
 
-fn function(name: &str, subject: &str, url: &str, image: &str, min: i32, concurrency: u32) -> Value {
-    pooled(name, subject, url, image, min, 0, concurrency)
+/// How the bench's Functions run.
+struct Shape<'a> {
+    url: &'a str,
+    image: &'a str,
+    concurrency: u32,
+    command: Vec<&'a str>,
 }
 
-fn pooled(name: &str, subject: &str, url: &str, image: &str, min: i32, warm_pool: u32, concurrency: u32) -> Value {
+fn function(name: &str, subject: &str, shape: &Shape, min: i32) -> Value {
+    pooled(name, subject, shape, min, 0)
+}
+
+fn pooled(name: &str, subject: &str, shape: &Shape, min: i32, warm_pool: u32) -> Value {
+    let (url, image, concurrency) = (shape.url, shape.image, shape.concurrency);
     json!({
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "Function",
         "metadata": {"name": name, "namespace": NAMESPACE},
@@ -57,7 +69,7 @@ fn pooled(name: &str, subject: &str, url: &str, image: &str, min: i32, warm_pool
             "triggers": [{"nats": {"url": url, "subject": subject}}],
             "scaling": {"minReplicas": min, "maxReplicas": 1, "scaleDownDelay": "1s"},
             "template": {"spec": {"terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "handler", "image": image, "command": ["/bin/echo-handler", "8080"]}]}}
+                "containers": [{"name": "handler", "image": image, "command": shape.command}]}}
         }
     })
 }
@@ -103,9 +115,15 @@ pub async fn run(ctx: &Context, args: &FunctionBenchArgs) -> Result<()> {
     let broker = NatsBroker::connect(&nats.url()).await?;
     let functions = api::kinds::lookup_kind(api::function::API_VERSION, "Function").context("the Function kind")?;
     let _ = ctx.client.create(ResourceType::of::<api::Namespace>(), None, &json!({"metadata": {"name": NAMESPACE}})).await;
-    ctx.client.create(functions, Some(NAMESPACE), &function("warm", "bench.warm", &nats.url(), &args.image, 1, args.concurrency)).await?;
-    ctx.client.create(functions, Some(NAMESPACE), &function("cold", "bench.cold", &nats.url(), &args.image, 0, args.concurrency)).await?;
-    ctx.client.create(functions, Some(NAMESPACE), &pooled("pool", "bench.pool", &nats.url(), &args.image, 0, 1, args.concurrency)).await?;
+    let url = nats.url();
+    let mut command = vec!["/bin/echo-handler", "8080"];
+    if args.epoll_handler {
+        command.push("--epoll");
+    }
+    let shape = Shape { url: &url, image: &args.image, concurrency: args.concurrency, command };
+    ctx.client.create(functions, Some(NAMESPACE), &function("warm", "bench.warm", &shape, 1)).await?;
+    ctx.client.create(functions, Some(NAMESPACE), &function("cold", "bench.cold", &shape, 0)).await?;
+    ctx.client.create(functions, Some(NAMESPACE), &pooled("pool", "bench.pool", &shape, 0, 1)).await?;
 
     // A ready replica, and a few events to open its connections.
     for _ in 0..20 {
