@@ -28,8 +28,10 @@ spec:
         image: {IMAGE}
         command: ["sh", "-c", "touch /tmp/ready; trap 'exit 0' TERM; while true; do sleep 1; done"]
         env: [{{name: VERSION, value: "{version}"}}]
+        # Ready a second after the start, so that a rollout lasts long enough to be watched.
         readinessProbe:
           exec: {{command: ["cat", "/tmp/ready"]}}
+          initialDelaySeconds: 1
           periodSeconds: 1
         resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
 "#
