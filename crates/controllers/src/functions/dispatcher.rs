@@ -115,8 +115,8 @@ pub struct Dispatcher {
     seq: u64,
     endpoints: BTreeMap<String, Endpoint>,
     replicas: Vec<Replica>,
-    /// The pods as the cache last showed them; `None` after a pod or the Function changed.
-    observed: Option<Vec<Replica>>,
+    /// A pod or the Function changed since `replicas` was read from the cache.
+    stale: bool,
     /// The hash of the Function's pod template.
     template: String,
     /// Pods asked for and not yet in the cache.
@@ -161,7 +161,7 @@ impl Dispatcher {
             seq: 0,
             endpoints: BTreeMap::new(),
             replicas: Vec::new(),
-            observed: None,
+            stale: true,
             template: String::new(),
             creating: 0,
             creating_warm: 0,
@@ -254,7 +254,7 @@ impl Dispatcher {
                     None => return tracing::warn!(function = %self.key, "broker subscriptions ended"),
                 },
                 Some(Ok(done)) = deliveries.join_next(), if !deliveries.is_empty() => self.on_done(done).await,
-                _ = pods.recv() => self.observed = None,
+                _ = pods.recv() => self.stale = true,
                 changed = updates.changed() => {
                     if changed.is_err() {
                         return;
@@ -263,7 +263,7 @@ impl Dispatcher {
                     let resubscribe = function.spec.triggers != self.function.spec.triggers;
                     self.settings = Settings::of(&function);
                     self.function = function;
-                    self.observed = None;
+                    self.stale = true;
                     for endpoint in self.endpoints.values_mut() {
                         endpoint.url = None;
                     }
@@ -491,34 +491,10 @@ impl Dispatcher {
     async fn sync_replicas(&mut self) {
         let now = Instant::now();
         self.scale_down_at = self.scaler.decide(&self.settings, self.backlog(), self.in_flight(), now).map(|wait| now + wait);
-        if self.observed.is_none() {
-            // Listing and hashing on every turn cost more than the deliveries at 10k events/s.
-            self.template = template_of(&self.function);
-            self.observed = Some(replicas_of_template(&self.caches, &self.function, &self.template));
-        }
-        let mut seen = self.observed.clone().unwrap_or_default();
-        for r in seen.iter_mut().filter(|r| self.claimed.contains(&r.name)) {
-            // Claimed: serving, whatever the cache still says.
-            r.warm = false;
-        }
-        let shown: Vec<String> = self.claimed.iter().filter(|name| !self.caches_says_warm(name)).cloned().collect();
-        for name in shown {
-            self.claimed.remove(&name);
-        }
-        let known: BTreeSet<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
-        let new: Vec<&Replica> = seen.iter().filter(|r| !known.contains(r.name.as_str()) && !self.deleting.contains(&r.name)).collect();
-        let new_warm = new.iter().filter(|r| r.warm).count() as u32;
-        self.creating = self.creating.saturating_sub(new.len() as u32 - new_warm);
-        self.creating_warm = self.creating_warm.saturating_sub(new_warm);
-        self.deleting.retain(|name| seen.iter().any(|r| &r.name == name));
-        self.replicas = seen.into_iter().filter(|r| !self.deleting.contains(&r.name)).collect();
-        let names: BTreeSet<String> = self.replicas.iter().map(|r| r.name.clone()).collect();
-        self.endpoints.retain(|name, e| names.contains(name) || e.in_flight > 0);
-        for r in &self.replicas {
-            let endpoint = self.endpoints.entry(r.name.clone()).or_default();
-            if !r.current || r.finished {
-                endpoint.draining = true;
-            }
+        if self.stale {
+            // Only when the cache changed: listing and hashing on every turn cost more than
+            // the deliveries at 10k events/s.
+            self.read_replicas();
         }
         let wanted = self.scaler.replicas;
         let live = |r: &Replica| r.current && !r.finished && !self.endpoints.get(&r.name).is_some_and(|e| e.draining);
@@ -564,7 +540,7 @@ impl Dispatcher {
             }
         }
         let drained: Vec<String> =
-            self.endpoints.iter().filter(|(n, e)| e.draining && e.in_flight == 0 && names.contains(*n)).map(|(n, _)| n.clone()).collect();
+            self.replicas.iter().filter(|r| self.endpoints.get(&r.name).is_some_and(|e| e.draining && e.in_flight == 0)).map(|r| r.name.clone()).collect();
         for name in drained {
             self.delete_pod(&name).await;
         }
@@ -577,12 +553,32 @@ impl Dispatcher {
         });
     }
 
-    fn caches_says_warm(&self, name: &str) -> bool {
-        let ns = self.function.metadata.namespace.as_deref().unwrap_or("default");
-        self.caches
-            .pods
-            .get(&format!("{ns}/{name}"))
-            .is_some_and(|p| p.metadata.labels.as_ref().and_then(|l| l.get(api::function::WARM_LABEL)).is_some_and(|w| w == "true"))
+    /// Reads the Function's pods from the cache into `replicas`: counts the pods asked for
+    /// that arrived, forgets deleted ones that are gone, and gives each an endpoint.
+    fn read_replicas(&mut self) {
+        self.stale = false;
+        self.template = template_of(&self.function);
+        let mut seen = replicas_of_template(&self.caches, &self.function, &self.template);
+        // A claim stays ours until the cache shows it; meanwhile the pod serves.
+        self.claimed.retain(|name| seen.iter().any(|r| r.name == *name && r.warm));
+        for r in seen.iter_mut().filter(|r| self.claimed.contains(&r.name)) {
+            r.warm = false;
+        }
+        let known: BTreeSet<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
+        let new: Vec<&Replica> = seen.iter().filter(|r| !known.contains(r.name.as_str()) && !self.deleting.contains(&r.name)).collect();
+        let new_warm = new.iter().filter(|r| r.warm).count() as u32;
+        self.creating = self.creating.saturating_sub(new.len() as u32 - new_warm);
+        self.creating_warm = self.creating_warm.saturating_sub(new_warm);
+        self.deleting.retain(|name| seen.iter().any(|r| &r.name == name));
+        self.replicas = seen.into_iter().filter(|r| !self.deleting.contains(&r.name)).collect();
+        let names: BTreeSet<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
+        self.endpoints.retain(|name, e| names.contains(name.as_str()) || e.in_flight > 0);
+        for r in &self.replicas {
+            let endpoint = self.endpoints.entry(r.name.clone()).or_default();
+            if !r.current || r.finished {
+                endpoint.draining = true;
+            }
+        }
     }
 
     /// Claims a warm-pool pod: the agent thaws it and it takes events.
