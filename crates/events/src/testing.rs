@@ -66,7 +66,10 @@ fn start_listening(name: &str, log: &Path, mut command: impl FnMut(u16) -> Comma
         let mut child = command(port).spawn().unwrap_or_else(|e| panic!("run {name}: {e}"));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            // The port was free when it was picked, not necessarily when the server bound it:
+            // a test running alongside may have been handed the same one. A connection that
+            // succeeds proves only that something listens; the server must own the socket.
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() && owns_listener(child.id(), port) {
                 return (child, port);
             }
             if child.try_wait().ok().flatten().is_some() {
@@ -78,6 +81,24 @@ fn start_listening(name: &str, log: &Path, mut command: impl FnMut(u16) -> Comma
         let _ = child.wait();
     }
     panic!("{name} did not start; its log: {}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (from /proc/net/tcp
+/// and the process's descriptors).
+fn owns_listener(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let local = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 9 && fields[1] == local && fields[3] == LISTEN).then(|| format!("socket:[{}]", fields[9]))
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    descriptors.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str())))
 }
 
 /// A running mosquitto.
@@ -149,4 +170,22 @@ pub async fn stream_messages(url: &str, name: &str) -> u64 {
     let client = async_nats::connect(url).await.expect("connect to nats");
     let mut stream = async_nats::jetstream::new(client).get_stream(name).await.expect("the stream");
     stream.info().await.expect("stream info").state.messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_owned_by_the_process_holding_it_only() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(owns_listener(std::process::id(), port));
+        let mut other = Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(!owns_listener(other.id(), port), "another process does not own this test's listener");
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(listener);
+        assert!(!owns_listener(std::process::id(), port), "a closed listener is nobody's");
+    }
 }

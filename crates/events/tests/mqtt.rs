@@ -44,7 +44,9 @@ async fn wildcards_and_qos0() {
 async fn unsettled_messages_return_on_reconnect(qos: u8) {
     let server = MosquittoServer::start();
     let id = format!("fn-qos{qos}");
-    let (broker, mut stream) = MqttBroker::subscribe(&server.url(), &subscription("jobs/#", qos, &id)).await.expect("subscribe");
+    let (broker, mut stream) = MqttBroker::subscribe(&server.url(), &subscription("jobs/#", qos, &id))
+        .await
+        .unwrap_or_else(|e| panic!("subscribe: {e:?}; the broker's log: {}", server.log()));
     let publisher = MqttBroker::connect(&server.url(), "pub").await.unwrap();
     for i in 0..4 {
         publisher.publish_durable(&format!("jobs/{i}"), Bytes::from(format!("job-{i}")), &[]).await.unwrap();
