@@ -19,10 +19,12 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// `runc`, `crun`, `youki` or a path to an OCI runtime binary.
     pub runtime: String,
-    /// The pod network, e.g. 10.88.0.0/16.
+    /// The node's pod network, e.g. 10.88.3.0/24; empty: the control plane assigns one.
     pub pod_cidr: String,
     /// The node bridge name.
     pub bridge: String,
+    /// How pods reach the pods of other nodes.
+    pub overlay: crate::network::overlay::OverlayMode,
     /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
     pub backoff_base: Duration,
     /// Longest restart back-off.
@@ -52,8 +54,9 @@ impl AgentConfig {
             port: 10250,
             data_dir: data_dir.to_path_buf(),
             runtime: "runc".into(),
-            pod_cidr: "10.88.0.0/16".into(),
+            pod_cidr: String::new(),
             bridge: "flotilla0".into(),
+            overlay: crate::network::overlay::OverlayMode::Vxlan,
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             heartbeat: Duration::from_secs(2),

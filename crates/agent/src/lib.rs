@@ -73,17 +73,19 @@ pub enum AgentError {
     Setup(String),
 }
 
+fn parse_pod_cidr(text: &str) -> Result<ipnet::Ipv4Net, AgentError> {
+    text.parse().map_err(|e| AgentError::Setup(format!("pod CIDR \"{text}\": {e}")))
+}
+
 /// Starts the agent with the node's identity (`client` authenticates with its token); returns
 /// once it is registered, with its running tasks.
 pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIdentity) -> Result<tokio::task::JoinSet<()>, AgentError> {
     runtime::become_subreaper().map_err(|e| AgentError::Setup(format!("becoming a child subreaper: {e}")))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::Setup(format!("{}: {e}", config.data_dir.display())))?;
     let runtime = OciRuntime::new(&config.runtime, config.runtime_root())?;
-    let mut net_config = NetworkConfig::new(config.ipam_dir());
-    net_config.bridge = config.bridge.clone();
-    net_config.cidr = config.pod_cidr.parse().map_err(|e| AgentError::Setup(format!("pod CIDR \"{}\": {e}", config.pod_cidr)))?;
-    let network = PodNetwork::new(net_config)?;
-    network.ensure_bridge().await?;
+    if !config.pod_cidr.is_empty() {
+        parse_pod_cidr(&config.pod_cidr)?;
+    }
     let images = ImageStore::open(&config.images_dir())?;
     let discovery =
         DiscoveryConfig { dev_root: config.dev_root.clone(), classes: config.device_classes.clone(), nvidia: config.gpu_discovery, nvidia_smi: None };
@@ -93,6 +95,13 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         .map_err(|e| AgentError::Setup(format!("scanning devices: {e}")))??;
     let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), identity, config.logs_dir()).await.map_err(AgentError::Setup)?;
     node::register(&client, node::describe(&config, bound.port(), &devices.node_devices())).await?;
+    let mut net_config = NetworkConfig::new(config.ipam_dir());
+    net_config.bridge = config.bridge.clone();
+    let pod_cidr = parse_pod_cidr(&node::pod_network(&client, &config).await?)?;
+    net_config.cidr = pod_cidr;
+    let network = PodNetwork::new(net_config)?;
+    network.ensure_bridge().await?;
+    let overlay = network::overlay::Overlay::new(config.overlay, &config.bridge, config.node_ip, pod_cidr)?;
     let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
         insecure_registries: config.insecure_registries.clone(),
         image_store: Some(images.clone()),
@@ -116,6 +125,9 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ctx.policies.clone().run(ctx.client.clone()));
+    if let Some(overlay) = overlay {
+        tasks.spawn(network::overlay::run(ctx.client.clone(), ctx.config.node_name.clone(), overlay));
+    }
     tasks.spawn(async move {
         let _ = server.await;
     });

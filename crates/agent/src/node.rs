@@ -55,7 +55,11 @@ pub fn describe(config: &AgentConfig, port: u16, devices: &NodeDevices) -> Node 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let mut node = Node {
         metadata: ObjectMeta { name: Some(config.node_name.clone()), labels: Some(labels), ..Default::default() },
-        spec: Some(NodeSpec { pod_cidr: Some(config.pod_cidr.clone()), pod_cidrs: Some(vec![config.pod_cidr.clone()]), ..Default::default() }),
+        // Without a network of its own the node asks for one: the control plane assigns it.
+        spec: Some(match config.pod_cidr.as_str() {
+            "" => NodeSpec::default(),
+            cidr => NodeSpec { pod_cidr: Some(cidr.to_string()), pod_cidrs: Some(vec![cidr.to_string()]), ..Default::default() },
+        }),
         status: Some(NodeStatus {
             capacity: Some(capacity.clone()),
             allocatable: Some(capacity),
@@ -105,6 +109,9 @@ pub async fn register(client: &Client, wanted: Node) -> Result<Node, ClientError
             let created = client.create_as(None, &wanted).await?;
             let mut with_status = created.clone();
             with_status.status = wanted.status;
+            // Unconditional: the control plane may already have written the new Node (its pod
+            // network), and the status is this agent's alone.
+            with_status.metadata.resource_version = None;
             client.update_status_as(None, name, &with_status).await
         }
         Err(e) => Err(e),
@@ -120,6 +127,37 @@ pub async fn register(client: &Client, wanted: Node) -> Result<Node, ClientError
             existing.metadata.resource_version = None;
             client.update_status_as(None, name, &existing).await
         }
+    }
+}
+
+/// The pod network this node's pods get addresses from: the Node's `spec.podCIDR`, waited for
+/// until the control plane assigns it when the agent has none configured. A configured one
+/// that differs from what the Node already holds is an error: peers route the Node's.
+pub async fn pod_network(client: &Client, config: &AgentConfig) -> Result<String, crate::AgentError> {
+    let started = std::time::Instant::now();
+    let mut told = std::time::Duration::ZERO;
+    loop {
+        let node: Node = client.get_as(None, &config.node_name).await?;
+        let assigned = node.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty());
+        match (assigned, config.pod_cidr.as_str()) {
+            (Some(assigned), "") => return Ok(assigned),
+            (Some(assigned), configured) if assigned == configured => return Ok(assigned),
+            (Some(assigned), configured) => {
+                return Err(crate::AgentError::Setup(format!(
+                    "--pod-cidr {configured}: node {} already has the pod network {assigned} (spec.podCIDR, which never changes); start the agent without --pod-cidr, or with --pod-cidr {assigned}",
+                    config.node_name
+                )))
+            }
+            (None, "") => {}
+            // A Node registered before it had one (and not by this agent): the configured
+            // network is the node's, as on a first registration.
+            (None, configured) => return Ok(configured.to_string()),
+        }
+        if started.elapsed() >= told {
+            tracing::info!(node = %config.node_name, "waiting for the control plane to assign this node's pod network (spec.podCIDR)");
+            told += std::time::Duration::from_secs(30);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -361,5 +361,42 @@ pub fn pod_update(old: &Pod, new: &Pod) -> Result<(), FieldErrors> {
     Ok(())
 }
 
+/// A Node's `spec.podCIDR`: an IPv4 network (`10.88.3.0/24`, host bits clear), the first of
+/// `spec.podCIDRs` when both are given, and, once set, never changed: pods already hold
+/// addresses from it (Kubernetes makes it immutable for the same reason).
+pub fn node_pod_cidr(node: &crate::Node, old: Option<&crate::Node>, errors: &mut FieldErrors) {
+    let spec = node.spec.as_ref();
+    let cidr = spec.and_then(|s| s.pod_cidr.as_deref()).filter(|c| !c.is_empty());
+    let cidrs = spec.and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default();
+    if let Some(cidr) = cidr {
+        if let Err(why) = parse_ipv4_network(cidr) {
+            errors.push(FieldError::invalid("spec.podCIDR", cidr, &why));
+        }
+        if cidrs.first().is_some_and(|first| first != cidr) {
+            errors.push(FieldError::invalid("spec.podCIDRs[0]", &cidrs[0], "must equal spec.podCIDR"));
+        }
+    } else if !cidrs.is_empty() {
+        errors.push(FieldError::required("spec.podCIDR", "spec.podCIDRs is set; spec.podCIDR must be its first entry"));
+    }
+    let before = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.pod_cidr.as_deref()).filter(|c| !c.is_empty());
+    if let Some(before) = before {
+        if cidr != Some(before) {
+            errors.push(FieldError::invalid("spec.podCIDR", cidr.unwrap_or("(none)"), &format!("may not change once set (it is {before})")));
+        }
+    }
+}
+
+/// Parses `a.b.c.d/n` with the host bits clear: (network, prefix length).
+pub fn parse_ipv4_network(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, len) = text.split_once('/').ok_or("expected an IPv4 network such as 10.88.0.0/24")?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("\"{addr}\" is not an IPv4 address"))?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("\"{len}\" is not a prefix length from 0 to 32"))?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!("host bits are set; the network is {}/{len}", std::net::Ipv4Addr::from(u32::from(addr) & mask)));
+    }
+    Ok((addr, len))
+}
+
 #[cfg(test)]
 mod tests;

@@ -62,7 +62,15 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             encode(&secret)
         }
         "Namespace" => metadata_only::<Namespace>(rt, &name, value, true, |o| &o.metadata),
-        "Node" => metadata_only::<Node>(rt, &name, value, false, |o| &o.metadata),
+        "Node" => {
+            let node: Node = strict(rt, &name, value)?;
+            let old: Option<Node> = old.map(|o| strict(rt, &name, o)).transpose()?;
+            let mut errors = FieldErrors::default();
+            validation::metadata(&node.metadata, false, &mut errors);
+            validation::node_pod_cidr(&node, old.as_ref(), &mut errors);
+            errors.into_result().map_err(invalid)?;
+            encode(&node)
+        }
         "Event" => metadata_only::<Event>(rt, &name, value, false, |o| &o.metadata),
         "Lease" => metadata_only::<Lease>(rt, &name, value, false, |o| &o.metadata),
         "PriorityClass" => {

@@ -7,6 +7,7 @@ pub mod events;
 pub mod functions;
 pub mod gc;
 pub mod informer;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod scheduling;
@@ -61,6 +62,8 @@ pub struct ControllerOptions {
     pub scheduler: scheduler::SchedulerConfig,
     /// Node lifecycle (heartbeat grace).
     pub lifecycle: nodelifecycle::LifecycleConfig,
+    /// Which pod networks nodes get.
+    pub node_ipam: nodeipam::NodeIpamConfig,
     /// How long Events are kept; `None` is [`gc::EVENT_TTL`].
     pub event_ttl: Option<std::time::Duration>,
     /// Where the Functions' dispatchers count; `None` keeps the counts to themselves.
@@ -77,5 +80,6 @@ pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSe
     tasks.spawn(functions::run(registry.clone(), caches.clone(), options.function_metrics.clone().unwrap_or_default()));
     tasks.spawn(gc::run(registry.clone(), caches.clone(), options.event_ttl.unwrap_or(gc::EVENT_TTL)));
     tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
+    tasks.spawn(nodeipam::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-ipam-controller"), options.node_ipam));
     tasks
 }

@@ -6,6 +6,7 @@ mod fake;
 mod ipam;
 mod native;
 mod netlink;
+pub mod overlay;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -85,13 +85,22 @@ pub struct IpRoute2 {
 impl IpRoute2 {
     /// Finds `ip` in `PATH` or the sbin directories.
     pub fn new() -> Result<Self, NetworkError> {
+        Self::find("ip")
+    }
+
+    /// Finds iproute2's `bridge` (forwarding database entries), which takes the same `-batch`.
+    pub fn bridge() -> Result<Self, NetworkError> {
+        Self::find("bridge")
+    }
+
+    fn find(tool: &'static str) -> Result<Self, NetworkError> {
         let path_var = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path_var)
             .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-            .map(|dir| dir.join("ip"))
+            .map(|dir| dir.join(tool))
             .find(|candidate| candidate.is_file())
             .map(|binary| IpRoute2 { binary })
-            .ok_or(NetworkError::ToolNotFound { tool: "ip", package: "iproute2" })
+            .ok_or(NetworkError::ToolNotFound { tool, package: "iproute2" })
     }
 
     /// Uses a specific `ip` binary.
@@ -99,13 +108,13 @@ impl IpRoute2 {
         IpRoute2 { binary: binary.into() }
     }
 
-    async fn ip(&self, ns: Netns<'_>, args: &[&str]) -> Result<Vec<u8>, NetworkError> {
+    pub(super) async fn ip(&self, ns: Netns<'_>, args: &[&str]) -> Result<Vec<u8>, NetworkError> {
         self.try_ip(ns, args, None).await?
     }
 
     /// Runs several `ip` commands (one per line, without the leading `ip`) in one process with
     /// `ip -batch -`; it stops at the first that fails.
-    async fn batch(&self, ns: Netns<'_>, lines: &[String]) -> Result<(), NetworkError> {
+    pub(super) async fn batch(&self, ns: Netns<'_>, lines: &[String]) -> Result<(), NetworkError> {
         let script = lines.join("\n") + "\n";
         self.try_ip(ns, &["-batch", "-"], Some(script)).await?.map(drop)
     }
@@ -149,7 +158,7 @@ impl IpRoute2 {
 }
 
 /// The link names of a `/proc/<pid>/net/dev` listing.
-fn links_in_proc(dev: &str) -> impl Iterator<Item = &str> {
+pub(super) fn links_in_proc(dev: &str) -> impl Iterator<Item = &str> {
     dev.lines().skip(2).filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
 }
 

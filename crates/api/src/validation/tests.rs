@@ -119,3 +119,39 @@ fn only_sidecars_restart_or_take_probes_among_init_containers() {
         .to_string();
     assert!(err.contains("spec.template.spec.containers[0].restartPolicy: Invalid value"), "{err}");
 }
+
+#[test]
+fn a_node_pod_cidr_is_a_network_and_never_changes_once_set() {
+    let node = |cidr: Option<&str>, cidrs: Option<Vec<&str>>| crate::Node {
+        spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+            pod_cidr: cidr.map(str::to_string),
+            pod_cidrs: cidrs.map(|c| c.into_iter().map(str::to_string).collect()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let errors = |new: &crate::Node, old: Option<&crate::Node>| {
+        let mut errors = FieldErrors::default();
+        node_pod_cidr(new, old, &mut errors);
+        errors.into_result().err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let set = node(Some("10.88.3.0/24"), Some(vec!["10.88.3.0/24"]));
+    assert_eq!(errors(&set, None), "");
+    assert_eq!(errors(&node(None, None), None), "", "a node waiting for its network");
+    assert_eq!(errors(&set, Some(&node(None, None))), "", "assigned once");
+    assert_eq!(errors(&set, Some(&set)), "");
+    for (bad, expected) in [
+        (node(Some("10.88.3.1/24"), None), "spec.podCIDR: Invalid value: \"10.88.3.1/24\": host bits are set; the network is 10.88.3.0/24"),
+        (node(Some("10.88.3.0"), None), "spec.podCIDR: Invalid value: \"10.88.3.0\": expected an IPv4 network"),
+        (node(Some("10.88.3.0/33"), None), "is not a prefix length"),
+        (node(Some("fd00::/64"), None), "is not an IPv4 address"),
+        (node(Some("10.88.3.0/24"), Some(vec!["10.88.4.0/24"])), "spec.podCIDRs[0]: Invalid value: \"10.88.4.0/24\": must equal spec.podCIDR"),
+        (node(None, Some(vec!["10.88.4.0/24"])), "spec.podCIDR: Required value"),
+    ] {
+        let got = errors(&bad, None);
+        assert!(got.contains(expected), "{bad:?}: {got}");
+    }
+    let moved = errors(&node(Some("10.88.4.0/24"), Some(vec!["10.88.4.0/24"])), Some(&set));
+    assert!(moved.contains("spec.podCIDR: Invalid value: \"10.88.4.0/24\": may not change once set (it is 10.88.3.0/24)"), "{moved}");
+    assert!(errors(&node(None, None), Some(&set)).contains("may not change once set"));
+}

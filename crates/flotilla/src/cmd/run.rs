@@ -34,6 +34,13 @@ pub struct ServerArgs {
     /// How long a node may miss heartbeats before it is NotReady and tainted (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = crate::cmd::rollout::parse_duration)]
     pub node_grace: Duration,
+    /// The pod network of the whole cluster; each node gets a slice of it (see
+    /// --node-cidr-mask-size) unless its agent was started with a --pod-cidr of its own.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: String,
+    /// The prefix length of each node's slice of --cluster-cidr.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     /// How long Events are kept (they live in memory on the embedded store, and are deleted
     /// from etcd after this long).
     #[arg(long, default_value = "1h", value_parser = crate::cmd::rollout::parse_duration)]
@@ -48,8 +55,8 @@ fn parse_strategy(text: &str) -> Result<scheduler::Strategy, String> {
     scheduler::Strategy::parse(text).ok_or_else(|| format!("\"{text}\" is not spread or binpack"))
 }
 
-fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
-    ControlPlaneOptions {
+fn control_plane_options(server: &ServerArgs) -> Result<ControlPlaneOptions> {
+    Ok(ControlPlaneOptions {
         data_dir: server.data_dir.clone(),
         listen: server.listen,
         etcd_endpoints: server.etcd_endpoints.clone(),
@@ -57,11 +64,12 @@ fn control_plane_options(server: &ServerArgs) -> ControlPlaneOptions {
         controllers: controllers::ControllerOptions {
             scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
             lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
+            node_ipam: controllers::nodeipam::NodeIpamConfig::new(&server.cluster_cidr, server.node_cidr_mask_size).map_err(anyhow::Error::msg)?,
             event_ttl: Some(server.event_ttl),
             function_metrics: None,
         },
         insecure_registries: server.policy_insecure_registry.clone(),
-    }
+    })
 }
 
 /// Settings of the node agent.
@@ -79,12 +87,18 @@ pub struct AgentArgs {
     /// OCI runtime: runc, crun, youki or a path.
     #[arg(long, default_value = "runc")]
     pub runtime: String,
-    /// The pod network of this node.
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pub pod_cidr: String,
+    /// The pod network of this node (e.g. 10.88.3.0/24); by default the control plane
+    /// assigns one, a slice of the server's --cluster-cidr.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
     /// The node bridge.
     #[arg(long, default_value = "flotilla0")]
     pub bridge: String,
+    /// How pods reach pods on other nodes: vxlan (a tunnel, wherever nodes reach each other
+    /// over IP), routes (a route per node via its --node-ip, for nodes on one L2 segment) or
+    /// none. Nodes whose --node-ip is loopback have no peers either way.
+    #[arg(long, default_value = "vxlan")]
+    pub overlay: agent::network::overlay::OverlayMode,
     /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_ms: u64,
@@ -113,8 +127,9 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.node_ip = args.node_ip;
     config.port = args.agent_port;
     config.runtime = args.runtime.clone();
-    config.pod_cidr = args.pod_cidr.clone();
+    config.pod_cidr = args.pod_cidr.clone().unwrap_or_default();
     config.bridge = args.bridge.clone();
+    config.overlay = args.overlay;
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
     config.device_classes = args.device_class.clone();
@@ -138,7 +153,7 @@ async fn wait_for_shutdown() {
 
 /// `flotilla up`: control plane and agent in one process.
 pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
-    let cp = controlplane::start(control_plane_options(&server)).await?;
+    let cp = controlplane::start(control_plane_options(&server)?).await?;
     let home = home_kubeconfig();
     cp.kubeconfig.save(&home).map_err(anyhow::Error::msg)?;
     let config = agent_config(&agent_args, &server.data_dir);
@@ -156,7 +171,7 @@ pub async fn up(server: ServerArgs, agent_args: AgentArgs) -> Result<()> {
 
 /// `flotilla server`: the control plane alone.
 pub async fn server(server: ServerArgs) -> Result<()> {
-    let cp = controlplane::start(control_plane_options(&server)).await?;
+    let cp = controlplane::start(control_plane_options(&server)?).await?;
     eprintln!("flotilla server is up at {}", cp.server_url);
     eprintln!("admin kubeconfig: {}", server.data_dir.join("kubeconfig").display());
     eprintln!("join agents with: flotilla agent --server {} --token $(cat {})", cp.server_url, server.data_dir.join("node-token").display());
@@ -213,14 +228,20 @@ mod tests {
     #[test]
     fn scheduling_strategy_and_node_grace_reach_the_controllers() {
         let flags = ServerFlags::try_parse_from(["flotilla", "--scheduling-strategy", "binpack", "--node-grace", "30s"]).expect("valid flags");
-        let opts = control_plane_options(&flags.server);
+        let opts = control_plane_options(&flags.server).unwrap();
         assert_eq!(opts.controllers.scheduler.strategy, scheduler::Strategy::MostAllocated);
         assert_eq!(opts.controllers.lifecycle.grace, Duration::from_secs(30));
-        let defaults = control_plane_options(&ServerFlags::try_parse_from(["flotilla"]).expect("no flags").server);
+        let defaults = control_plane_options(&ServerFlags::try_parse_from(["flotilla"]).expect("no flags").server).unwrap();
         assert_eq!(defaults.controllers.scheduler.strategy, scheduler::Strategy::LeastAllocated);
         assert_eq!(defaults.controllers.lifecycle.grace, Duration::from_secs(10));
         let err = ServerFlags::try_parse_from(["flotilla", "--scheduling-strategy", "random"]).err().expect("refused").to_string();
         assert!(err.contains("--scheduling-strategy") && err.contains("\"random\" is not spread or binpack"), "{err}");
+        let flags = ServerFlags::try_parse_from(["flotilla", "--cluster-cidr", "10.50.0.0/16", "--node-cidr-mask-size", "26"]).expect("valid flags");
+        let ipam = control_plane_options(&flags.server).unwrap().controllers.node_ipam;
+        assert_eq!((ipam.cluster_cidr.to_string(), ipam.node_mask), ("10.50.0.0/16".to_string(), 26));
+        let flags = ServerFlags::try_parse_from(["flotilla", "--cluster-cidr", "10.50.0.0/16", "--node-cidr-mask-size", "12"]).expect("parses");
+        let err = control_plane_options(&flags.server).err().expect("refused").to_string();
+        assert!(err.contains("--node-cidr-mask-size 12"), "{err}");
     }
 
     #[test]

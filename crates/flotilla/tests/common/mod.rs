@@ -446,10 +446,14 @@ pub struct ExtraAgent {
     pub data: TempDir,
     /// Its node name.
     pub node: String,
-    bridge: String,
-    pod_cidr: String,
+    /// Its node bridge (inside its network namespace).
+    pub bridge: String,
+    /// Its `--pod-cidr`; `None` lets the control plane assign one.
+    pod_cidr: Option<String>,
+    /// More agent flags.
+    flags: Vec<String>,
     /// Its network namespace (`/run/netns/<netns>`).
-    netns: String,
+    pub netns: String,
     /// Its address on the hub bridge.
     address: String,
     child: Option<Child>,
@@ -498,12 +502,19 @@ impl ExtraAgent {
     /// Imports the example image for, and starts, an agent named `<cluster node>-<suffix>`
     /// joining `cluster`'s server, and waits for its node to be Ready.
     pub fn join(cluster: &Cluster, suffix: &str, slot: u32) -> ExtraAgent {
+        ExtraAgent::join_with(cluster, suffix, slot, Some(&format!("10.99.{slot}.0/24")), &[])
+    }
+
+    /// [`ExtraAgent::join`] with `pod_cidr` (`None`: assigned by the control plane) and more
+    /// agent `flags`.
+    pub fn join_with(cluster: &Cluster, suffix: &str, slot: u32, pod_cidr: Option<&str>, flags: &[&str]) -> ExtraAgent {
         assert!(cluster.mode == Mode::Split, "extra agents join a split cluster");
         let mut agent = ExtraAgent {
             data: tempfile::Builder::new().prefix("flotilla-e2e-agent-").tempdir().unwrap(),
             node: format!("{}-{suffix}", cluster.node),
             bridge: format!("fte2x{slot}"),
-            pod_cidr: format!("10.99.{slot}.0/24"),
+            pod_cidr: pod_cidr.map(str::to_string),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             netns: format!("fte2n{slot}"),
             address: format!("10.98.0.{}", 10 + slot),
             child: None,
@@ -521,12 +532,13 @@ impl ExtraAgent {
         let token = std::fs::read_to_string(cluster.data_dir().join("node-token")).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.path().join("agent.log")).unwrap();
         let netns = format!("--net=/run/netns/{}", self.netns);
-        let args = [
+        let server = format!("https://{HUB_ADDRESS}:{}", cluster.port);
+        let mut args: Vec<&str> = vec![
             &netns,
             FLOTILLA,
             "agent",
             "--server",
-            &format!("https://{HUB_ADDRESS}:{}", cluster.port),
+            &server,
             "--node-ip",
             &self.address,
             "--token",
@@ -539,13 +551,18 @@ impl ExtraAgent {
             "0",
             "--bridge",
             &self.bridge,
-            "--pod-cidr",
-            &self.pod_cidr,
         ];
+        if let Some(cidr) = &self.pod_cidr {
+            args.extend(["--pod-cidr", cidr]);
+        }
+        args.extend(self.flags.iter().map(String::as_str));
         self.child = Some(
             Command::new("nsenter").args(args).env("HOME", cluster.home.path()).env("FLOTILLA_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap(),
         );
         wait_for(Duration::from_secs(60), "the extra node to be Ready", || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the agent of {} exited with {status}; its log:\n{}", self.node, self.log());
+            }
             let nodes: Value = serde_json::from_str(&cluster.try_run(&["get", "nodes", "-o", "json"]).ok()?).ok()?;
             nodes["items"].as_array()?.iter().any(|n| n["metadata"]["name"] == self.node.as_str() && node_ready(n)).then_some(())
         });
@@ -553,6 +570,24 @@ impl ExtraAgent {
 
     fn veth(&self) -> String {
         format!("{}h", self.netns)
+    }
+
+    /// Its address on the hub bridge.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// `ip ARGS` in its network namespace: the output, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = ip_in(Some(&self.netns), args);
+        assert!(out.status.success(), "ip -n {} {args:?}: {}", self.netns, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The tail of its log, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default();
+        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Kills the agent with SIGKILL; its containers keep running.
