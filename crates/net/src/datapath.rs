@@ -1,0 +1,237 @@
+//! The policy datapath (`bpf/policy.c`) loaded from Rust: its two tc programs attached to a
+//! pod's host veth, and the maps the control side fills — IP → identity (the ipcache), the
+//! allowed (pod identity, peer identity, port, protocol, direction) entries, and which pod
+//! identities are restricted in which direction. A change to a map takes effect on the next
+//! packet: nothing is re-attached and no pod is restarted.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::tc::{self, SchedClassifierLinkId};
+use aya::programs::{SchedClassifier, TcAttachType};
+use aya::Ebpf;
+use ipnet::Ipv4Net;
+
+/// The identity of addresses no ipcache entry covers (outside the cluster).
+pub const IDENTITY_WORLD: u32 = 2;
+
+/// The compiled programs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/policy.o"));
+
+/// Which way a packet travels, seen from the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// To the pod.
+    Ingress = 0,
+    /// From the pod.
+    Egress = 1,
+}
+
+/// An IP protocol a rule names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp = 6,
+    /// UDP.
+    Udp = 17,
+    /// SCTP.
+    Sctp = 132,
+}
+
+/// One allowed kind of traffic for pods of identity `local`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// The identity of the pods the rule is for.
+    pub local: u32,
+    /// The identity of the other end; `None`: any.
+    pub peer: Option<u32>,
+    /// The destination port; `None`: any.
+    pub port: Option<u16>,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The direction it allows.
+    pub direction: Direction,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct PolicyKey {
+    local_identity: u32,
+    peer_identity: u32,
+    port: u16,
+    protocol: u8,
+    direction: u8,
+}
+
+// SAFETY: plain old data with no padding (4 + 4 + 2 + 1 + 1 bytes), laid out as in policy.c.
+unsafe impl aya::Pod for PolicyKey {}
+
+impl From<&Rule> for PolicyKey {
+    fn from(rule: &Rule) -> Self {
+        PolicyKey {
+            local_identity: rule.local,
+            peer_identity: rule.peer.unwrap_or(0),
+            port: rule.port.unwrap_or(0),
+            protocol: rule.protocol as u8,
+            direction: rule.direction as u8,
+        }
+    }
+}
+
+/// Why the datapath could not be set up or changed; each names the program, map or link.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The kernel refused the object (no BPF, no BTF, a verifier rejection).
+    #[error("loading the eBPF policy programs: {0}")]
+    Load(String),
+    /// A program or map is missing from the object, or has another type.
+    #[error("the eBPF object has no usable {0}")]
+    Missing(&'static str),
+    /// tc could not take the programs on a link.
+    #[error("attaching the policy programs to {link}: {reason}")]
+    Attach {
+        /// The link.
+        link: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A map update failed.
+    #[error("updating the {map} map: {reason}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |e| DatapathError::Map { map, reason: e.to_string() }
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    ipcache: LpmTrie<MapData, u32, u32>,
+    policy: BpfHashMap<MapData, PolicyKey, u8>,
+    enforced: BpfHashMap<MapData, u64, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    links: HashMap<String, [SchedClassifierLinkId; 2]>,
+}
+
+/// Packets the programs passed and dropped, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Passed.
+    pub passed: u64,
+    /// Dropped by policy.
+    pub dropped: u64,
+}
+
+impl Datapath {
+    /// Loads the programs into the kernel. An error says which step failed: on a kernel
+    /// without the hooks this is where the agent learns it.
+    pub fn load() -> Result<Datapath, DatapathError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
+        for name in ["from_pod", "to_pod"] {
+            let program: &mut SchedClassifier =
+                ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
+            program.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
+        }
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
+        let ipcache = LpmTrie::try_from(take("IPCACHE")?).map_err(map_error("IPCACHE"))?;
+        let policy = BpfHashMap::try_from(take("POLICY")?).map_err(map_error("POLICY"))?;
+        let enforced = BpfHashMap::try_from(take("ENFORCED")?).map_err(map_error("ENFORCED"))?;
+        let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_error("COUNTERS"))?;
+        Ok(Datapath { ebpf, ipcache, policy, enforced, counters, links: HashMap::new() })
+    }
+
+    /// Attaches the programs to `link`, the host end of a pod's veth (in this process's
+    /// network namespace): `from_pod` on its tc ingress, `to_pod` on its egress.
+    pub fn attach(&mut self, link: &str) -> Result<(), DatapathError> {
+        let failed = |reason: String| DatapathError::Attach { link: link.to_string(), reason };
+        if let Err(e) = tc::qdisc_add_clsact(link) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(failed(format!("adding the clsact qdisc: {e}")));
+            }
+        }
+        let mut ids = Vec::with_capacity(2);
+        for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
+            let program: &mut SchedClassifier =
+                self.ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
+            ids.push(program.attach(link, hook).map_err(|e| failed(format!("{name}: {e}")))?);
+        }
+        if let Ok(ids) = <[SchedClassifierLinkId; 2]>::try_from(ids) {
+            self.links.insert(link.to_string(), ids);
+        }
+        Ok(())
+    }
+
+    /// Detaches the programs from `link` (a link deleted with its pod takes them along).
+    pub fn detach(&mut self, link: &str) -> Result<(), DatapathError> {
+        let Some(ids) = self.links.remove(link) else { return Ok(()) };
+        for (name, id) in ["from_pod", "to_pod"].into_iter().zip(ids) {
+            let program: &mut SchedClassifier =
+                self.ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
+            program.detach(id).map_err(|e| DatapathError::Attach { link: link.to_string(), reason: format!("detaching {name}: {e}") })?;
+        }
+        Ok(())
+    }
+
+    /// Addresses in `net` belong to `identity`.
+    pub fn set_identity(&mut self, net: Ipv4Net, identity: u32) -> Result<(), DatapathError> {
+        self.ipcache.insert(&lpm_key(net), identity, 0).map_err(map_error("IPCACHE"))
+    }
+
+    /// Forgets the identity of `net`.
+    pub fn remove_identity(&mut self, net: Ipv4Net) -> Result<(), DatapathError> {
+        match self.ipcache.remove(&lpm_key(net)) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(map_error("IPCACHE")),
+        }
+    }
+
+    /// Allows what `rule` describes.
+    pub fn allow(&mut self, rule: &Rule) -> Result<(), DatapathError> {
+        self.policy.insert(PolicyKey::from(rule), 1, 0).map_err(map_error("POLICY"))
+    }
+
+    /// Takes back `rule`; connections it let through go on, new ones are judged without it.
+    pub fn revoke(&mut self, rule: &Rule) -> Result<(), DatapathError> {
+        match self.policy.remove(&PolicyKey::from(rule)) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(map_error("POLICY")),
+        }
+    }
+
+    /// Restricts pods of `identity` in `direction` to what rules allow (`true`), or lifts it.
+    pub fn enforce(&mut self, identity: u32, direction: Direction, on: bool) -> Result<(), DatapathError> {
+        let key = (u64::from(identity) << 1) | direction as u64;
+        if on {
+            return self.enforced.insert(key, 1, 0).map_err(map_error("ENFORCED"));
+        }
+        match self.enforced.remove(&key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(map_error("ENFORCED")),
+        }
+    }
+
+    /// Packets passed and dropped so far.
+    pub fn counters(&self) -> Result<Counters, DatapathError> {
+        let sum = |index: u32| self.counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(map_error("COUNTERS"));
+        Ok(Counters { passed: sum(0)?, dropped: sum(1)? })
+    }
+}
+
+fn lpm_key(net: Ipv4Net) -> LpmKey<u32> {
+    let net = net.trunc();
+    // The trie compares the address bytes in network order.
+    LpmKey::new(u32::from(net.prefix_len()), u32::from(net.network()).to_be())
+}
+
+/// The address as the datapath keys it (for tests and logs).
+pub fn host_net(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(ip, 32).unwrap_or_default()
+}
