@@ -1,7 +1,7 @@
 //! `flotilla bench`: the figures BENCHMARKS.md records. `pod-start` times API create → Ready
 //! against a running cluster, sequentially and all at once, with raw `runc run -d` of an
 //! equivalent bundle as the floor; `footprint` reads a process's resident memory and disk writes;
-//! the other subcommands (scheduler, cluster, scan, unpack, verify) are in their own modules.
+//! the other subcommands (scheduler, cluster, functions, node loss, policy, scan, unpack, verify) are in their own modules.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use crate::Context;
 mod cluster;
 mod functions;
 mod nodeloss;
+mod policy;
 mod scan;
 mod scheduler;
 mod unpack;
@@ -49,6 +50,9 @@ enum BenchCommand {
     /// the node, back again, has stopped their duplicates; against a server and two agents it
     /// starts.
     NodeLoss(nodeloss::NodeLossBenchArgs),
+    /// The eBPF policy datapath's cost: TCP throughput and new connections per second to a
+    /// pod namespace with no programs, with the programs, and enforcing many rules.
+    Policy(policy::PolicyBenchArgs),
     /// Vulnerability scan time: an image of ~500 packages against ~50,000 advisories.
     Scan(scan::ScanBenchArgs),
     /// Layer unpacking throughput against GNU `tar -x`, same layers, same run.
@@ -98,6 +102,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::Cluster(a) => cluster::run(a).await,
         BenchCommand::NodeLoss(a) => nodeloss::run(a).await,
         BenchCommand::Functions(a) => functions::run(&ctx()?, a).await,
+        BenchCommand::Policy(a) => policy::run(a),
         BenchCommand::Scan(a) => scan::run(a),
         BenchCommand::Unpack(a) => unpack::run(a),
         BenchCommand::Verify(a) => verify::run(a).await,

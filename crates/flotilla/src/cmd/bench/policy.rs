@@ -1,0 +1,225 @@
+//! `flotilla bench policy`: what the eBPF policy datapath costs. A "pod" (a network namespace
+//! with its end of a veth pair) runs an iperf3 server and an HTTP server; from the host side
+//! this measures TCP throughput (iperf3) and new connections per second (one request each,
+//! so every connection's first packet is judged) with no programs on the veth, with the
+//! programs attached and nothing enforced, and with ingress enforced over `--rules` entries
+//! (the one that allows the traffic among others for other identities and ports). The
+//! configurations are interleaved run by run, and the median of the runs is reported.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use net::datapath::host_net;
+use net::{Datapath, Direction, Protocol, Rule};
+
+/// Settings of the policy benchmark.
+#[derive(Args, Debug)]
+pub struct PolicyBenchArgs {
+    /// Policy entries when enforcing.
+    #[arg(long, default_value_t = 10_000)]
+    rules: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Runs of every configuration (interleaved); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+const NETNS: &str = "fltbench-pod";
+const HOST_VETH: &str = "fltbench0h";
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 124, 0, 1);
+const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 124, 0, 2);
+const CLIENT: u32 = 300;
+const POD: u32 = 400;
+const HTTP_PORT: u16 = 8080;
+const IPERF_PORT: u16 = 5201;
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("running ip (apt-get install iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The namespace, its veth and its servers; removed when dropped.
+struct Pod {
+    servers: Vec<Child>,
+    www: tempfile::TempDir,
+}
+
+impl Pod {
+    fn create() -> Result<Pod> {
+        let _ = ip(&["link", "delete", HOST_VETH]);
+        let _ = ip(&["netns", "delete", NETNS]);
+        ip(&["netns", "add", NETNS])?;
+        let mut pod = Pod { servers: Vec::new(), www: tempfile::tempdir()? };
+        ip(&["link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS])?;
+        ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", HOST_VETH])?;
+        ip(&["link", "set", HOST_VETH, "up"])?;
+        ip(&["-n", NETNS, "addr", "add", &format!("{POD_IP}/30"), "dev", "eth0"])?;
+        ip(&["-n", NETNS, "link", "set", "eth0", "up"])?;
+        ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
+        std::fs::write(pod.www.path().join("index.html"), "hello\n")?;
+        let spawn = |args: &[&str], what: &str| -> Result<Child> {
+            Command::new("ip")
+                .args(["netns", "exec", NETNS])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {what}"))
+        };
+        let www = pod.www.path().to_string_lossy().into_owned();
+        pod.servers.push(spawn(&["busybox", "httpd", "-f", "-p", &HTTP_PORT.to_string(), "-h", &www], "busybox httpd (apt-get install busybox-static)")?);
+        pod.servers.push(spawn(&["iperf3", "-s", "-p", &IPERF_PORT.to_string()], "iperf3 (apt-get install iperf3)")?);
+        let started = Instant::now();
+        while request().is_err() || TcpStream::connect_timeout(&SocketAddr::from((POD_IP, IPERF_PORT)), Duration::from_millis(200)).is_err() {
+            if started.elapsed() > Duration::from_secs(5) {
+                bail!("the servers in the bench namespace did not start (is iperf3 installed? apt-get install iperf3)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(pod)
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = ip(&["link", "delete", HOST_VETH]);
+        let _ = ip(&["netns", "delete", NETNS]);
+    }
+}
+
+/// One HTTP/1.0 request on a new connection.
+fn request() -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((POD_IP, HTTP_PORT)), Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = Vec::with_capacity(256);
+    stream.read_to_end(&mut response)?;
+    if !response.starts_with(b"HTTP/1.") {
+        return Err(std::io::Error::other("not an HTTP response"));
+    }
+    Ok(())
+}
+
+/// New connections (one request each) per second over `seconds`.
+fn connection_rate(seconds: u64) -> Result<f64> {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        request().context("a request to the bench pod failed")?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// iperf3's received throughput in Gbit/s over `seconds`.
+fn throughput(seconds: u64) -> Result<f64> {
+    let out = Command::new("iperf3")
+        .args(["-c", &POD_IP.to_string(), "-p", &IPERF_PORT.to_string(), "-t", &seconds.to_string(), "-J"])
+        .output()
+        .context("running iperf3 (apt-get install iperf3)")?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3's JSON report")?;
+    report["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9).with_context(|| format!("no throughput in iperf3's report: {report}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    Bare,
+    Attached,
+    Enforcing,
+}
+
+impl Setup {
+    fn label(self, rules: u32) -> String {
+        match self {
+            Setup::Bare => "no programs".into(),
+            Setup::Attached => "programs, no policy".into(),
+            Setup::Enforcing => format!("ingress enforced, {rules} rules"),
+        }
+    }
+}
+
+/// Fills the maps: the two identities, ingress enforced for the pod, the rules that allow the
+/// bench's traffic, and `rules - 2` more for other identities and ports.
+fn enforce(datapath: &mut Datapath, rules: u32) -> Result<()> {
+    datapath.set_identity(host_net(HOST_IP), CLIENT)?;
+    datapath.set_identity(host_net(POD_IP), POD)?;
+    let rule = |local, peer, port| Rule { local, peer: Some(peer), port: Some(port), protocol: Protocol::Tcp, direction: Direction::Ingress };
+    datapath.allow(&rule(POD, CLIENT, HTTP_PORT))?;
+    datapath.allow(&rule(POD, CLIENT, IPERF_PORT))?;
+    for i in 0..rules.saturating_sub(2) {
+        datapath.allow(&rule(1000 + i % 500, 5000 + i / 500, 1024 + (i % 50_000) as u16))?;
+    }
+    datapath.enforce(POD, Direction::Ingress, true)?;
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: &PolicyBenchArgs) -> Result<()> {
+    let _pod = Pod::create()?;
+    let setups = [Setup::Bare, Setup::Attached, Setup::Enforcing];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut gbits: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    for run in 0..args.runs {
+        for (i, setup) in setups.iter().enumerate() {
+            // A fresh load per measurement: no conntrack entries or rules carried over.
+            let datapath = match setup {
+                Setup::Bare => None,
+                _ => {
+                    let mut datapath = Datapath::load()?;
+                    datapath.attach(HOST_VETH)?;
+                    if *setup == Setup::Enforcing {
+                        enforce(&mut datapath, args.rules)?;
+                    }
+                    Some(datapath)
+                }
+            };
+            let rate = connection_rate(args.seconds)?;
+            let gbit = throughput(args.seconds)?;
+            if let Some(datapath) = &datapath {
+                let counters = datapath.counters()?;
+                if counters.dropped > 0 {
+                    bail!("the datapath dropped {} packets of the bench's allowed traffic", counters.dropped);
+                }
+                if counters.passed == 0 {
+                    bail!("the datapath judged no packets: it is not on the path");
+                }
+            }
+            println!("run {}: {:<32} {rate:>8.0} connections/s  {gbit:>6.2} Gbit/s", run + 1, setup.label(args.rules));
+            rates[i].push(rate);
+            gbits[i].push(gbit);
+            if let Some(mut datapath) = datapath {
+                datapath.detach(HOST_VETH)?;
+            }
+        }
+    }
+    println!("median of {} runs, {} s each:", args.runs, args.seconds);
+    let (base_rate, base_gbit) = (median(&mut rates[0].clone()), median(&mut gbits[0].clone()));
+    for (i, setup) in setups.iter().enumerate() {
+        let (rate, gbit) = (median(&mut rates[i]), median(&mut gbits[i]));
+        println!(
+            "  {:<32} {rate:>8.0} connections/s ({:+.1}%)  {gbit:>6.2} Gbit/s ({:+.1}%)",
+            setup.label(args.rules),
+            (rate / base_rate - 1.0) * 100.0,
+            (gbit / base_gbit - 1.0) * 100.0
+        );
+    }
+    Ok(())
+}
