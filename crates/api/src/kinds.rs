@@ -94,6 +94,7 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },
     ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "ImagePolicy", plural: "imagepolicies", short_names: &["imgpol"], namespaced: true },
     ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "Function", plural: "functions", short_names: &["fn"], namespaced: true },
+    ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "Identity", plural: "identities", short_names: &["id"], namespaced: false },
     ResourceType {
         group: "flotilla.dev",
         version: "v1alpha1",

@@ -9,6 +9,7 @@ pub mod field;
 pub mod function;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod imagepolicy;
 pub mod kinds;
 pub mod manifest;

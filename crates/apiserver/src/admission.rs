@@ -96,6 +96,19 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             api::function::validate(&function).map_err(invalid)?;
             encode(&function)
         }
+        "Identity" => {
+            let identity: api::identity::Identity = strict(rt, &name, value)?;
+            api::identity::validate(&identity).map_err(invalid)?;
+            if let Some(old) = old {
+                let old: api::identity::Identity = strict(rt, &name, old)?;
+                if old.spec != identity.spec {
+                    let mut errors = FieldErrors::default();
+                    errors.push(api::FieldError::invalid("spec", "changed", "an Identity stands for one label set for life; create another"));
+                    return Err(invalid(errors));
+                }
+            }
+            encode(&identity)
+        }
         "ImagePolicy" | "ClusterImagePolicy" => {
             let policy: api::ImagePolicy = strict(rt, &name, value)?;
             api::imagepolicy::validate(&policy, rt.namespaced).map_err(invalid)?;

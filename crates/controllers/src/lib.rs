@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod events;
 pub mod functions;
 pub mod gc;
+pub mod identities;
 pub mod informer;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -32,6 +33,8 @@ pub struct Caches {
     pub leases: Informer<api::Lease>,
     /// Functions.
     pub functions: Informer<api::function::Function>,
+    /// Identities.
+    pub identities: Informer<api::identity::Identity>,
 }
 
 impl Caches {
@@ -44,6 +47,7 @@ impl Caches {
             namespaces: Informer::start(registry.clone(), tasks),
             leases: Informer::start(registry.clone(), tasks),
             functions: Informer::start(registry.clone(), tasks),
+            identities: Informer::start(registry.clone(), tasks),
         };
         caches.pods.wait_synced().await;
         caches.deployments.wait_synced().await;
@@ -51,6 +55,7 @@ impl Caches {
         caches.namespaces.wait_synced().await;
         caches.leases.wait_synced().await;
         caches.functions.wait_synced().await;
+        caches.identities.wait_synced().await;
         caches
     }
 }
@@ -64,6 +69,8 @@ pub struct ControllerOptions {
     pub lifecycle: nodelifecycle::LifecycleConfig,
     /// Which pod networks nodes get.
     pub node_ipam: nodeipam::NodeIpamConfig,
+    /// How long an Identity no pod needs is kept; `None` is [`identities::GRACE`].
+    pub identity_grace: Option<std::time::Duration>,
     /// How long Events are kept; `None` is [`gc::EVENT_TTL`].
     pub event_ttl: Option<std::time::Duration>,
     /// Where the Functions' dispatchers count; `None` keeps the counts to themselves.
@@ -80,6 +87,7 @@ pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSe
     tasks.spawn(functions::run(registry.clone(), caches.clone(), options.function_metrics.clone().unwrap_or_default()));
     tasks.spawn(gc::run(registry.clone(), caches.clone(), options.event_ttl.unwrap_or(gc::EVENT_TTL)));
     tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
+    tasks.spawn(identities::run(registry.clone(), caches.clone(), options.identity_grace.unwrap_or(identities::GRACE)));
     tasks.spawn(nodeipam::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-ipam-controller"), options.node_ipam));
     tasks
 }

@@ -100,6 +100,7 @@ fn header(kind: &str, wide: bool) -> Vec<String> {
         "ConfigMap" => (&["NAME", "DATA", "AGE"], &[]),
         "Function" => (&["NAME", "READY", "REPLICAS", "BACKLOG", "IN-FLIGHT", "RECEIVED", "ACKED", "DEAD-LETTERED", "AGE"], &["TRIGGERS"]),
         "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
+        "Identity" => (&["NAME", "NAMESPACE", "LABELS", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     base.iter().chain(if wide { extra.iter() } else { [].iter() }).map(|s| s.to_string()).collect()
@@ -171,6 +172,13 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
             s(v, "/message").into(),
         ],
         "Namespace" => vec![name, "Active".into(), created],
+        "Identity" => {
+            let labels = v
+                .pointer("/spec/labels")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","));
+            vec![name, s(v, "/spec/namespace").into(), labels.unwrap_or_default(), created]
+        }
         "Lease" => vec![name, s(v, "/spec/holderIdentity").into(), created],
         "Function" => {
             let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0).to_string();

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// The prefix length of each node's slice of --cluster-cidr.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// How long an Identity no pod has any longer is kept (a pod recreated meanwhile finds its
+    /// number again).
+    #[arg(long, default_value = "60s", value_parser = crate::cmd::rollout::parse_duration)]
+    pub identity_gc_grace: Duration,
     /// How long Events are kept (they live in memory on the embedded store, and are deleted
     /// from etcd after this long).
     #[arg(long, default_value = "1h", value_parser = crate::cmd::rollout::parse_duration)]
@@ -65,6 +69,7 @@ fn control_plane_options(server: &ServerArgs) -> Result<ControlPlaneOptions> {
             scheduler: scheduler::SchedulerConfig { strategy: server.scheduling_strategy, ..Default::default() },
             lifecycle: controllers::nodelifecycle::LifecycleConfig { grace: server.node_grace, ..Default::default() },
             node_ipam: controllers::nodeipam::NodeIpamConfig::new(&server.cluster_cidr, server.node_cidr_mask_size).map_err(anyhow::Error::msg)?,
+            identity_grace: Some(server.identity_gc_grace),
             event_ttl: Some(server.event_ttl),
             function_metrics: None,
         },

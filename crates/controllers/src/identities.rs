@@ -1,0 +1,161 @@
+//! Identity allocation: every distinct (namespace, security labels) set among the pods gets an
+//! Identity, numbered from 256 up (the lowest free number; the object's name is the number, so
+//! a second server racing for it gets a conflict and tries again). Pods with the same label
+//! set share one. An Identity no pod has needed for `grace` is deleted; when several stand for
+//! one label set (two servers allocated at once), the lowest is the one in use and the others
+//! go the same way.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::identity::{Identity, IdentitySpec, FIRST_ALLOCATED, LAST_ALLOCATED};
+use api::{ObjectMeta, Pod};
+use apiserver::{ApiError, DeleteOptions, Registry};
+
+use crate::Caches;
+
+/// How long an unused Identity is kept by default: a pod recreated at once (a rolling update,
+/// a node loss) finds its number again.
+pub const GRACE: Duration = Duration::from_secs(60);
+
+/// How often the allocator looks even when nothing changed (for the grace period to end).
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// The label set a pod needs an Identity for.
+fn wanted(pod: &Pod) -> IdentitySpec {
+    api::identity::spec_for(pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.labels.as_ref())
+}
+
+/// The Identity in use for each label set: the lowest number standing for it.
+pub fn in_use(identities: &[Arc<Identity>]) -> BTreeMap<IdentitySpec, u32> {
+    let mut chosen: BTreeMap<IdentitySpec, u32> = BTreeMap::new();
+    for identity in identities {
+        if let Some(number) = identity.number() {
+            chosen.entry(identity.spec.clone()).and_modify(|n| *n = (*n).min(number)).or_insert(number);
+        }
+    }
+    chosen
+}
+
+/// Runs the allocator until its task is dropped.
+pub async fn run(registry: Registry, caches: Caches, grace: Duration) {
+    let mut pod_changes = caches.pods.subscribe();
+    let mut identity_changes = caches.identities.subscribe();
+    // The label set of every pod as last seen: most pod changes (status) leave it alone, and
+    // only a change to it is worth a pass.
+    let mut seen: HashMap<String, IdentitySpec> = HashMap::new();
+    let mut unused_since: HashMap<u32, Instant> = HashMap::new();
+    loop {
+        if let Err(e) = pass(&registry, &caches, grace, &mut unused_since).await {
+            tracing::debug!(error = %e, "identity allocation pass failed");
+        }
+        // Wait for a change that matters, then let a burst (a Deployment scaling up) settle
+        // into one pass instead of one per pod.
+        let mut dirty = false;
+        let resync = tokio::time::sleep(RESYNC);
+        tokio::pin!(resync);
+        while !dirty {
+            tokio::select! {
+                change = pod_changes.recv() => dirty = relevant(&mut seen, change),
+                change = identity_changes.recv() => dirty = change.is_err() || change.is_ok_and(|c| c.object.is_none()),
+                _ = &mut resync => dirty = true,
+            }
+        }
+        tokio::time::sleep(SETTLE).await;
+        while let Ok(change) = pod_changes.try_recv() {
+            relevant(&mut seen, Ok(change));
+        }
+    }
+}
+
+/// How long a burst of pod changes is given to settle into one pass.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Whether a pod change can need or free an Identity: a new or deleted pod, or a change of its
+/// label set (most changes are of its status). Missed changes count.
+fn relevant(seen: &mut HashMap<String, IdentitySpec>, change: Result<crate::informer::Change<Pod>, tokio::sync::broadcast::error::RecvError>) -> bool {
+    let Ok(change) = change else { return true };
+    let spec = change.object.as_deref().map(wanted);
+    let before = match &spec {
+        Some(spec) => seen.insert(change.key.clone(), spec.clone()),
+        None => seen.remove(&change.key),
+    };
+    before != spec
+}
+
+/// Creates the Identities missing for the pods' label sets, and deletes those unused for
+/// `grace` (tracked in `unused_since`).
+pub async fn pass(registry: &Registry, caches: &Caches, grace: Duration, unused_since: &mut HashMap<u32, Instant>) -> Result<(), ApiError> {
+    let identities = caches.identities.list();
+    let chosen = in_use(&identities);
+    let needed: BTreeSet<IdentitySpec> = caches.pods.list().iter().map(|p| wanted(p)).collect();
+    let mut taken: BTreeSet<u32> = identities.iter().filter_map(|i| i.number()).collect();
+    let mut next = FIRST_ALLOCATED;
+    for spec in needed.iter().filter(|s| !chosen.contains_key(*s)) {
+        while taken.contains(&next) {
+            next += 1;
+        }
+        if next > LAST_ALLOCATED {
+            tracing::warn!("no identity numbers are left; pods of new label sets get none");
+            break;
+        }
+        let identity = Identity {
+            api_version: api::identity::API_VERSION.into(),
+            kind: "Identity".into(),
+            metadata: ObjectMeta { name: Some(next.to_string()), ..Default::default() },
+            spec: spec.clone(),
+        };
+        match registry.create_as(&identity).await {
+            Ok(_) => tracing::info!(identity = next, namespace = %spec.namespace, labels = ?spec.labels, "allocated an identity"),
+            // Another server took the number: the next pass sees its Identity.
+            Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        taken.insert(next);
+    }
+    let now = Instant::now();
+    for identity in &identities {
+        let Some(number) = identity.number() else { continue };
+        let used = needed.contains(&identity.spec) && chosen.get(&identity.spec) == Some(&number);
+        if used {
+            unused_since.remove(&number);
+            continue;
+        }
+        let since = *unused_since.entry(number).or_insert(now);
+        if now.duration_since(since) < grace {
+            continue;
+        }
+        let opts = DeleteOptions { precondition_uid: identity.metadata.uid.clone(), ..Default::default() };
+        match registry.delete_as::<Identity>(None, &number.to_string(), &opts).await {
+            Ok(_) => tracing::info!(identity = number, "deleted an unused identity"),
+            Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        unused_since.remove(&number);
+    }
+    unused_since.retain(|n, _| taken.contains(n));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(number: u32, ns: &str, app: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            metadata: ObjectMeta { name: Some(number.to_string()), ..Default::default() },
+            spec: IdentitySpec { namespace: ns.into(), labels: [("app".to_string(), app.to_string())].into() },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_lowest_number_of_a_label_set_is_the_one_in_use() {
+        let chosen = in_use(&[identity(300, "shop", "web"), identity(257, "shop", "web"), identity(256, "shop", "db"), identity(258, "lab", "web")]);
+        let spec = |ns: &str, app: &str| IdentitySpec { namespace: ns.into(), labels: [("app".to_string(), app.to_string())].into() };
+        assert_eq!(chosen[&spec("shop", "web")], 257);
+        assert_eq!(chosen[&spec("shop", "db")], 256);
+        assert_eq!(chosen[&spec("lab", "web")], 258, "the namespace is part of the identity");
+    }
+}
