@@ -44,6 +44,7 @@ pub fn manifest(data: &[u8]) {
             "ImagePolicy" => admit_with::<crate::ImagePolicy>(doc, |o| crate::imagepolicy::validate(o, true)),
             "ClusterImagePolicy" => admit_with::<crate::ImagePolicy>(doc, |o| crate::imagepolicy::validate(o, false)),
             "Function" => admit_with::<crate::function::Function>(doc, crate::function::validate),
+            "NetworkPolicy" => admit_with::<crate::NetworkPolicy>(doc, crate::netpol::validate),
             "Identity" => admit_with::<crate::identity::Identity>(doc, crate::identity::validate),
             other => panic!("parse_documents returned kind {other}, which has no decoder here"),
         }

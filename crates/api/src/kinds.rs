@@ -90,6 +90,7 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", short_names: &["cm"], namespaced: true },
     ResourceType { group: "", version: "v1", kind: "Secret", plural: "secrets", short_names: &[], namespaced: true },
     ResourceType { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", short_names: &["deploy"], namespaced: true },
+    ResourceType { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", short_names: &["netpol"], namespaced: true },
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },
     ResourceType { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", short_names: &["pc"], namespaced: false },
     ResourceType { group: "flotilla.dev", version: "v1alpha1", kind: "ImagePolicy", plural: "imagepolicies", short_names: &["imgpol"], namespaced: true },

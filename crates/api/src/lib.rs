@@ -13,6 +13,7 @@ pub mod identity;
 pub mod imagepolicy;
 pub mod kinds;
 pub mod manifest;
+pub mod netpol;
 pub mod pod;
 pub mod priority;
 pub mod quantity;
@@ -25,6 +26,7 @@ pub use k8s_openapi::jiff;
 pub use k8s_openapi::api::apps::v1::Deployment;
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
+pub use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};
 

@@ -96,6 +96,11 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             api::function::validate(&function).map_err(invalid)?;
             encode(&function)
         }
+        "NetworkPolicy" => {
+            let policy: api::NetworkPolicy = strict(rt, &name, value)?;
+            api::netpol::validate(&policy).map_err(invalid)?;
+            encode(&policy)
+        }
         "Identity" => {
             let identity: api::identity::Identity = strict(rt, &name, value)?;
             api::identity::validate(&identity).map_err(invalid)?;

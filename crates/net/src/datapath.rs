@@ -21,7 +21,7 @@ pub const IDENTITY_WORLD: u32 = 2;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/policy.o"));
 
 /// Which way a packet travels, seen from the pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// To the pod.
     Ingress = 0,
@@ -30,8 +30,10 @@ pub enum Direction {
 }
 
 /// An IP protocol a rule names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
+    /// ICMP (no ports: its rules have none).
+    Icmp = 1,
     /// TCP.
     Tcp = 6,
     /// UDP.
@@ -41,7 +43,7 @@ pub enum Protocol {
 }
 
 /// One allowed kind of traffic for pods of identity `local`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     /// The identity of the pods the rule is for.
     pub local: u32,

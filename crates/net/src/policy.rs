@@ -1,0 +1,282 @@
+//! Kubernetes NetworkPolicy compiled to what the datapath keys on: an ipcache (addresses →
+//! identities), which pod identities are restricted in which direction, and the allowed
+//! (pod identity, peer identity, port, protocol, direction) entries.
+//!
+//! Semantics as in Kubernetes: a pod no policy selects is not restricted; once one selects it
+//! for a direction, only what some selecting policy allows passes in that direction (the
+//! union of their rules). A rule without peers allows every peer, a rule without ports every
+//! port and protocol. `ipBlock` peers are CIDR identities of their own, one per distinct
+//! prefix among the policies, so `except` is a more specific prefix the rule does not allow
+//! and the longest match decides. The node itself (its pod gateway) may always reach its pods,
+//! as the kubelet's probes need.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use api::identity::{IdentitySpec, HOST};
+use api::k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use api::selector::Selector;
+use ipnet::Ipv4Net;
+
+use crate::datapath::{Direction, Protocol, Rule};
+
+/// Where the identities of `ipBlock` prefixes start (above every allocated pod identity).
+pub const CIDR_IDENTITY_BASE: u32 = 1 << 24;
+
+/// A container port a policy may name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    /// Its name.
+    pub name: String,
+    /// Its number.
+    pub port: u16,
+    /// Its protocol.
+    pub protocol: Protocol,
+}
+
+/// A pod as the policies see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its containers' named ports.
+    pub ports: Vec<NamedPort>,
+}
+
+/// What the compiler works from.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// Every pod with an address (this node's and the others').
+    pub endpoints: Vec<Endpoint>,
+    /// The identity numbers in use, by label set.
+    pub identities: BTreeMap<IdentitySpec, u32>,
+    /// Namespace labels, by namespace.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every NetworkPolicy.
+    pub policies: Vec<NetworkPolicy>,
+    /// The node's own addresses (its pod gateway), identity [`HOST`].
+    pub host: Vec<Ipv4Addr>,
+    /// The identities of this node's pods: only these get restrictions and rules.
+    pub local: BTreeSet<u32>,
+}
+
+/// What the datapath is to hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Address ranges → identity.
+    pub ipcache: BTreeMap<Ipv4Net, u32>,
+    /// (identity, direction) pairs restricted to their rules.
+    pub enforced: BTreeSet<(u32, Direction)>,
+    /// What is allowed.
+    pub rules: BTreeSet<Rule>,
+}
+
+const ALL_PROTOCOLS: [Protocol; 4] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp];
+
+fn protocol(port: &NetworkPolicyPort) -> Protocol {
+    match port.protocol.as_deref() {
+        Some("UDP") => Protocol::Udp,
+        Some("SCTP") => Protocol::Sctp,
+        _ => Protocol::Tcp,
+    }
+}
+
+fn selector(object: Option<&api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> Option<Selector> {
+    // Validated at admission; one that does not parse selects nothing.
+    match object {
+        None => Some(Selector::default()),
+        Some(object) => Selector::from_object(object).ok(),
+    }
+}
+
+/// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes sets.
+fn namespace_labels(inputs: &Inputs, name: &str) -> BTreeMap<String, String> {
+    let mut labels = inputs.namespaces.get(name).cloned().unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".into(), name.into());
+    labels
+}
+
+/// The network of a validated CIDR text.
+fn network(text: &str) -> Option<Ipv4Net> {
+    text.parse::<Ipv4Net>().ok().map(|n| n.trunc())
+}
+
+fn inside(inner: &Ipv4Net, outer: &Ipv4Net) -> bool {
+    outer.contains(inner)
+}
+
+struct Compiler<'a> {
+    inputs: &'a Inputs,
+    /// The identity of every ipBlock prefix.
+    prefixes: BTreeMap<Ipv4Net, u32>,
+}
+
+impl Compiler<'_> {
+    /// The identities `peer` (of a policy in `ns`) stands for.
+    fn peer(&self, ns: &str, peer: &NetworkPolicyPeer) -> Vec<u32> {
+        if let Some(block) = &peer.ip_block {
+            let Some(cidr) = network(&block.cidr) else { return Vec::new() };
+            let excepts: Vec<Ipv4Net> = block.except.iter().flatten().filter_map(|e| network(e)).collect();
+            return self.prefixes.iter().filter(|(p, _)| inside(p, &cidr) && !excepts.iter().any(|e| inside(p, e))).map(|(_, id)| *id).collect();
+        }
+        let Some(pods) = selector(peer.pod_selector.as_ref()) else { return Vec::new() };
+        let namespaces = match &peer.namespace_selector {
+            None => None,
+            Some(object) => match Selector::from_object(object) {
+                Ok(s) => Some(s),
+                Err(_) => return Vec::new(),
+            },
+        };
+        self.inputs
+            .identities
+            .iter()
+            .filter(|(spec, _)| match &namespaces {
+                None => spec.namespace == ns,
+                Some(selector) => selector.matches(&namespace_labels(self.inputs, &spec.namespace)),
+            })
+            .filter(|(spec, _)| pods.matches(&spec.labels))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// The (port, protocol) pairs `ports` allows, a named port resolved among `holders`' pods.
+    fn ports(&self, ports: Option<&Vec<NetworkPolicyPort>>, holders: &dyn Fn(&Endpoint) -> bool) -> Vec<(Option<u16>, Protocol)> {
+        let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+            return ALL_PROTOCOLS.iter().map(|p| (None, *p)).collect();
+        };
+        let mut out = Vec::new();
+        for port in ports {
+            let proto = protocol(port);
+            match &port.port {
+                None => out.push((None, proto)),
+                Some(IntOrString::Int(start)) => {
+                    let (start, end) = (*start as u16, port.end_port.unwrap_or(*start) as u16);
+                    out.extend((start..=end).map(|p| (Some(p), proto)));
+                }
+                Some(IntOrString::String(name)) => {
+                    let numbers: BTreeSet<u16> = self
+                        .inputs
+                        .endpoints
+                        .iter()
+                        .filter(|e| holders(e))
+                        .flat_map(|e| e.ports.iter())
+                        .filter(|p| p.name == *name && p.protocol == proto)
+                        .map(|p| p.port)
+                        .collect();
+                    out.extend(numbers.into_iter().map(|p| (Some(p), proto)));
+                }
+            }
+        }
+        out
+    }
+
+    fn identity_of(&self, endpoint: &Endpoint) -> Option<u32> {
+        self.inputs.identities.get(&api::identity::spec_for(&endpoint.namespace, Some(&endpoint.labels))).copied()
+    }
+}
+
+/// Compiles `inputs` into the datapath's state.
+pub fn compile(inputs: &Inputs) -> State {
+    let mut state = State::default();
+    for ip in &inputs.host {
+        state.ipcache.insert(Ipv4Net::from(*ip), HOST);
+    }
+    let mut prefixes = BTreeSet::new();
+    for policy in &inputs.policies {
+        let Some(spec) = &policy.spec else { continue };
+        let peers = spec.ingress.iter().flatten().flat_map(|r| r.from.iter().flatten()).chain(spec.egress.iter().flatten().flat_map(|r| r.to.iter().flatten()));
+        for block in peers.filter_map(|p| p.ip_block.as_ref()) {
+            prefixes.extend(network(&block.cidr));
+            prefixes.extend(block.except.iter().flatten().filter_map(|e| network(e)));
+        }
+    }
+    let compiler = Compiler { inputs, prefixes: prefixes.into_iter().enumerate().map(|(i, p)| (p, CIDR_IDENTITY_BASE + i as u32)).collect() };
+    for (prefix, id) in &compiler.prefixes {
+        state.ipcache.insert(*prefix, *id);
+    }
+    for endpoint in &inputs.endpoints {
+        if let Some(id) = compiler.identity_of(endpoint) {
+            state.ipcache.insert(Ipv4Net::from(endpoint.ip), id);
+        }
+    }
+    for policy in &inputs.policies {
+        let Some(spec) = &policy.spec else { continue };
+        let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(selects) = selector(spec.pod_selector.as_ref()) else { continue };
+        let selected: Vec<u32> = inputs
+            .identities
+            .iter()
+            .filter(|(s, id)| s.namespace == ns && inputs.local.contains(id) && selects.matches(&s.labels))
+            .map(|(_, id)| *id)
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let egress_rules = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
+        let types: Vec<Direction> = match &spec.policy_types {
+            Some(types) => types
+                .iter()
+                .filter_map(|t| {
+                    if t == "Ingress" {
+                        Some(Direction::Ingress)
+                    } else if t == "Egress" {
+                        Some(Direction::Egress)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            None if egress_rules => vec![Direction::Ingress, Direction::Egress],
+            None => vec![Direction::Ingress],
+        };
+        for &local in &selected {
+            for &direction in &types {
+                state.enforced.insert((local, direction));
+                if direction == Direction::Ingress {
+                    for protocol in ALL_PROTOCOLS {
+                        state.rules.insert(Rule { local, peer: Some(HOST), port: None, protocol, direction });
+                    }
+                }
+            }
+            let mut add = |direction: Direction, peers: Option<Vec<u32>>, ports: Vec<(Option<u16>, Protocol)>| {
+                for (port, protocol) in &ports {
+                    match &peers {
+                        None => {
+                            state.rules.insert(Rule { local, peer: None, port: *port, protocol: *protocol, direction });
+                        }
+                        Some(peers) => {
+                            for peer in peers {
+                                state.rules.insert(Rule { local, peer: Some(*peer), port: *port, protocol: *protocol, direction });
+                            }
+                        }
+                    }
+                }
+            };
+            if types.contains(&Direction::Ingress) {
+                for rule in spec.ingress.iter().flatten() {
+                    let peers = rule.from.as_ref().filter(|f| !f.is_empty()).map(|from| from.iter().flat_map(|p| compiler.peer(ns, p)).collect::<Vec<_>>());
+                    let ports = compiler.ports(rule.ports.as_ref(), &|e| compiler.identity_of(e) == Some(local));
+                    add(Direction::Ingress, peers, ports);
+                }
+            }
+            if types.contains(&Direction::Egress) {
+                for rule in spec.egress.iter().flatten() {
+                    let peers = rule.to.as_ref().filter(|t| !t.is_empty()).map(|to| to.iter().flat_map(|p| compiler.peer(ns, p)).collect::<Vec<_>>());
+                    let holders = peers.clone();
+                    let ports =
+                        compiler.ports(rule.ports.as_ref(), &|e| holders.as_ref().is_none_or(|h| compiler.identity_of(e).is_some_and(|id| h.contains(&id))));
+                    add(Direction::Egress, peers, ports);
+                }
+            }
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests;
