@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub bridge: String,
     /// How pods reach the pods of other nodes.
     pub overlay: crate::network::overlay::OverlayMode,
+    /// Enforce NetworkPolicy with the eBPF datapath.
+    pub network_policy: bool,
     /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
     pub backoff_base: Duration,
     /// Longest restart back-off.
@@ -57,6 +59,7 @@ impl AgentConfig {
             pod_cidr: String::new(),
             bridge: "flotilla0".into(),
             overlay: crate::network::overlay::OverlayMode::Vxlan,
+            network_policy: true,
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             heartbeat: Duration::from_secs(2),

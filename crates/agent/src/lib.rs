@@ -6,6 +6,7 @@ pub mod devices;
 pub mod hollow;
 pub mod join;
 pub mod logs;
+pub mod netpolicy;
 pub mod network;
 pub mod node;
 mod path_error;
@@ -48,6 +49,8 @@ pub struct AgentContext {
     pub image_policy: Arc<trust::enforce::Evaluator>,
     /// The image policies those re-checks apply, kept by a watch.
     pub policies: Arc<policies::PolicyCache>,
+    /// Network policy enforcement on the pods' veths.
+    pub netpolicy: Arc<netpolicy::NetPolicy>,
 }
 
 /// Why the agent could not start.
@@ -102,6 +105,14 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     let network = PodNetwork::new(net_config)?;
     network.ensure_bridge().await?;
     let overlay = network::overlay::Overlay::new(config.overlay, &config.bridge, config.node_ip, pod_cidr)?;
+    let netpolicy = match config.network_policy {
+        true => netpolicy::NetPolicy::new(true, network.gateway()).map_err(|e| {
+            AgentError::Setup(format!(
+                "network policy: {e}; this kernel cannot run the eBPF datapath (start the agent with --network-policy off to run without enforcement)"
+            ))
+        })?,
+        false => netpolicy::NetPolicy::disabled(),
+    };
     let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
         insecure_registries: config.insecure_registries.clone(),
         image_store: Some(images.clone()),
@@ -122,9 +133,11 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         },
         image_policy,
         policies: Arc::default(),
+        netpolicy: Arc::new(netpolicy),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ctx.policies.clone().run(ctx.client.clone()));
+    tasks.spawn(ctx.netpolicy.clone().run(ctx.client.clone()));
     if let Some(overlay) = overlay {
         tasks.spawn(network::overlay::run(ctx.client.clone(), ctx.config.node_name.clone(), overlay));
     }

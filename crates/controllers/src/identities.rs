@@ -70,7 +70,7 @@ pub async fn run(registry: Registry, caches: Caches, grace: Duration) {
 }
 
 /// How long a burst of pod changes is given to settle into one pass.
-const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_millis(25);
 
 /// Whether a pod change can need or free an Identity: a new or deleted pod, or a change of its
 /// label set (most changes are of its status). Missed changes count.

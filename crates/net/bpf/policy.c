@@ -59,8 +59,10 @@ struct {
 	__type(value, __u32);
 } IPCACHE SEC(".maps");
 
+// Allocated as entries are added: a node with few rules holds little kernel memory.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 262144);
 	__type(key, struct policy_key);
 	__type(value, __u8);
@@ -69,6 +71,7 @@ struct {
 // Key: identity << 1 | direction.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, __u8);
@@ -76,7 +79,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 65536);
 	__type(key, struct ct_key);
 	__type(value, struct ct_value);
 } CONNTRACK SEC(".maps");

@@ -159,6 +159,12 @@ impl Datapath {
                 return Err(failed(format!("adding the clsact qdisc: {e}")));
             }
         }
+        // Filters an earlier agent left (its programs and maps live on with them) would judge
+        // every packet before ours, by a policy that no longer holds.
+        for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
+            let _ = tc::qdisc_detach_program(link, hook, name);
+        }
+        self.links.remove(link);
         let mut ids = Vec::with_capacity(2);
         for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
             let program: &mut SchedClassifier =
@@ -180,6 +186,11 @@ impl Datapath {
             program.detach(id).map_err(|e| DatapathError::Attach { link: link.to_string(), reason: format!("detaching {name}: {e}") })?;
         }
         Ok(())
+    }
+
+    /// Forgets `link` (deleted with its pod, taking the programs along).
+    pub fn forget(&mut self, link: &str) {
+        self.links.remove(link);
     }
 
     /// Addresses in `net` belong to `identity`.

@@ -164,6 +164,11 @@ impl Worker {
         if self.network.is_none() {
             match self.ctx.network.setup(&self.uid).await {
                 Ok(info) => {
+                    // Before any container starts: no packet of the pod passes unjudged.
+                    if let Err(e) = self.ctx.netpolicy.attach(&self.uid, pod, info.ip, &info.host_veth).await {
+                        self.event(pod, true, "FailedCreatePodSandBox", &format!("network policy: {e}"));
+                        return;
+                    }
                     if let Err(e) = self.write_pod_files(pod, info.ip) {
                         tracing::warn!(pod = %Self::pod_name(pod), error = %e, "writing /etc files");
                     }
@@ -175,6 +180,7 @@ impl Worker {
                 }
             }
         }
+        self.ctx.netpolicy.update(&self.uid, pod);
         if !self.adopted {
             self.adopt(pod).await;
             self.adopted = true;
@@ -602,6 +608,7 @@ pub async fn cleanup_pod(ctx: &AgentContext, uid: &str, pod: Option<&Pod>) {
             }
         }
     }
+    ctx.netpolicy.forget(uid);
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = uid, error = %e, "tearing down pod network");
     }

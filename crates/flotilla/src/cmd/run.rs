@@ -55,6 +55,14 @@ pub struct ServerArgs {
     pub policy_insecure_registry: Vec<String>,
 }
 
+fn parse_network_policy(text: &str) -> Result<bool, String> {
+    match text {
+        "ebpf" => Ok(true),
+        "off" | "none" => Ok(false),
+        other => Err(format!("\"{other}\" is not ebpf or off")),
+    }
+}
+
 fn parse_strategy(text: &str) -> Result<scheduler::Strategy, String> {
     scheduler::Strategy::parse(text).ok_or_else(|| format!("\"{text}\" is not spread or binpack"))
 }
@@ -104,6 +112,10 @@ pub struct AgentArgs {
     /// none. Nodes whose --node-ip is loopback have no peers either way.
     #[arg(long, default_value = "vxlan")]
     pub overlay: agent::network::overlay::OverlayMode,
+    /// How NetworkPolicy is enforced: ebpf (tc programs on every pod's veth) or off (policies
+    /// are stored but nothing is enforced on this node).
+    #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
+    pub network_policy: bool,
     /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_ms: u64,
@@ -135,6 +147,7 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.pod_cidr = args.pod_cidr.clone().unwrap_or_default();
     config.bridge = args.bridge.clone();
     config.overlay = args.overlay;
+    config.network_policy = args.network_policy;
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
     config.device_classes = args.device_class.clone();

@@ -1,0 +1,324 @@
+//! Network policy on this node: the eBPF datapath (`net`) on every pod's host veth, and its
+//! maps kept equal to what the NetworkPolicies, Identities, Namespaces and pods of the cluster
+//! compile to (`net::policy`). Pods are attached before their containers start, so no packet
+//! of theirs passes unjudged; a change to a policy reaches the maps within a moment, with no
+//! pod restarted.
+//!
+//! This node's pods are known from the pod workers at once (address, labels, ports); the
+//! others' from a watch of every pod, as their agents report their addresses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::identity::{Identity, IdentitySpec};
+use api::{NetworkPolicy, Pod, ResourceType};
+use client::{Client, ClientError, Selectors};
+use futures::StreamExt;
+use net::policy::{Endpoint, Inputs, NamedPort, State};
+use net::{Datapath, Protocol};
+use serde_json::Value;
+
+/// How long a pod start waits for its Identity where policies could select it.
+pub const IDENTITY_WAIT: Duration = Duration::from_secs(5);
+
+/// How long changes are gathered before the maps are written.
+const SETTLE: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Model {
+    /// This node's pods, by uid, with their host veths.
+    local: BTreeMap<String, (Endpoint, String)>,
+    /// Every pod with an address, by namespace/name.
+    pods: BTreeMap<String, Endpoint>,
+    /// Identity objects by name.
+    identities: BTreeMap<String, IdentitySpec>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    policies: BTreeMap<String, NetworkPolicy>,
+}
+
+/// The kinds this follows.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Pods,
+    Identities,
+    Namespaces,
+    Policies,
+}
+
+impl Kind {
+    fn resource(self) -> &'static ResourceType {
+        match self {
+            Kind::Pods => ResourceType::of::<Pod>(),
+            Kind::Identities => ResourceType::of::<Identity>(),
+            Kind::Namespaces => ResourceType::of::<api::Namespace>(),
+            Kind::Policies => ResourceType::of::<NetworkPolicy>(),
+        }
+    }
+}
+
+/// This node's network policy enforcement.
+pub struct NetPolicy {
+    datapath: Option<Mutex<Datapath>>,
+    host: Vec<Ipv4Addr>,
+    model: Mutex<Model>,
+    applied: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+fn key_of(value: &Value) -> String {
+    let meta = &value["metadata"];
+    match meta["namespace"].as_str() {
+        Some(ns) => format!("{ns}/{}", meta["name"].as_str().unwrap_or("")),
+        None => meta["name"].as_str().unwrap_or("").to_string(),
+    }
+}
+
+/// A pod as the policies see it, at `ip`.
+fn endpoint(pod: &Pod, ip: Ipv4Addr) -> Endpoint {
+    let ports = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let protocol = match p.protocol.as_deref() {
+                Some("UDP") => Protocol::Udp,
+                Some("SCTP") => Protocol::Sctp,
+                _ => Protocol::Tcp,
+            };
+            Some(NamedPort { name: p.name.clone()?, port: u16::try_from(p.container_port).ok()?, protocol })
+        })
+        .collect();
+    Endpoint {
+        ip,
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        ports,
+    }
+}
+
+impl NetPolicy {
+    /// Loads the datapath (`enabled`), for a node whose pod gateway is `gateway`. A kernel that
+    /// cannot take the programs is an error naming what failed.
+    pub fn new(enabled: bool, gateway: Ipv4Addr) -> Result<NetPolicy, net::DatapathError> {
+        let datapath = if enabled { Some(Mutex::new(Datapath::load()?)) } else { None };
+        Ok(NetPolicy { datapath, host: vec![gateway], model: Mutex::default(), applied: Mutex::default(), changed: tokio::sync::Notify::new() })
+    }
+
+    /// A node without enforcement (`--network-policy off`).
+    pub fn disabled() -> NetPolicy {
+        NetPolicy { datapath: None, host: Vec::new(), model: Mutex::default(), applied: Mutex::default(), changed: tokio::sync::Notify::new() }
+    }
+
+    fn model(&self) -> std::sync::MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts the programs on `pod`'s host veth and writes what its identity is allowed,
+    /// before any of its containers starts.
+    /// When a policy of the pod's namespace could select it, this waits (up to
+    /// [`IDENTITY_WAIT`]) for the pod's Identity, which the control plane allocates as the pod
+    /// is created: without it the pod could not be told apart from the world.
+    pub async fn attach(&self, uid: &str, pod: &Pod, ip: IpAddr, veth: &str) -> Result<(), String> {
+        let Some(datapath) = &self.datapath else { return Ok(()) };
+        let IpAddr::V4(ip) = ip else { return Err("IPv6 pod addresses are not supported by the policy datapath".into()) };
+        datapath.lock().unwrap_or_else(|e| e.into_inner()).attach(veth).map_err(|e| e.to_string())?;
+        let endpoint = endpoint(pod, ip);
+        let spec = api::identity::spec_for(&endpoint.namespace, Some(&endpoint.labels));
+        self.model().local.insert(uid.to_string(), (endpoint, veth.to_string()));
+        let started = std::time::Instant::now();
+        loop {
+            let ready = {
+                let model = self.model();
+                let restricted = model.policies.values().any(|p| p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()));
+                !restricted || model.identities.values().any(|s| *s == spec)
+            };
+            if ready {
+                break;
+            }
+            if started.elapsed() > IDENTITY_WAIT {
+                tracing::warn!(pod = uid, "no Identity for the pod's labels yet; it starts unrestricted until one arrives");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.reconcile().map_err(|e| e.to_string())
+    }
+
+    /// Takes a local pod's labels as they are now (a relabelled pod changes identity).
+    pub fn update(&self, uid: &str, pod: &Pod) {
+        let mut model = self.model();
+        let Some((current, _)) = model.local.get_mut(uid) else { return };
+        let now = endpoint(pod, current.ip);
+        if *current != now {
+            *current = now;
+            drop(model);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Forgets a pod whose network is gone.
+    pub fn forget(&self, uid: &str) {
+        let Some(datapath) = &self.datapath else { return };
+        if let Some((_, veth)) = self.model().local.remove(uid) {
+            datapath.lock().unwrap_or_else(|e| e.into_inner()).forget(&veth);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Writes the maps to match the model now.
+    fn reconcile(&self) -> Result<(), net::DatapathError> {
+        let Some(datapath) = &self.datapath else { return Ok(()) };
+        let inputs = {
+            let model = self.model();
+            let mut identities: BTreeMap<IdentitySpec, u32> = BTreeMap::new();
+            for (name, spec) in &model.identities {
+                if let Ok(number) = name.parse::<u32>() {
+                    identities.entry(spec.clone()).and_modify(|n| *n = (*n).min(number)).or_insert(number);
+                }
+            }
+            let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|(e, _)| e.ip).collect();
+            let mut endpoints: Vec<Endpoint> = model.local.values().map(|(e, _)| e.clone()).collect();
+            endpoints.extend(model.pods.values().filter(|e| !locals.contains(&e.ip)).cloned());
+            let local = model.local.values().filter_map(|(e, _)| identities.get(&api::identity::spec_for(&e.namespace, Some(&e.labels))).copied()).collect();
+            Inputs {
+                endpoints,
+                identities,
+                namespaces: model.namespaces.clone(),
+                policies: model.policies.values().cloned().collect(),
+                host: self.host.clone(),
+                local,
+            }
+        };
+        let wanted = net::policy::compile(&inputs);
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dp = datapath.lock().unwrap_or_else(|e| e.into_inner());
+        // What opens first, what closes last: no packet meets a half-written policy that
+        // denies more than either the old or the new one.
+        for (net, id) in &wanted.ipcache {
+            if applied.ipcache.get(net) != Some(id) {
+                dp.set_identity(*net, *id)?;
+            }
+        }
+        for rule in wanted.rules.difference(&applied.rules) {
+            dp.allow(rule)?;
+        }
+        for (id, direction) in wanted.enforced.difference(&applied.enforced) {
+            dp.enforce(*id, *direction, true)?;
+        }
+        for (id, direction) in applied.enforced.difference(&wanted.enforced) {
+            dp.enforce(*id, *direction, false)?;
+        }
+        for rule in applied.rules.difference(&wanted.rules) {
+            dp.revoke(rule)?;
+        }
+        for net in applied.ipcache.keys().filter(|n| !wanted.ipcache.contains_key(*n)) {
+            dp.remove_identity(*net)?;
+        }
+        *applied = wanted;
+        Ok(())
+    }
+
+    /// Follows the cluster's policies, identities, namespaces and pods for as long as the
+    /// agent runs, and keeps the maps current.
+    pub async fn run(self: Arc<Self>, client: Client) {
+        if self.datapath.is_none() {
+            return;
+        }
+        for kind in [Kind::Pods, Kind::Identities, Kind::Namespaces, Kind::Policies] {
+            let (this, client) = (self.clone(), client.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = this.follow(&client, kind).await {
+                        tracing::debug!(?kind, error = %e, "network policy watch ended; listing again");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        loop {
+            self.changed.notified().await;
+            tokio::time::sleep(SETTLE).await;
+            if let Err(e) = self.reconcile() {
+                tracing::warn!(error = %e, "writing network policy to the datapath; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    async fn follow(&self, client: &Client, kind: Kind) -> Result<(), ClientError> {
+        let rt = kind.resource();
+        let (items, revision) = client.list(rt, None, &Selectors::default()).await?;
+        {
+            let mut model = self.model();
+            match kind {
+                Kind::Pods => model.pods.clear(),
+                Kind::Identities => model.identities.clear(),
+                Kind::Namespaces => model.namespaces.clear(),
+                Kind::Policies => model.policies.clear(),
+            }
+            for item in items {
+                apply(&mut model, kind, false, item);
+            }
+        }
+        self.changed.notify_one();
+        let mut events = client.watch(rt, None, &Selectors::default(), &revision).await?;
+        while let Some(event) = events.next().await {
+            let event = event?;
+            match event.type_.as_str() {
+                "ADDED" | "MODIFIED" => apply(&mut self.model(), kind, false, event.object),
+                "DELETED" => apply(&mut self.model(), kind, true, event.object),
+                "ERROR" => return Ok(()),
+                _ => continue,
+            }
+            self.changed.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Takes one object (or its deletion) into the model; one that does not decode is left out.
+fn apply(model: &mut Model, kind: Kind, deleted: bool, value: Value) {
+    let key = key_of(&value);
+    match kind {
+        Kind::Pods => {
+            let ip = value.pointer("/status/podIP").and_then(Value::as_str).and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+            let pod = if deleted { None } else { serde_json::from_value::<Pod>(value).ok() };
+            match (pod, ip) {
+                (Some(pod), Some(ip)) => {
+                    model.pods.insert(key, endpoint(&pod, ip));
+                }
+                _ => {
+                    model.pods.remove(&key);
+                }
+            }
+        }
+        Kind::Identities => match (deleted, serde_json::from_value::<Identity>(value)) {
+            (false, Ok(identity)) => {
+                model.identities.insert(key, identity.spec);
+            }
+            _ => {
+                model.identities.remove(&key);
+            }
+        },
+        Kind::Namespaces => {
+            let labels: BTreeMap<String, String> = value.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
+            if deleted {
+                model.namespaces.remove(&key);
+            } else {
+                model.namespaces.insert(key, labels);
+            }
+        }
+        Kind::Policies => match (deleted, serde_json::from_value::<NetworkPolicy>(value)) {
+            (false, Ok(policy)) => {
+                model.policies.insert(key, policy);
+            }
+            _ => {
+                model.policies.remove(&key);
+            }
+        },
+    }
+}
