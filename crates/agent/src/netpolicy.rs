@@ -65,6 +65,9 @@ pub struct NetPolicy {
     model: Mutex<Model>,
     applied: Mutex<State>,
     changed: tokio::sync::Notify,
+    /// One bit per [`Kind`] whose first list has been taken in: until all four have, the
+    /// model may lack policies (after an agent restart, say) and a pod is not let go.
+    listed: std::sync::atomic::AtomicU8,
 }
 
 fn key_of(value: &Value) -> String {
@@ -104,12 +107,26 @@ impl NetPolicy {
     /// cannot take the programs is an error naming what failed.
     pub fn new(enabled: bool, gateway: Ipv4Addr) -> Result<NetPolicy, net::DatapathError> {
         let datapath = if enabled { Some(Mutex::new(Datapath::load()?)) } else { None };
-        Ok(NetPolicy { datapath, host: vec![gateway], model: Mutex::default(), applied: Mutex::default(), changed: tokio::sync::Notify::new() })
+        Ok(NetPolicy {
+            datapath,
+            host: vec![gateway],
+            model: Mutex::default(),
+            applied: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+            listed: Default::default(),
+        })
     }
 
     /// A node without enforcement (`--network-policy off`).
     pub fn disabled() -> NetPolicy {
-        NetPolicy { datapath: None, host: Vec::new(), model: Mutex::default(), applied: Mutex::default(), changed: tokio::sync::Notify::new() }
+        NetPolicy {
+            datapath: None,
+            host: Vec::new(),
+            model: Mutex::default(),
+            applied: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+            listed: Default::default(),
+        }
     }
 
     fn model(&self) -> std::sync::MutexGuard<'_, Model> {
@@ -130,7 +147,8 @@ impl NetPolicy {
         self.model().local.insert(uid.to_string(), (endpoint, veth.to_string()));
         let started = std::time::Instant::now();
         loop {
-            let ready = {
+            let listed = self.listed.load(std::sync::atomic::Ordering::Acquire) == 0b1111;
+            let ready = listed && {
                 let model = self.model();
                 let restricted = model.policies.values().any(|p| p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()));
                 !restricted || model.identities.values().any(|s| *s == spec)
@@ -139,7 +157,7 @@ impl NetPolicy {
                 break;
             }
             if started.elapsed() > IDENTITY_WAIT {
-                tracing::warn!(pod = uid, "no Identity for the pod's labels yet; it starts unrestricted until one arrives");
+                tracing::warn!(pod = uid, listed, "the pod's Identity or the cluster's policies are not known yet; it starts unrestricted until they arrive");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -264,6 +282,7 @@ impl NetPolicy {
                 apply(&mut model, kind, false, item);
             }
         }
+        self.listed.fetch_or(1 << kind as u8, std::sync::atomic::Ordering::Release);
         self.changed.notify_one();
         let mut events = client.watch(rt, None, &Selectors::default(), &revision).await?;
         while let Some(event) = events.next().await {

@@ -31,7 +31,12 @@ pub fn manifest(data: &[u8]) {
             "Pod" => admit_pod(doc),
             "Deployment" => admit_deployment(doc),
             "Namespace" => admit_metadata_only::<Namespace>(doc, true, |o| &o.metadata),
-            "Node" => admit_metadata_only::<Node>(doc, false, |o| &o.metadata),
+            "Node" => admit_with::<Node>(doc, |o| {
+                let mut errors = FieldErrors::default();
+                validation::metadata(&o.metadata, false, &mut errors);
+                validation::node_pod_cidr(o, Some(o), &mut errors);
+                errors.into_result()
+            }),
             "Event" => admit_metadata_only::<Event>(doc, false, |o| &o.metadata),
             "Lease" => admit_metadata_only::<Lease>(doc, false, |o| &o.metadata),
             "ConfigMap" => admit_with::<crate::ConfigMap>(doc, |o| crate::configdata::config_map(o, Some(o))),

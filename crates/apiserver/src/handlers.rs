@@ -97,14 +97,27 @@ async fn authorized_dispatch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let user = state.authenticate(headers).await?;
-    let info = info.ok_or_else(|| ApiError::NotFound { kind: "path".into(), name: uri.path().to_string() })?;
-    authorize(&user, info)?;
-    let node = noderestriction::node_of(&user);
-    if let Some(node) = node {
-        noderestriction::check(&state.registry, node, info).await?;
+    let checked = async {
+        let user = state.authenticate(headers).await?;
+        let info = info.ok_or_else(|| ApiError::NotFound { kind: "path".into(), name: uri.path().to_string() })?;
+        authorize(&user, info)?;
+        let node = noderestriction::node_of(&user).map(str::to_string);
+        if let Some(node) = &node {
+            noderestriction::check(&state.registry, node, info).await?;
+        }
+        Ok::<_, ApiError>((info, node))
     }
-    dispatch(state, info, node, query, headers, body).await
+    .await;
+    match checked {
+        Ok((info, node)) => dispatch(state, info, node.as_deref(), query, headers, body).await,
+        Err(e) => {
+            // Read what the client is still sending before refusing: over HTTP/2 a response
+            // that ends while the request body is unread resets the stream, and clients (curl)
+            // report a framing error instead of the 401 or 403.
+            let _ = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+            Err(e)
+        }
+    }
 }
 
 /// `GET …/functions/<name>/log[?since=N]`: the invocation lines numbered after `since`, as

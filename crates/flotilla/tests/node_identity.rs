@@ -16,14 +16,15 @@ use common::{wait_for, Cluster, Mode, IMAGE};
 fn call(cluster: &Cluster, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let ca = cluster.data_dir().join("pki/ca.crt");
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-w", "\n%{http_code}", "--cacert", ca.to_str().unwrap(), "-X", method, "-H", &format!("Authorization: Bearer {token}")]);
+    cmd.args(["-sS", "-w", "\n%{http_code}", "--cacert", ca.to_str().unwrap(), "-X", method, "-H", &format!("Authorization: Bearer {token}")]);
     if let Some(body) = body {
         cmd.args(["-H", "Content-Type: application/json", "--data", body]);
     }
     let out = cmd.arg(format!("https://127.0.0.1:{}{path}", cluster.port)).output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let body = if out.status.success() { body.to_string() } else { format!("{body} (curl: {}, {})", out.status, String::from_utf8_lossy(&out.stderr)) };
+    (code.trim().parse().unwrap_or(0), body)
 }
 
 fn mode_of(path: &Path) -> u32 {
