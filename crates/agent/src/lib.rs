@@ -106,7 +106,7 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     network.ensure_bridge().await?;
     let overlay = network::overlay::Overlay::new(config.overlay, &config.bridge, config.node_ip, pod_cidr)?;
     let netpolicy = match config.network_policy {
-        true => netpolicy::NetPolicy::new(true, network.gateway()).map_err(|e| {
+        true => netpolicy::NetPolicy::new(network.gateway()).map_err(|e| {
             AgentError::Setup(format!(
                 "network policy: {e}; this kernel cannot run the eBPF datapath (start the agent with --network-policy off to run without enforcement)"
             ))

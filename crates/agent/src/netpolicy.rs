@@ -103,10 +103,10 @@ fn endpoint(pod: &Pod, ip: Ipv4Addr) -> Endpoint {
 }
 
 impl NetPolicy {
-    /// Loads the datapath (`enabled`), for a node whose pod gateway is `gateway`. A kernel that
-    /// cannot take the programs is an error naming what failed.
-    pub fn new(enabled: bool, gateway: Ipv4Addr) -> Result<NetPolicy, net::DatapathError> {
-        let datapath = if enabled { Some(Mutex::new(Datapath::load()?)) } else { None };
+    /// Loads the datapath, for a node whose pod gateway is `gateway`. A kernel that cannot take
+    /// the programs is an error naming what failed.
+    pub fn new(gateway: Ipv4Addr) -> Result<NetPolicy, net::DatapathError> {
+        let datapath = Some(Mutex::new(Datapath::load()?));
         Ok(NetPolicy {
             datapath,
             host: vec![gateway],
@@ -191,12 +191,7 @@ impl NetPolicy {
         let Some(datapath) = &self.datapath else { return Ok(()) };
         let inputs = {
             let model = self.model();
-            let mut identities: BTreeMap<IdentitySpec, u32> = BTreeMap::new();
-            for (name, spec) in &model.identities {
-                if let Ok(number) = name.parse::<u32>() {
-                    identities.entry(spec.clone()).and_modify(|n| *n = (*n).min(number)).or_insert(number);
-                }
-            }
+            let identities = api::identity::in_use(model.identities.iter().filter_map(|(name, spec)| Some((name.parse().ok()?, spec))));
             let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|(e, _)| e.ip).collect();
             let mut endpoints: Vec<Endpoint> = model.local.values().map(|(e, _)| e.clone()).collect();
             endpoints.extend(model.pods.values().filter(|e| !locals.contains(&e.ip)).cloned());

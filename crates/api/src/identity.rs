@@ -96,6 +96,16 @@ impl Identity {
     }
 }
 
+/// The number in use for each label set among `identities` (number, label set): the lowest
+/// standing for it, when racing servers allocated several.
+pub fn in_use<'a>(identities: impl IntoIterator<Item = (u32, &'a IdentitySpec)>) -> BTreeMap<IdentitySpec, u32> {
+    let mut chosen: BTreeMap<IdentitySpec, u32> = BTreeMap::new();
+    for (number, spec) in identities {
+        chosen.entry(spec.clone()).and_modify(|n| *n = (*n).min(number)).or_insert(number);
+    }
+    chosen
+}
+
 /// The security-relevant part of a pod's labels.
 pub fn security_labels(labels: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
     labels.into_iter().flatten().filter(|(k, _)| !IGNORED_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()

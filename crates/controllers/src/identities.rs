@@ -29,13 +29,7 @@ fn wanted(pod: &Pod) -> IdentitySpec {
 
 /// The Identity in use for each label set: the lowest number standing for it.
 pub fn in_use(identities: &[Arc<Identity>]) -> BTreeMap<IdentitySpec, u32> {
-    let mut chosen: BTreeMap<IdentitySpec, u32> = BTreeMap::new();
-    for identity in identities {
-        if let Some(number) = identity.number() {
-            chosen.entry(identity.spec.clone()).and_modify(|n| *n = (*n).min(number)).or_insert(number);
-        }
-    }
-    chosen
+    api::identity::in_use(identities.iter().filter_map(|i| Some((i.number()?, &i.spec))))
 }
 
 /// Runs the allocator until its task is dropped.

@@ -138,9 +138,7 @@ impl Datapath {
     pub fn load() -> Result<Datapath, DatapathError> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DatapathError::Load(e.to_string()))?;
         for name in ["from_pod", "to_pod"] {
-            let program: &mut SchedClassifier =
-                ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
-            program.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
+            classifier(&mut ebpf, name)?.load().map_err(|e| DatapathError::Load(format!("{name}: {e}")))?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
         let ipcache = LpmTrie::try_from(take("IPCACHE")?).map_err(map_error("IPCACHE"))?;
@@ -167,9 +165,7 @@ impl Datapath {
         self.links.remove(link);
         let mut ids = Vec::with_capacity(2);
         for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
-            let program: &mut SchedClassifier =
-                self.ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
-            ids.push(program.attach(link, hook).map_err(|e| failed(format!("{name}: {e}")))?);
+            ids.push(classifier(&mut self.ebpf, name)?.attach(link, hook).map_err(|e| failed(format!("{name}: {e}")))?);
         }
         if let Ok(ids) = <[SchedClassifierLinkId; 2]>::try_from(ids) {
             self.links.insert(link.to_string(), ids);
@@ -181,9 +177,9 @@ impl Datapath {
     pub fn detach(&mut self, link: &str) -> Result<(), DatapathError> {
         let Some(ids) = self.links.remove(link) else { return Ok(()) };
         for (name, id) in ["from_pod", "to_pod"].into_iter().zip(ids) {
-            let program: &mut SchedClassifier =
-                self.ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))?;
-            program.detach(id).map_err(|e| DatapathError::Attach { link: link.to_string(), reason: format!("detaching {name}: {e}") })?;
+            classifier(&mut self.ebpf, name)?
+                .detach(id)
+                .map_err(|e| DatapathError::Attach { link: link.to_string(), reason: format!("detaching {name}: {e}") })?;
         }
         Ok(())
     }
@@ -236,6 +232,11 @@ impl Datapath {
         let sum = |index: u32| self.counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(map_error("COUNTERS"));
         Ok(Counters { passed: sum(0)?, dropped: sum(1)? })
     }
+}
+
+/// The tc program `name` of the object.
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))
 }
 
 fn lpm_key(net: Ipv4Net) -> LpmKey<u32> {
