@@ -51,6 +51,13 @@ pub fn manifest(data: &[u8]) {
             "Function" => admit_with::<crate::function::Function>(doc, crate::function::validate),
             "NetworkPolicy" => admit_with::<crate::NetworkPolicy>(doc, crate::netpol::validate),
             "Identity" => admit_with::<crate::identity::Identity>(doc, crate::identity::validate),
+            "Service" => admit_with::<crate::Service>(doc, |o| {
+                let mut o = o.clone();
+                crate::service::default_service(&mut o);
+                crate::service::validate_service(&o)?;
+                crate::service::validate_service_update(&o, &o)
+            }),
+            "Endpoints" => admit_with::<crate::Endpoints>(doc, crate::service::validate_endpoints),
             other => panic!("parse_documents returned kind {other}, which has no decoder here"),
         }
     }

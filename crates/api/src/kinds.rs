@@ -89,6 +89,8 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType { group: "", version: "v1", kind: "Event", plural: "events", short_names: &["ev"], namespaced: true },
     ResourceType { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", short_names: &["cm"], namespaced: true },
     ResourceType { group: "", version: "v1", kind: "Secret", plural: "secrets", short_names: &[], namespaced: true },
+    ResourceType { group: "", version: "v1", kind: "Service", plural: "services", short_names: &["svc"], namespaced: true },
+    ResourceType { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", short_names: &["ep"], namespaced: true },
     ResourceType { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", short_names: &["deploy"], namespaced: true },
     ResourceType { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", short_names: &["netpol"], namespaced: true },
     ResourceType { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short_names: &[], namespaced: true },

@@ -18,6 +18,7 @@ pub mod pod;
 pub mod priority;
 pub mod quantity;
 pub mod selector;
+pub mod service;
 pub mod validation;
 
 pub use k8s_openapi;
@@ -25,7 +26,7 @@ pub use k8s_openapi::jiff;
 
 pub use k8s_openapi::api::apps::v1::Deployment;
 pub use k8s_openapi::api::coordination::v1::Lease;
-pub use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 pub use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Status, Time};

@@ -40,7 +40,7 @@ pub fn metadata(meta: &ObjectMeta, label_name: bool, errors: &mut FieldErrors) {
     labels(meta.labels.as_ref(), "metadata.labels", errors);
 }
 
-fn labels(labels: Option<&BTreeMap<String, String>>, path: &str, errors: &mut FieldErrors) {
+pub(crate) fn labels(labels: Option<&BTreeMap<String, String>>, path: &str, errors: &mut FieldErrors) {
     for (k, v) in labels.into_iter().flatten() {
         let (prefix, name) = k.rsplit_once('/').map(|(p, n)| (Some(p), n)).unwrap_or((None, k.as_str()));
         let name_ok = !name.is_empty() && name.len() <= 63 && qualified_chars(name);

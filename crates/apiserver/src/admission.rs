@@ -101,6 +101,20 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             api::netpol::validate(&policy).map_err(invalid)?;
             encode(&policy)
         }
+        "Service" => {
+            let mut service: api::Service = strict(rt, &name, value)?;
+            api::service::default_service(&mut service);
+            api::service::validate_service(&service).map_err(invalid)?;
+            if let Some(old) = old {
+                api::service::validate_service_update(&strict(rt, &name, old)?, &service).map_err(invalid)?;
+            }
+            encode(&service)
+        }
+        "Endpoints" => {
+            let endpoints: api::Endpoints = strict(rt, &name, value)?;
+            api::service::validate_endpoints(&endpoints).map_err(invalid)?;
+            encode(&endpoints)
+        }
         "Identity" => {
             let identity: api::identity::Identity = strict(rt, &name, value)?;
             api::identity::validate(&identity).map_err(invalid)?;

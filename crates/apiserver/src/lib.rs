@@ -22,5 +22,5 @@ pub mod watch;
 
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
-pub use registry::{DeleteOptions, ListFilter, Registry};
+pub use registry::{DeleteOptions, ListFilter, Registry, ServiceRanges};
 pub use server::{serve, ServerConfig};

@@ -16,7 +16,9 @@ use store::{KeyValue, Revision, Store, StoreError};
 use crate::admission::admit;
 
 mod fanout;
+mod services;
 use crate::error::ApiError;
+pub use services::ServiceRanges;
 
 /// Reads and writes API objects.
 #[derive(Clone)]
@@ -24,6 +26,8 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// Watch fan-out, one hub per resource type (by key prefix).
     hubs: Arc<std::sync::Mutex<std::collections::HashMap<String, HubSlot>>>,
+    /// Where Services' cluster IPs and node ports come from.
+    service_ranges: ServiceRanges,
 }
 
 /// Where a type's fan-out hub lives once started.
@@ -125,7 +129,13 @@ fn encode(value: &Value) -> Vec<u8> {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Registry {
-        Registry { store, hubs: Arc::default() }
+        Registry { store, hubs: Arc::default(), service_ranges: ServiceRanges::default() }
+    }
+
+    /// This registry, handing Services addresses from `ranges`.
+    pub fn with_service_ranges(mut self, ranges: ServiceRanges) -> Registry {
+        self.service_ranges = ranges;
+        self
     }
 
     /// The store underneath.
@@ -193,7 +203,17 @@ impl Registry {
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
         let name = name_of(&object).to_string();
-        let revision = self.store.create(&rt.key(ns, &name), encode(&object)).await.map_err(|e| ApiError::from_store(rt, &name, e))?;
+        let reserved = match (rt.kind, ns) {
+            ("Service", Some(ns)) => services::reserve(&self.store, &self.service_ranges, ns, &mut object, None).await?,
+            _ => services::Reserved::default(),
+        };
+        let revision = match self.store.create(&rt.key(ns, &name), encode(&object)).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                reserved.release(&self.store).await;
+                return Err(ApiError::from_store(rt, &name, e));
+            }
+        };
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         Ok(object)
     }
@@ -297,18 +317,35 @@ impl Registry {
             } else {
                 merge_spec_update(if retry_possible { body.clone() } else { std::mem::take(&mut body) }, &old)
             };
-            let object = admit(rt, &merged, Some(&old))?;
+            let service = rt.kind == "Service" && !status_only;
+            let mut merged = merged;
+            if service {
+                services::keep_allocated(&mut merged, &old);
+            }
+            let mut object = admit(rt, &merged, Some(&old))?;
             if object == old {
                 return Ok(old);
             }
+            let reserved = match ns {
+                Some(ns) if service => services::reserve(&self.store, &self.service_ranges, ns, &mut object, Some(&old)).await?,
+                _ => services::Reserved::default(),
+            };
             match self.store.update(&key, encode(&object), current.mod_revision).await {
                 Ok(revision) => {
-                    let mut object = object;
+                    if let (true, Some(ns)) = (service, ns) {
+                        services::release_unused(&self.store, ns, &old, Some(&object)).await;
+                    }
                     object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
                     return Ok(object);
                 }
-                Err(StoreError::Conflict { .. }) if retry_possible => continue,
-                Err(e) => return Err(ApiError::from_store(rt, name, e)),
+                Err(StoreError::Conflict { .. }) if retry_possible => {
+                    reserved.release(&self.store).await;
+                    continue;
+                }
+                Err(e) => {
+                    reserved.release(&self.store).await;
+                    return Err(ApiError::from_store(rt, name, e));
+                }
             }
         }
     }
@@ -341,6 +378,9 @@ impl Registry {
             return Ok(object);
         }
         let (revision, _) = self.store.delete(&key, Some(current.mod_revision)).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        if let ("Service", Some(ns)) = (rt.kind, ns) {
+            services::release_unused(&self.store, ns, &object, None).await;
+        }
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         Ok(object)
     }

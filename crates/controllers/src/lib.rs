@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod functions;
 pub mod gc;
@@ -35,6 +36,10 @@ pub struct Caches {
     pub functions: Informer<api::function::Function>,
     /// Identities.
     pub identities: Informer<api::identity::Identity>,
+    /// Services.
+    pub services: Informer<api::Service>,
+    /// Endpoints.
+    pub endpoints: Informer<api::Endpoints>,
 }
 
 impl Caches {
@@ -48,6 +53,8 @@ impl Caches {
             leases: Informer::start(registry.clone(), tasks),
             functions: Informer::start(registry.clone(), tasks),
             identities: Informer::start(registry.clone(), tasks),
+            services: Informer::start(registry.clone(), tasks),
+            endpoints: Informer::start(registry.clone(), tasks),
         };
         caches.pods.wait_synced().await;
         caches.deployments.wait_synced().await;
@@ -56,6 +63,8 @@ impl Caches {
         caches.leases.wait_synced().await;
         caches.functions.wait_synced().await;
         caches.identities.wait_synced().await;
+        caches.services.wait_synced().await;
+        caches.endpoints.wait_synced().await;
         caches
     }
 }
@@ -88,6 +97,7 @@ pub async fn start_all(registry: Registry, options: ControllerOptions) -> JoinSe
     tasks.spawn(gc::run(registry.clone(), caches.clone(), options.event_ttl.unwrap_or(gc::EVENT_TTL)));
     tasks.spawn(nodelifecycle::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-controller"), options.lifecycle));
     tasks.spawn(identities::run(registry.clone(), caches.clone(), options.identity_grace.unwrap_or(identities::GRACE)));
+    tasks.spawn(endpoints::run(registry.clone(), caches.clone()));
     tasks.spawn(nodeipam::run(registry.clone(), caches.clone(), events::Recorder::new(registry.clone(), "node-ipam-controller"), options.node_ipam));
     tasks
 }

@@ -31,6 +31,8 @@ pub struct ControlPlaneOptions {
     pub controllers: controllers::ControllerOptions,
     /// Registries the image policy gate reaches over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Where Services' cluster IPs and node ports come from.
+    pub service_ranges: apiserver::ServiceRanges,
 }
 
 /// A running control plane.
@@ -93,7 +95,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     } else {
         Arc::new(store::etcd::EtcdStore::connect(&opts.etcd_endpoints, "/flotilla").await.context("connecting to etcd")?)
     };
-    let registry = Registry::new(store.clone());
+    let registry = Registry::new(store.clone()).with_service_ranges(opts.service_ranges);
     for ns in ["default", "kube-system", "kube-node-lease"] {
         let body = serde_json::json!({"metadata": {"name": ns}});
         match registry.create(api::ResourceType::of::<api::Namespace>(), None, body).await {

@@ -1,7 +1,9 @@
 //! Flotilla's networking datapath: identity-based L3/L4 policy in eBPF (tc programs written in
-//! C, compiled by clang at build time, loaded with aya), with connection tracking of its own.
+//! C, compiled by clang at build time, loaded with aya), with connection tracking of its own,
+//! and service load balancing at the socket (cgroup connect/sendmsg programs).
 
 pub mod datapath;
 pub mod policy;
+pub mod service;
 
 pub use datapath::{Counters, Datapath, DatapathError, Direction, Protocol, Rule, IDENTITY_WORLD};

@@ -227,3 +227,85 @@ async fn updates_without_a_resource_version_never_conflict_but_stale_ones_do() {
     let stale = r.update(pods(), Some("default"), "busy", created, true).await.unwrap_err();
     assert!(matches!(stale, ApiError::Conflict { .. }), "{stale}");
 }
+
+fn service(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
+}
+
+fn services() -> &'static ResourceType {
+    ResourceType::of::<api::Service>()
+}
+
+#[tokio::test]
+async fn services_get_distinct_addresses_that_come_back_when_deleted() {
+    let (r, _dir) = registry().await;
+    let ranges = ServiceRanges::parse("10.96.7.0/29", "30000-30002").unwrap();
+    let r = r.with_service_ranges(ranges);
+    // A /29 hands out .2 to .6: five addresses.
+    let mut ips = std::collections::BTreeSet::new();
+    for i in 0..5 {
+        let created = r.create(services(), Some("default"), service(&format!("s{i}"), json!({"ports": [{"port": 80}]}))).await.unwrap();
+        let ip: std::net::Ipv4Addr = created["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        assert!((2..=6).contains(&ip.octets()[3]) && ip.octets()[..3] == [10, 96, 7], "{ip}");
+        assert_eq!(created["spec"]["clusterIPs"], json!([ip.to_string()]));
+        ips.insert(ip);
+    }
+    assert_eq!(ips.len(), 5);
+    let full = r.create(services(), Some("default"), service("s5", json!({"ports": [{"port": 80}]}))).await.unwrap_err().to_string();
+    assert!(full.contains("spec.clusterIP") && full.contains("no free address"), "{full}");
+    assert!(matches!(r.get(services(), Some("default"), "s5").await, Err(ApiError::NotFound { .. })));
+
+    let taken = ips.first().unwrap().to_string();
+    let clash = r.create(services(), Some("default"), service("s5", json!({"clusterIP": taken, "ports": [{"port": 80}]}))).await.unwrap_err().to_string();
+    assert!(clash.contains(&format!("spec.clusterIP: Invalid value: \"{taken}\": is already allocated")), "{clash}");
+    let outside =
+        r.create(services(), Some("default"), service("s5", json!({"clusterIP": "10.96.8.1", "ports": [{"port": 80}]}))).await.unwrap_err().to_string();
+    assert!(outside.contains("is not in the service network 10.96.7.0/29"), "{outside}");
+
+    let holder = r.list(services(), Some("default"), &ListFilter::default()).await.unwrap().0;
+    let holder = holder.iter().find(|s| s["spec"]["clusterIP"] == taken.as_str()).unwrap()["metadata"]["name"].as_str().unwrap().to_string();
+    r.delete(services(), Some("default"), &holder, &DeleteOptions::default()).await.unwrap();
+    let reused = r.create(services(), Some("default"), service("s5", json!({"clusterIP": taken, "ports": [{"port": 80}]}))).await.unwrap();
+    assert_eq!(reused["spec"]["clusterIP"], taken.as_str());
+
+    // Headless Services take no address.
+    let headless = r.create(services(), Some("default"), service("h", json!({"clusterIP": "None", "selector": {"app": "web"}}))).await.unwrap();
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+}
+
+#[tokio::test]
+async fn node_ports_are_allocated_kept_on_update_and_released() {
+    let (r, _dir) = registry().await;
+    let r = r.with_service_ranges(ServiceRanges::parse("10.96.0.0/24", "30000-30001").unwrap());
+    let spec = json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]});
+    let created = r.create(services(), Some("default"), service("np", spec.clone())).await.unwrap();
+    let ports: Vec<u64> = created["spec"]["ports"].as_array().unwrap().iter().map(|p| p["nodePort"].as_u64().unwrap()).collect();
+    assert_eq!(ports.iter().copied().collect::<std::collections::BTreeSet<_>>(), [30000, 30001].into());
+    let ip = created["spec"]["clusterIP"].clone();
+
+    // Applying the same manifest again (no clusterIP, no node ports) keeps both.
+    let updated = r.update(services(), Some("default"), "np", service("np", spec.clone()), false).await.unwrap();
+    assert_eq!(updated["spec"]["clusterIP"], ip);
+    let again: Vec<u64> = updated["spec"]["ports"].as_array().unwrap().iter().map(|p| p["nodePort"].as_u64().unwrap()).collect();
+    assert_eq!(again, ports);
+
+    let full = r.create(services(), Some("default"), service("np2", json!({"type": "NodePort", "ports": [{"port": 80}]}))).await.unwrap_err().to_string();
+    assert!(full.contains("spec.ports[0].nodePort") && full.contains("no free port"), "{full}");
+    let moved = r
+        .update(services(), Some("default"), "np", service("np", json!({"clusterIP": "10.96.0.77", "type": "NodePort", "ports": [{"port": 80}]})), false)
+        .await;
+    assert!(moved.unwrap_err().to_string().contains("spec.clusterIP: Invalid value: \"10.96.0.77\": field is immutable"));
+    assert_eq!(r.get(services(), Some("default"), "np").await.unwrap()["spec"]["ports"], updated["spec"]["ports"]);
+
+    // Dropping port b frees its node port for another Service.
+    let kept =
+        r.update(services(), Some("default"), "np", service("np", json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}]})), false).await.unwrap();
+    let freed = if kept["spec"]["ports"][0]["nodePort"] == 30000 { 30001 } else { 30000 };
+    let other = r.create(services(), Some("default"), service("np2", json!({"type": "NodePort", "ports": [{"port": 80}]}))).await.unwrap();
+    assert_eq!(other["spec"]["ports"][0]["nodePort"], freed);
+    r.delete(services(), Some("default"), "np", &DeleteOptions::default()).await.unwrap();
+    let last =
+        r.create(services(), Some("default"), service("np3", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30005}]}))).await.unwrap_err();
+    assert!(last.to_string().contains("spec.ports[0].nodePort: Invalid value: \"30005\": must be in the node-port range 30000-30001"));
+    r.create(services(), Some("default"), service("np3", json!({"type": "NodePort", "ports": [{"port": 80}]}))).await.unwrap();
+}

@@ -101,6 +101,8 @@ fn header(kind: &str, wide: bool) -> Vec<String> {
         "Function" => (&["NAME", "READY", "REPLICAS", "BACKLOG", "IN-FLIGHT", "RECEIVED", "ACKED", "DEAD-LETTERED", "AGE"], &["TRIGGERS"]),
         "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
         "Identity" => (&["NAME", "NAMESPACE", "LABELS", "AGE"], &[]),
+        "Service" => (&["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"], &["SELECTOR"]),
+        "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     base.iter().chain(if wide { extra.iter() } else { [].iter() }).map(|s| s.to_string()).collect()
@@ -180,6 +182,34 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
             vec![name, s(v, "/spec/namespace").into(), labels.unwrap_or_default(), created]
         }
         "Lease" => vec![name, s(v, "/spec/holderIdentity").into(), created],
+        "Service" => {
+            let ports: Vec<String> = arr("/spec/ports")
+                .iter()
+                .map(|p| {
+                    let node_port = p.get("nodePort").and_then(Value::as_u64).map(|n| format!(":{n}")).unwrap_or_default();
+                    format!("{}{node_port}/{}", p.get("port").and_then(Value::as_u64).unwrap_or(0), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))
+                })
+                .collect();
+            let mut row = vec![name, s(v, "/spec/type").into(), non_empty(s(v, "/spec/clusterIP")), non_empty(&ports.join(",")), created];
+            if wide {
+                let selector = v.pointer("/spec/selector").and_then(Value::as_object);
+                let selector = selector.map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","));
+                row.push(non_empty(&selector.unwrap_or_default()));
+            }
+            row
+        }
+        "Endpoints" => {
+            let mut endpoints = Vec::new();
+            for subset in arr("/subsets") {
+                let ports: Vec<u64> =
+                    subset.get("ports").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p.get("port").and_then(Value::as_u64)).collect();
+                for address in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+                    let ip = address.get("ip").and_then(Value::as_str).unwrap_or_default();
+                    endpoints.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            vec![name, non_empty(&endpoints.join(",")), created]
+        }
         "Function" => {
             let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0).to_string();
             let mut row = vec![

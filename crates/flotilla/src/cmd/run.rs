@@ -41,6 +41,12 @@ pub struct ServerArgs {
     /// The prefix length of each node's slice of --cluster-cidr.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+    /// The network Services' cluster IPs are taken from (its first address is kept back).
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: String,
+    /// The ports NodePort Services are given, FIRST-LAST.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
     /// How long an Identity no pod has any longer is kept (a pod recreated meanwhile finds its
     /// number again).
     #[arg(long, default_value = "60s", value_parser = crate::cmd::rollout::parse_duration)]
@@ -82,6 +88,7 @@ fn control_plane_options(server: &ServerArgs) -> Result<ControlPlaneOptions> {
             function_metrics: None,
         },
         insecure_registries: server.policy_insecure_registry.clone(),
+        service_ranges: apiserver::ServiceRanges::parse(&server.service_cidr, &server.service_node_port_range).map_err(anyhow::Error::msg)?,
     })
 }
 
