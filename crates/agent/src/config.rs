@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub overlay: crate::network::overlay::OverlayMode,
     /// Enforce NetworkPolicy with the eBPF datapath.
     pub network_policy: bool,
+    /// Load-balance Services with the eBPF socket programs.
+    pub service_proxy: bool,
     /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
     pub backoff_base: Duration,
     /// Longest restart back-off.
@@ -60,6 +62,7 @@ impl AgentConfig {
             bridge: "flotilla0".into(),
             overlay: crate::network::overlay::OverlayMode::Vxlan,
             network_policy: true,
+            service_proxy: true,
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             heartbeat: Duration::from_secs(2),

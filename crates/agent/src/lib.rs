@@ -7,6 +7,7 @@ pub mod hollow;
 pub mod join;
 pub mod logs;
 pub mod netpolicy;
+pub mod services;
 pub mod network;
 pub mod node;
 mod path_error;
@@ -51,6 +52,8 @@ pub struct AgentContext {
     pub policies: Arc<policies::PolicyCache>,
     /// Network policy enforcement on the pods' veths.
     pub netpolicy: Arc<netpolicy::NetPolicy>,
+    /// Service load balancing for this node and its pods.
+    pub services: Arc<services::ServiceProxy>,
 }
 
 /// Why the agent could not start.
@@ -113,6 +116,15 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         })?,
         false => netpolicy::NetPolicy::disabled(),
     };
+    let services = match (config.service_proxy, config.node_ip) {
+        (true, std::net::IpAddr::V4(node_ip)) => services::ServiceProxy::new(node_ip).map_err(|e| {
+            AgentError::Setup(format!(
+                "service load balancer: {e}; this kernel cannot run the eBPF socket programs (start the agent with --service-proxy off to run without Services)"
+            ))
+        })?,
+        (true, std::net::IpAddr::V6(_)) => return Err(AgentError::Setup("service load balancer: IPv6 node addresses are not supported yet".into())),
+        (false, _) => services::ServiceProxy::disabled(),
+    };
     let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
         insecure_registries: config.insecure_registries.clone(),
         image_store: Some(images.clone()),
@@ -134,10 +146,12 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         image_policy,
         policies: Arc::default(),
         netpolicy: Arc::new(netpolicy),
+        services: Arc::new(services),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ctx.policies.clone().run(ctx.client.clone()));
     tasks.spawn(ctx.netpolicy.clone().run(ctx.client.clone()));
+    tasks.spawn(ctx.services.clone().run(ctx.client.clone()));
     if let Some(overlay) = overlay {
         tasks.spawn(network::overlay::run(ctx.client.clone(), ctx.config.node_name.clone(), overlay));
     }

@@ -169,6 +169,10 @@ impl Worker {
                         self.event(pod, true, "FailedCreatePodSandBox", &format!("network policy: {e}"));
                         return;
                     }
+                    if let Err(e) = self.ctx.services.register(&self.uid, &info.netns_path) {
+                        self.event(pod, true, "FailedCreatePodSandBox", &format!("service load balancer: {e}"));
+                        return;
+                    }
                     if let Err(e) = self.write_pod_files(pod, info.ip) {
                         tracing::warn!(pod = %Self::pod_name(pod), error = %e, "writing /etc files");
                     }
@@ -609,6 +613,7 @@ pub async fn cleanup_pod(ctx: &AgentContext, uid: &str, pod: Option<&Pod>) {
         }
     }
     ctx.netpolicy.forget(uid);
+    ctx.services.forget(uid);
     if let Err(e) = ctx.network.teardown(uid).await {
         tracing::warn!(pod = uid, error = %e, "tearing down pod network");
     }

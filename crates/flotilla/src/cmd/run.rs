@@ -123,6 +123,10 @@ pub struct AgentArgs {
     /// are stored but nothing is enforced on this node).
     #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
     pub network_policy: bool,
+    /// How Services are load-balanced: ebpf (socket programs on the cgroup tree: a connect()
+    /// to a cluster IP or node port goes straight to a ready backend) or off.
+    #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
+    pub service_proxy: bool,
     /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_ms: u64,
@@ -155,6 +159,7 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.bridge = args.bridge.clone();
     config.overlay = args.overlay;
     config.network_policy = args.network_policy;
+    config.service_proxy = args.service_proxy;
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
     config.device_classes = args.device_class.clone();
