@@ -32,12 +32,16 @@ flotilla get pods -o wide
 for ip in $(flotilla get pods -l app=web -o json | jq -r '.items[].status.podIP'); do
   printf 'curl http://%s:8080/ -> ' "$ip"; curl -fsS --max-time 5 "http://$ip:8080/"
 done
+flotilla get services
+vip=$(flotilla get service web -o json | jq -r '.spec.clusterIP')
+printf 'curl http://%s/ (the Service) -> ' "$vip"; curl -fsS --max-time 5 "http://$vip/"
 pod=$(flotilla get pods -l app=web -o json | jq -r '.items[0].metadata.name')
 echo "flotilla logs $pod:"; flotilla logs "$pod" | tail -n 5
 cat <<MSG
 
 The cluster is running (log: $log). In another shell try:
   flotilla get pods -o wide
+  curl http://$vip/
   flotilla logs -f $pod
   flotilla delete -f examples/web.yaml
 Press Ctrl-C to stop the control plane and agent (containers keep running; the next

@@ -37,6 +37,13 @@ fn quickstart_runs_the_web_example_and_cleans_up() {
         assert_eq!(body.trim(), format!("hello from {name}"), "the pod's hostname is its name");
     }
 
+    // The Service's cluster IP answers from the host, from one of the replicas.
+    let service: serde_json::Value = serde_json::from_str(&cluster.run_ok(&["get", "service", "web", "-o", "json"])).unwrap();
+    let vip = service["spec"]["clusterIP"].as_str().expect("the Service has a cluster IP").to_string();
+    let names: Vec<String> = pods.iter().map(|p| format!("hello from {}", p["metadata"]["name"].as_str().unwrap())).collect();
+    let body = common::wait_for(Duration::from_secs(10), "the cluster IP to answer", || http_get(&vip, 80, "/").ok());
+    assert!(names.contains(&body.trim().to_string()), "GET http://{vip}/ answered {body:?}, not one of {names:?}");
+
     // Logs: what the container printed, and -f follows new lines (httpd -v logs each response;
     // only the request below gets a 404).
     let pod = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
@@ -75,7 +82,7 @@ fn quickstart_runs_the_web_example_and_cleans_up() {
     // Delete waits until the pods are gone; nothing is left on the host.
     cluster.pods(None);
     let deleted = cluster.run_ok(&["delete", "-f", web]);
-    assert!(deleted.contains("deployment.apps/web deleted"), "{deleted}");
+    assert!(deleted.contains("deployment.apps/web deleted") && deleted.contains("service/web deleted"), "{deleted}");
     common::wait_for(Duration::from_secs(30), "the pods to be gone", || cluster.pods(None).is_empty().then_some(()));
     assert!(!cluster.pod_uids.is_empty());
     cluster.assert_host_clean();
