@@ -7,7 +7,6 @@ pub mod hollow;
 pub mod join;
 pub mod logs;
 pub mod netpolicy;
-pub mod services;
 pub mod network;
 pub mod node;
 mod path_error;
@@ -16,6 +15,7 @@ pub mod policies;
 pub mod probes;
 pub mod runtime;
 pub mod server;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -63,7 +63,10 @@ fn frontends(model: &Model, node_addrs: &[Ipv4Addr]) -> HashMap<Frontend, Backen
             let name = port.name.clone().unwrap_or_default();
             let mut addrs = Vec::new();
             for subset in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
-                let Some(target) = subset.ports.iter().flatten().find(|p| p.name.clone().unwrap_or_default() == name && protocol(p.protocol.as_deref()) == l4) else { continue };
+                let Some(target) = subset.ports.iter().flatten().find(|p| p.name.clone().unwrap_or_default() == name && protocol(p.protocol.as_deref()) == l4)
+                else {
+                    continue;
+                };
                 let Ok(target) = u16::try_from(target.port) else { continue };
                 for address in subset.addresses.iter().flatten() {
                     if let Ok(ip) = address.ip.parse::<Ipv4Addr>() {

@@ -30,3 +30,15 @@ fn cluster_bench_runs_every_pod_on_hollow_nodes() {
     // 300 pods over 20 nodes, spread by LeastAllocated: every node gets some.
     assert!(least > 0 && most <= 110, "{out}");
 }
+
+/// The service benchmark reaches the pod through every VIP with both load balancers and leaves
+/// no iptables rules behind.
+#[test]
+fn services_bench_measures_both_load_balancers_and_cleans_up() {
+    let out = bench(&["services", "--services", "1,100", "--connections", "100", "--runs", "1"]);
+    for label in ["pod IP, no service", "eBPF socket LB, 100 services", "iptables (kube-proxy), 100 services", "p50 growth from 1 to 100 services: eBPF"] {
+        assert!(out.contains(label), "missing {label:?} in:\n{out}");
+    }
+    let rules = std::process::Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("FLTB"), "the bench's iptables chains are gone");
+}

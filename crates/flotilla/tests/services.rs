@@ -153,7 +153,10 @@ fn cluster_ips_reach_only_ready_pods_and_follow_them() {
     cluster.run_ok(&["delete", "pod", &gone]);
     let deleted = uptime();
     let after = at_least(&cluster, deleted + 1.0, 30);
-    assert!(!after.contains(&gone) && !after.iter().any(|a| a == "fail"), "from a second after deleting {gone}, every fetch reaches another ready pod: {after:?}");
+    assert!(
+        !after.contains(&gone) && !after.iter().any(|a| a == "fail"),
+        "from a second after deleting {gone}, every fetch reaches another ready pod: {after:?}"
+    );
 
     // ClientIP affinity: the client stays on one pod.
     cluster.apply(

@@ -257,35 +257,37 @@ impl Balancer {
     }
 }
 
-/// The cookie the kernel gives the network namespace at `path` (a file under `/run/netns`, or
-/// `/proc/self/ns/net` for this process's own).
-pub fn netns_cookie(path: &Path) -> std::io::Result<u64> {
+/// Runs `make` on a thread that has entered the network namespace at `path` (a file under
+/// `/run/netns`, or `/proc/self/ns/net`). A socket it creates stays in that namespace when
+/// handed back, so a caller can listen or connect there from any thread.
+pub fn in_netns<T: Send>(path: &Path, make: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
     let file = std::fs::File::open(path)?;
-    // setns() changes the calling thread only: do it on a thread of its own.
+    // setns() changes the calling thread only: do it on a thread of its own, which ends after.
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                // SAFETY: plain syscalls on a descriptor we own; the thread ends right after.
-                unsafe {
-                    if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                    if socket < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let mut cookie: u64 = 0;
-                    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-                    let rc = libc::getsockopt(socket, libc::SOL_SOCKET, libc::SO_NETNS_COOKIE, (&mut cookie as *mut u64).cast(), &mut len);
-                    let error = std::io::Error::last_os_error();
-                    libc::close(socket);
-                    if rc != 0 {
-                        return Err(error);
-                    }
-                    Ok(cookie)
+                // SAFETY: setns on a descriptor we own, changing only this thread's namespace.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                make()
             })
             .join()
-            .map_err(|_| std::io::Error::other("the netns cookie thread panicked"))?
+            .map_err(|_| std::io::Error::other("the network namespace thread panicked"))?
+    })
+}
+
+/// The cookie the kernel gives the network namespace at `path` (see [`in_netns`]).
+pub fn netns_cookie(path: &Path) -> std::io::Result<u64> {
+    in_netns(path, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("127.0.0.1:0"))?;
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: getsockopt into a u64 of the stated length, on a socket we own.
+        let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NETNS_COOKIE, (&mut cookie as *mut u64).cast(), &mut len) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(cookie)
     })
 }

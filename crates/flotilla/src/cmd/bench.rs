@@ -19,9 +19,11 @@ use crate::Context;
 mod cluster;
 mod functions;
 mod nodeloss;
+mod podns;
 mod policy;
 mod scan;
 mod scheduler;
+mod services;
 mod unpack;
 mod verify;
 
@@ -53,6 +55,9 @@ enum BenchCommand {
     /// The eBPF policy datapath's cost: TCP throughput and new connections per second to a
     /// pod namespace with no programs, with the programs, and enforcing many rules.
     Policy(policy::PolicyBenchArgs),
+    /// Connection latency through a Service's virtual IP with 1, 1,000 and 10,000 Services:
+    /// the eBPF socket load balancer against kube-proxy's iptables rules, in one run.
+    Services(services::ServicesBenchArgs),
     /// Vulnerability scan time: an image of ~500 packages against ~50,000 advisories.
     Scan(scan::ScanBenchArgs),
     /// Layer unpacking throughput against GNU `tar -x`, same layers, same run.
@@ -103,6 +108,7 @@ pub async fn run(ctx: impl FnOnce() -> Result<Context>, args: &BenchArgs) -> Res
         BenchCommand::NodeLoss(a) => nodeloss::run(a).await,
         BenchCommand::Functions(a) => functions::run(&ctx()?, a).await,
         BenchCommand::Policy(a) => policy::run(a),
+        BenchCommand::Services(a) => services::run(a),
         BenchCommand::Scan(a) => scan::run(a),
         BenchCommand::Unpack(a) => unpack::run(a),
         BenchCommand::Verify(a) => verify::run(a).await,

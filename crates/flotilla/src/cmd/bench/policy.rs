@@ -16,6 +16,8 @@ use clap::Args;
 use net::datapath::host_net;
 use net::{Datapath, Direction, Protocol, Rule};
 
+use super::podns::PodNs;
+
 /// Settings of the policy benchmark.
 #[derive(Args, Debug)]
 pub struct PolicyBenchArgs {
@@ -39,32 +41,17 @@ const POD: u32 = 400;
 const HTTP_PORT: u16 = 8080;
 const IPERF_PORT: u16 = 5201;
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (apt-get install iproute2)")?;
-    if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-/// The namespace, its veth and its servers; removed when dropped.
+/// The namespace and its servers; removed when dropped (the servers first).
 struct Pod {
     servers: Vec<Child>,
     www: tempfile::TempDir,
+    _ns: PodNs,
 }
 
 impl Pod {
     fn create() -> Result<Pod> {
-        let _ = ip(&["link", "delete", HOST_VETH]);
-        let _ = ip(&["netns", "delete", NETNS]);
-        ip(&["netns", "add", NETNS])?;
-        let mut pod = Pod { servers: Vec::new(), www: tempfile::tempdir()? };
-        ip(&["link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS])?;
-        ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", HOST_VETH])?;
-        ip(&["link", "set", HOST_VETH, "up"])?;
-        ip(&["-n", NETNS, "addr", "add", &format!("{POD_IP}/30"), "dev", "eth0"])?;
-        ip(&["-n", NETNS, "link", "set", "eth0", "up"])?;
-        ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
+        let ns = PodNs::create(NETNS, HOST_VETH, HOST_IP, POD_IP)?;
+        let mut pod = Pod { servers: Vec::new(), www: tempfile::tempdir()?, _ns: ns };
         std::fs::write(pod.www.path().join("index.html"), "hello\n")?;
         let spawn = |args: &[&str], what: &str| -> Result<Child> {
             Command::new("ip")
@@ -95,8 +82,6 @@ impl Drop for Pod {
             let _ = server.kill();
             let _ = server.wait();
         }
-        let _ = ip(&["link", "delete", HOST_VETH]);
-        let _ = ip(&["netns", "delete", NETNS]);
     }
 }
 
