@@ -2,8 +2,8 @@
 //! number of Services grows, with Flotilla's socket load balancer and with kube-proxy's
 //! iptables layout measured in the same run. A "pod" (a network namespace with a veth) runs a
 //! small TCP server; from the host, every connection is to a random one of the `N` Services
-//! (each with its own VIP and the pod as its backend), sends a request and reads the reply to
-//! the end. The latency is that of the whole connection: connect, request, reply, close.
+//! (each with its own VIP and the pod as its backend), sends a request and reads the reply.
+//! The latency is that of the whole connection: connect, request, reply, close.
 //!
 //! The iptables baseline is kube-proxy's: a `KUBE-SERVICES` chain in the nat table (jumped to
 //! from OUTPUT for the host's own connections) with one rule per Service matching its VIP and
@@ -45,6 +45,7 @@ const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 125, 0, 2);
 const POD_PORT: u16 = 8080;
 const SERVICE_PORT: u16 = 80;
 const CHAIN: &str = "FLTBENCH-SERVICES";
+const REPLY: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
 
 /// The VIP of Service `i`: 10.240.0.0/12 holds a million.
 fn vip(i: u32) -> Ipv4Addr {
@@ -52,7 +53,10 @@ fn vip(i: u32) -> Ipv4Addr {
 }
 
 /// Starts the pod's server: a listener made inside the namespace, answering every connection
-/// with a short reply, then closing it.
+/// with a short reply. The client ends each connection with a reset, so no TIME_WAIT state is
+/// left on either side: tens of thousands of connections to one backend would otherwise use up
+/// the client's ports (and make connect() search for a free one), or meet an old connection's
+/// state at the server.
 fn serve_in_pod() -> Result<()> {
     let listener = in_netns(&Path::new("/run/netns").join(NETNS), || TcpListener::bind((POD_IP, POD_PORT))).context("starting the pod's server")?;
     std::thread::spawn(move || {
@@ -60,7 +64,9 @@ fn serve_in_pod() -> Result<()> {
             let Ok(mut conn) = conn else { continue };
             let mut buf = [0u8; 256];
             let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
+            let _ = conn.write_all(REPLY);
+            // Until the client's reset.
+            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
         }
     });
     Ok(())
@@ -72,11 +78,13 @@ fn connection(addr: SocketAddr) -> Result<Duration> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut reply = Vec::with_capacity(64);
-    stream.read_to_end(&mut reply)?;
-    if !reply.ends_with(b"hello\n") {
+    let mut reply = [0u8; REPLY.len()];
+    stream.read_exact(&mut reply)?;
+    if reply != REPLY {
         bail!("{addr} answered {:?}, not the bench pod's reply", String::from_utf8_lossy(&reply));
     }
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+    drop(stream);
     Ok(started.elapsed())
 }
 
