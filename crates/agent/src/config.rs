@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub network_policy: bool,
     /// Load-balance Services with the eBPF socket programs.
     pub service_proxy: bool,
+    /// The cluster's DNS domain: Services are `<name>.<namespace>.svc.<domain>`.
+    pub cluster_domain: String,
     /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
     pub backoff_base: Duration,
     /// Longest restart back-off.
@@ -63,6 +65,7 @@ impl AgentConfig {
             overlay: crate::network::overlay::OverlayMode::Vxlan,
             network_policy: true,
             service_proxy: true,
+            cluster_domain: "cluster.local".into(),
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             heartbeat: Duration::from_secs(2),

@@ -145,6 +145,9 @@ mod tests {
         assert_eq!(dns.resolve("example.com"), Resolution::Outside);
         assert_eq!(dns.resolve("notcluster.local"), Resolution::Outside, "a suffix match must be a whole label");
         assert_eq!(upstream_of("# x\nsearch lan\nnameserver fe80::1\nnameserver 192.0.2.53\n"), Some("192.0.2.53:53".parse().unwrap()));
-        assert_eq!(resolv_conf(Ipv4Addr::new(10, 88, 0, 1), "shop", "cluster.local"), "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.88.0.1\noptions ndots:5\n");
+        assert_eq!(
+            resolv_conf(Ipv4Addr::new(10, 88, 0, 1), "shop", "cluster.local"),
+            "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.88.0.1\noptions ndots:5\n"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod dns;
 pub mod hollow;
 pub mod join;
 pub mod logs;
@@ -54,6 +55,8 @@ pub struct AgentContext {
     pub netpolicy: Arc<netpolicy::NetPolicy>,
     /// Service load balancing for this node and its pods.
     pub services: Arc<services::ServiceProxy>,
+    /// The node's cluster resolver, at the pod gateway; `None` without the service proxy.
+    pub dns: Option<Arc<dns::ClusterDns>>,
 }
 
 /// Why the agent could not start.
@@ -125,6 +128,20 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         (true, std::net::IpAddr::V6(_)) => return Err(AgentError::Setup("service load balancer: IPv6 node addresses are not supported yet".into())),
         (false, _) => services::ServiceProxy::disabled(),
     };
+    let (dns, dns_socket) = if config.service_proxy {
+        let upstream = dns::upstream_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let resolver = Arc::new(dns::ClusterDns::new(&config.cluster_domain, upstream));
+        match tokio::net::UdpSocket::bind((network.gateway(), 53)).await {
+            Ok(socket) => (Some(resolver), Some(socket)),
+            Err(e) => {
+                tracing::warn!(error = %e, gateway = %network.gateway(), "the cluster resolver cannot listen on the pod gateway; pods get the node's resolv.conf");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let services = services.with_dns(dns.clone());
     let image_policy = Arc::new(trust::enforce::Evaluator::new(trust::enforce::EvaluatorConfig {
         insecure_registries: config.insecure_registries.clone(),
         image_store: Some(images.clone()),
@@ -147,11 +164,15 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         policies: Arc::default(),
         netpolicy: Arc::new(netpolicy),
         services: Arc::new(services),
+        dns: dns.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ctx.policies.clone().run(ctx.client.clone()));
     tasks.spawn(ctx.netpolicy.clone().run(ctx.client.clone()));
     tasks.spawn(ctx.services.clone().run(ctx.client.clone()));
+    if let (Some(dns), Some(socket)) = (dns, dns_socket) {
+        tasks.spawn(dns.serve(socket));
+    }
     if let Some(overlay) = overlay {
         tasks.spawn(network::overlay::run(ctx.client.clone(), ctx.config.node_name.clone(), overlay));
     }

@@ -38,6 +38,8 @@ pub struct ServiceProxy {
     /// Pod uid → its network namespace's cookie.
     pods: Mutex<HashMap<String, u64>>,
     changed: tokio::sync::Notify,
+    /// The node's resolver, told the Services' names.
+    dns: Option<Arc<crate::dns::ClusterDns>>,
 }
 
 fn protocol(name: Option<&str>) -> L4 {
@@ -89,6 +91,29 @@ fn frontends(model: &Model, node_addrs: &[Ipv4Addr]) -> HashMap<Frontend, Backen
     out
 }
 
+/// The Services' DNS names: `<name>.<namespace>.svc.<domain>` → the cluster IP, or for a
+/// headless Service its ready endpoints' addresses.
+fn names(model: &Model, domain: &str) -> HashMap<String, Vec<Ipv4Addr>> {
+    let mut out = HashMap::new();
+    for (key, service) in &model.services {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+        let addresses = match ip {
+            Some(api::service::HEADLESS) => {
+                let subsets = model.endpoints.get(key).into_iter().flat_map(|e| e.subsets.iter().flatten());
+                let mut ips: Vec<Ipv4Addr> = subsets.flat_map(|s| s.addresses.iter().flatten()).filter_map(|a| a.ip.parse().ok()).collect();
+                ips.sort();
+                ips.dedup();
+                ips
+            }
+            Some(ip) => ip.parse().into_iter().collect(),
+            None => Vec::new(),
+        };
+        out.insert(format!("{name}.{ns}.svc.{domain}"), addresses);
+    }
+    out
+}
+
 impl ServiceProxy {
     /// Loads the balancer for a node reached at `node_ip`, serving this process's network
     /// namespace. A kernel that cannot take the programs is an error naming what failed.
@@ -106,6 +131,7 @@ impl ServiceProxy {
             applied: Mutex::default(),
             pods: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            dns: None,
         })
     }
 
@@ -118,7 +144,14 @@ impl ServiceProxy {
             applied: Mutex::default(),
             pods: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            dns: None,
         }
+    }
+
+    /// This proxy, keeping `dns` told the Services' names.
+    pub fn with_dns(mut self, dns: Option<Arc<crate::dns::ClusterDns>>) -> ServiceProxy {
+        self.dns = dns;
+        self
     }
 
     fn balancer(&self) -> Option<std::sync::MutexGuard<'_, Balancer>> {
@@ -147,7 +180,13 @@ impl ServiceProxy {
     /// Writes the maps to match the model now.
     fn reconcile(&self) -> Result<(), net::DatapathError> {
         let Some(mut balancer) = self.balancer() else { return Ok(()) };
-        let wanted = frontends(&self.model.lock().unwrap_or_else(|e| e.into_inner()), &self.node_addrs);
+        let (wanted, names) = {
+            let model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+            (frontends(&model, &self.node_addrs), self.dns.as_ref().map(|dns| names(&model, dns.domain())))
+        };
+        if let (Some(dns), Some(names)) = (&self.dns, names) {
+            dns.set_records(names);
+        }
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         for (frontend, backends) in &wanted {
             if applied.get(frontend) != Some(backends) {
@@ -266,5 +305,7 @@ mod tests {
         assert_eq!(got[&Frontend { addr: vip, port: 53, protocol: L4::Udp }].addrs, vec!["10.88.0.2:5353".parse().unwrap()]);
         assert_eq!(got[&Frontend { addr: Ipv4Addr::new(192, 0, 2, 1), port: 30080, protocol: L4::Tcp }], *http);
         assert_eq!(got.len(), 3);
+        let names = names(&model, "cluster.local");
+        assert_eq!(names["web.shop.svc.cluster.local"], vec![vip]);
     }
 }

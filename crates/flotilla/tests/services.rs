@@ -134,6 +134,20 @@ fn cluster_ips_reach_only_ready_pods_and_follow_them() {
     let listed = cluster.run_ok(&["get", "services"]);
     assert!(listed.contains(&vip) && listed.contains("80/TCP"), "{listed}");
 
+    // The node's resolver answers the Service's name (and says which names do not exist).
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: resolver}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"cat /etc/resolv.conf; nslookup web.default.svc.cluster.local; nslookup nope.default.svc.cluster.local; echo body=$(timeout 2 wget -q -O - http://web/); exec sleep 3600\"]\n"
+    ));
+    let resolved = wait_for(Duration::from_secs(60), "the resolver pod's lookups", || {
+        let logs = cluster.try_run(&["logs", "resolver"]).ok()?;
+        logs.contains("body=").then_some(logs)
+    });
+    assert!(resolved.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolved}");
+    assert!(resolved.contains(&format!("Address: {vip}")), "web.default.svc.cluster.local resolves to the cluster IP:\n{resolved}");
+    assert!(resolved.contains("NXDOMAIN"), "an unknown Service name is NXDOMAIN:\n{resolved}");
+    let body = resolved.lines().find_map(|l| l.strip_prefix("body=")).unwrap_or_default().trim().to_string();
+    assert!(ready.contains(&body), "http://web/ (the search path) reaches a ready pod, got {body:?}:\n{resolved}");
+
     cluster.apply(&client(&vip));
     cluster.wait_ready("app=client", 1, Duration::from_secs(60));
     let start = uptime();

@@ -218,7 +218,7 @@ mod tests {
         let mut response = query("a.b", TYPE_A);
         response[2] |= 0x80;
         assert!(parse_query(&response).unwrap_err().to_string().contains("a response"));
-        let long = query(&["a".repeat(63); 5].join("."), TYPE_A);
+        let long = query(&vec!["a".repeat(63); 5].join("."), TYPE_A);
         assert!(parse_query(&long).unwrap_err().to_string().contains("255"));
     }
 }

@@ -3,6 +3,7 @@
 //! and service load balancing at the socket (cgroup connect/sendmsg programs).
 
 pub mod datapath;
+pub mod dns;
 pub mod policy;
 pub mod service;
 

@@ -590,7 +590,14 @@ impl Worker {
         let name = pod.metadata.name.as_deref().unwrap_or("pod");
         std::fs::write(dir.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"))?;
         std::fs::write(dir.join("hostname"), format!("{name}\n"))?;
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        // dnsPolicy ClusterFirst (the default): the node's cluster resolver, with Kubernetes'
+        // search path; Default: the node's own resolv.conf.
+        let spec = pod.spec.as_ref();
+        let cluster_first = spec.and_then(|s| s.dns_policy.as_deref()).is_none_or(|p| p != "Default");
+        let resolv = match (&self.ctx.dns, cluster_first, self.ctx.network.gateway()) {
+            (Some(dns), true, gateway) => crate::dns::resolv_conf(gateway, pod.metadata.namespace.as_deref().unwrap_or("default"), dns.domain()),
+            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
         std::fs::write(dir.join("resolv.conf"), resolv)
     }
 }

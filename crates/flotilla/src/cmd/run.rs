@@ -127,6 +127,10 @@ pub struct AgentArgs {
     /// to a cluster IP or node port goes straight to a ready backend) or off.
     #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
     pub service_proxy: bool,
+    /// The cluster's DNS domain; the node's resolver (on the pod gateway, with the service
+    /// proxy) answers `<service>.<namespace>.svc.<domain>`.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_ms: u64,
@@ -160,6 +164,7 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.overlay = args.overlay;
     config.network_policy = args.network_policy;
     config.service_proxy = args.service_proxy;
+    config.cluster_domain = args.cluster_domain.clone();
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
     config.device_classes = args.device_class.clone();
