@@ -118,3 +118,31 @@ fn a_policy_on_running_pods_lets_only_the_allowed_client_in_within_a_second() {
     assert_eq!(verdicts(&cluster, "other", deleted + 1.0), (true, true), "without the policy everything flows again");
     assert_eq!(verdicts(&cluster, "client", deleted + 1.0), (true, true));
 }
+
+/// Egress: the client may reach only the web pods, and only on the named port `http`; the
+/// other pod, which no policy selects, still reaches everything.
+#[test]
+fn an_egress_policy_limits_only_the_selected_pod() {
+    let mut cluster = Cluster::up("netpolicy-egress");
+    cluster.apply(&web());
+    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    cluster.apply(&prober("client", &ip));
+    cluster.apply(&prober("other", &ip));
+    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    let start = uptime();
+    assert_eq!(verdicts(&cluster, "client", start), (true, true), "no policy: everything flows");
+
+    cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: client-egress}\nspec:\n  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: web}}}]\n    ports: [{port: http}]\n",
+    );
+    let applied = uptime();
+    assert_eq!(verdicts(&cluster, "client", applied + 1.0), (true, false), "the client may send only to the web pod's http port");
+    assert_eq!(verdicts(&cluster, "other", applied + 1.0), (true, true), "a pod no policy selects is not restricted");
+    let web: Value = cluster.get("pod", "web");
+    assert!(common::pod_ready(&web), "an egress policy on the client leaves the web pod's probes alone: {web}");
+
+    cluster.run_ok(&["delete", "networkpolicy", "client-egress"]);
+    let deleted = uptime();
+    assert_eq!(verdicts(&cluster, "client", deleted + 1.0), (true, true), "without the policy everything flows again");
+}

@@ -109,8 +109,17 @@ pub enum DatapathError {
     },
 }
 
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+/// The error of a failed update of `map`.
+pub(crate) fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |e| DatapathError::Map { map, reason: e.to_string() }
+}
+
+/// The result of removing a key from `map`: a key that was not there is no error.
+pub(crate) fn removed(result: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), DatapathError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other.map_err(map_error(map)),
+    }
 }
 
 /// The loaded programs and their maps.
@@ -196,10 +205,7 @@ impl Datapath {
 
     /// Forgets the identity of `net`.
     pub fn remove_identity(&mut self, net: Ipv4Net) -> Result<(), DatapathError> {
-        match self.ipcache.remove(&lpm_key(net)) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_error("IPCACHE")),
-        }
+        removed(self.ipcache.remove(&lpm_key(net)), "IPCACHE")
     }
 
     /// Allows what `rule` describes.
@@ -209,10 +215,7 @@ impl Datapath {
 
     /// Takes back `rule`; connections it let through go on, new ones are judged without it.
     pub fn revoke(&mut self, rule: &Rule) -> Result<(), DatapathError> {
-        match self.policy.remove(&PolicyKey::from(rule)) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_error("POLICY")),
-        }
+        removed(self.policy.remove(&PolicyKey::from(rule)), "POLICY")
     }
 
     /// Restricts pods of `identity` in `direction` to what rules allow (`true`), or lifts it.
@@ -221,10 +224,7 @@ impl Datapath {
         if on {
             return self.enforced.insert(key, 1, 0).map_err(map_error("ENFORCED"));
         }
-        match self.enforced.remove(&key) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_error("ENFORCED")),
-        }
+        removed(self.enforced.remove(&key), "ENFORCED")
     }
 
     /// Packets passed and dropped so far.

@@ -14,7 +14,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::Ebpf;
 
-use crate::datapath::DatapathError;
+use crate::datapath::{map_error, removed, DatapathError};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/service.o"));
 
@@ -115,17 +115,6 @@ pub struct LbCounters {
     pub translated: u64,
     /// Refused: the service had no backend.
     pub refused: u64,
-}
-
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |e| DatapathError::Map { map, reason: e.to_string() }
-}
-
-fn removed(result: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), DatapathError> {
-    match result {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        other => other.map_err(map_error(map)),
-    }
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a unified host,
