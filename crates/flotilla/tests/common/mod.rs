@@ -263,14 +263,20 @@ impl Cluster {
         }
     }
 
-    /// The processes' logs, for failure messages.
+    /// The processes' logs, for failure messages, with how any of them that has ended ended.
     pub fn logs(&self) -> String {
-        ["up.log", "server.log", "agent.log"]
+        let mut logs = ["up.log", "server.log", "agent.log"]
             .iter()
             .filter_map(|f| std::fs::read_to_string(self.data_dir().join(f)).ok())
             .map(|s| s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
             .collect::<Vec<_>>()
-            .join("\n---\n")
+            .join("\n---\n");
+        for child in [self.server.as_ref(), self.agent.as_ref()].into_iter().flatten() {
+            if let Some(ended) = ended(child.id()) {
+                logs.push_str(&format!("\n--- flotilla process {} {ended}", child.id()));
+            }
+        }
+        logs
     }
 
     /// Kills the agent (split) or `up` process with SIGKILL.
@@ -784,4 +790,20 @@ pub fn http_get(ip: &str, port: u16, path: &str) -> Result<String, String> {
         return Err(format!("not 200: {}", response.lines().next().unwrap_or("")));
     }
     Ok(response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// How process `pid`, a child not yet waited for, ended: `None` while it runs. A process that
+/// died without a word in its log (a signal) says so here: the kernel keeps a zombie's wait
+/// status in /proc/<pid>/stat (field 52).
+pub fn ended(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    let code: i32 = fields.last()?.trim().parse().ok()?;
+    Some(match code & 0x7f {
+        0 => format!("exited with status {}", (code >> 8) & 0xff),
+        signal => format!("was killed by signal {signal}{}", if code & 0x80 != 0 { " (core dumped)" } else { "" }),
+    })
 }
