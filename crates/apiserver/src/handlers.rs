@@ -114,7 +114,7 @@ async fn authorized_dispatch(
             // Read what the client is still sending before refusing: over HTTP/2 a response
             // that ends while the request body is unread resets the stream, and clients (curl)
             // report a framing error instead of the 401 or 403.
-            let _ = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+            let _ = body_bytes(body, MAX_BODY_BYTES).await;
             Err(e)
         }
     }
@@ -245,9 +245,41 @@ async fn pod_log(state: &AppState, ns: &str, name: &str, query: &HashMap<String,
     Ok(Response::builder().header("content-type", "text/plain").body(body).unwrap_or_default())
 }
 
+/// How much of an oversized body is still read, and for how long, before the 413 goes out.
+const DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a request body of at most `limit` bytes. A larger one is refused with 413, but only
+/// after the rest of it has been read (at most [`DRAIN_BYTES`] more, for at most
+/// [`DRAIN_TIME`]): a server that answers and closes while the client is still writing makes
+/// the client see a broken pipe or a reset stream instead of the 413.
+pub async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            let drain = async {
+                let mut drained = 0;
+                while let Some(Ok(chunk)) = stream.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(ApiError::TooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
 /// Reads a JSON or YAML request body, at most [`MAX_BODY_BYTES`].
 pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_BODY_BYTES })?;
+    let bytes = body_bytes(body, MAX_BODY_BYTES).await?;
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
@@ -260,7 +292,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiErro
 }
 
 async fn delete_options(headers: &HeaderMap, body: Body) -> Result<DeleteOptions, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_BODY_BYTES })?;
+    let bytes = body_bytes(body, MAX_BODY_BYTES).await?;
     if bytes.is_empty() {
         return Ok(DeleteOptions::default());
     }
@@ -275,4 +307,47 @@ async fn delete_options(headers: &HeaderMap, body: Body) -> Result<DeleteOptions
 /// The registry type of a request, for callers outside this module.
 pub fn resource_type(info: &RequestInfo) -> Option<&'static ResourceType> {
     lookup_plural(&info.group, &info.version, &info.resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// A body of `chunks` chunks of 64 KiB, counting how many were read.
+    fn counted(chunks: usize) -> (Body, Arc<AtomicUsize>) {
+        let read = Arc::new(AtomicUsize::new(0));
+        let counter = read.clone();
+        let stream = futures::stream::iter(0..chunks).map(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 64 << 10]))
+        });
+        (Body::from_stream(stream), read)
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_read_to_its_end_before_the_413() {
+        let (body, read) = counted(80); // 5 MiB against a 3 MiB limit
+        let error = body_bytes(body, MAX_BODY_BYTES).await.unwrap_err();
+        assert!(matches!(error, ApiError::TooLarge { limit: MAX_BODY_BYTES }), "{error}");
+        assert_eq!(read.load(Ordering::SeqCst), 80, "the rest of the body was left unread");
+    }
+
+    #[tokio::test]
+    async fn draining_stops_after_its_bound() {
+        let (body, read) = counted(1 << 20); // 64 GiB, endless in practice
+        let error = body_bytes(body, MAX_BODY_BYTES).await.unwrap_err();
+        assert!(matches!(error, ApiError::TooLarge { .. }), "{error}");
+        let limit_chunks = (MAX_BODY_BYTES + DRAIN_BYTES) / (64 << 10);
+        assert!(read.load(Ordering::SeqCst) <= limit_chunks + 2, "read {} chunks", read.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_returned_whole() {
+        let (body, _) = counted(3);
+        assert_eq!(body_bytes(body, MAX_BODY_BYTES).await.unwrap().len(), 3 * (64 << 10));
+    }
 }

@@ -95,7 +95,7 @@ async fn join(State(state): State<AppState>, headers: HeaderMap, body: axum::bod
             return Err(ApiError::Forbidden(format!("User \"{}\" may not join nodes; use the server's node-token", user.name)));
         }
         let identities = state.identities.as_ref().ok_or_else(|| ApiError::Forbidden("this server does not issue node identities".into()))?;
-        let bytes = axum::body::to_bytes(body, MAX_JOIN_BYTES).await.map_err(|_| ApiError::TooLarge { limit: MAX_JOIN_BYTES })?;
+        let bytes = crate::handlers::body_bytes(body, MAX_JOIN_BYTES).await?;
         let request = crate::join::parse_request(&bytes)?;
         identities.join(&state.registry, &request).await
     }
