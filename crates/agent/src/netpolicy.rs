@@ -135,7 +135,7 @@ impl NetPolicy {
 
     /// Puts the programs on `pod`'s host veth and writes what its identity is allowed,
     /// before any of its containers starts.
-    /// When a policy of the pod's namespace could select it, this waits (up to
+    /// When a policy of the pod's namespace could select it (or the namespace is default-deny), this waits (up to
     /// [`IDENTITY_WAIT`]) for the pod's Identity, which the control plane allocates as the pod
     /// is created: without it the pod could not be told apart from the world.
     pub async fn attach(&self, uid: &str, pod: &Pod, ip: IpAddr, veth: &str) -> Result<(), String> {
@@ -150,7 +150,8 @@ impl NetPolicy {
             let listed = self.listed.load(std::sync::atomic::Ordering::Acquire) == 0b1111;
             let ready = listed && {
                 let model = self.model();
-                let restricted = model.policies.values().any(|p| p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()));
+                let restricted = model.policies.values().any(|p| p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()))
+                    || model.namespaces.get(&spec.namespace).is_some_and(|labels| api::netpol::default_deny(labels) != (false, false));
                 !restricted || model.identities.values().any(|s| *s == spec)
             };
             if ready {

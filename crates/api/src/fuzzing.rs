@@ -30,7 +30,7 @@ pub fn manifest(data: &[u8]) {
         match doc.resource.kind {
             "Pod" => admit_pod(doc),
             "Deployment" => admit_deployment(doc),
-            "Namespace" => admit_metadata_only::<Namespace>(doc, true, |o| &o.metadata),
+            "Namespace" => admit_with::<Namespace>(doc, crate::netpol::validate_namespace),
             "Node" => admit_with::<Node>(doc, |o| {
                 let mut errors = FieldErrors::default();
                 validation::metadata(&o.metadata, false, &mut errors);

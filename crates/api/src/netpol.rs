@@ -8,6 +8,35 @@ use crate::field::{FieldError, FieldErrors};
 use crate::selector::Selector;
 use crate::validation;
 
+/// The namespace label that sets a namespace to default-deny: `Ingress`, `Egress` or `all`.
+/// Every pod of such a namespace is restricted in that direction as if a policy selecting it
+/// with no rules existed, and only what some NetworkPolicy allows passes.
+pub const DEFAULT_DENY_LABEL: &str = "flotilla.dev/default-deny";
+const DEFAULT_DENY_VALUES: [&str; 3] = ["Ingress", "Egress", "all"];
+
+/// Which directions (ingress, egress) a namespace with `labels` denies by default. A value
+/// admission would refuse denies both, so a label that slipped past it fails closed.
+pub fn default_deny(labels: &std::collections::BTreeMap<String, String>) -> (bool, bool) {
+    match labels.get(DEFAULT_DENY_LABEL).map(String::as_str) {
+        None => (false, false),
+        Some("Ingress") => (true, false),
+        Some("Egress") => (false, true),
+        Some(_) => (true, true),
+    }
+}
+
+/// Checks a Namespace: its metadata, and the default-deny label's value.
+pub fn validate_namespace(namespace: &crate::Namespace) -> Result<(), FieldErrors> {
+    let mut errors = FieldErrors::default();
+    validation::metadata(&namespace.metadata, true, &mut errors);
+    if let Some(value) = namespace.metadata.labels.as_ref().and_then(|l| l.get(DEFAULT_DENY_LABEL)) {
+        if !DEFAULT_DENY_VALUES.contains(&value.as_str()) {
+            errors.push(FieldError::not_supported(format!("metadata.labels[{DEFAULT_DENY_LABEL}]"), value, &DEFAULT_DENY_VALUES));
+        }
+    }
+    errors.into_result()
+}
+
 /// An IPv4 network in the form a policy gives it: (address as a number, prefix length).
 pub fn parse_cidr(text: &str) -> Result<(u32, u8), String> {
     if text.contains(':') {
@@ -156,6 +185,24 @@ mod tests {
             "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}\n    - namespaceSelector: {matchLabels: {team: a}}\n      podSelector: {}\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports:\n    - {port: 8080}\n    - {port: http, protocol: TCP}\n    - {port: 9000, endPort: 9100, protocol: UDP}\n  egress:\n  - to: [{ipBlock: {cidr: 0.0.0.0/0}}]\n",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn the_default_deny_label_is_checked_and_read() {
+        let namespace = |value: &str| -> crate::Namespace {
+            let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{flotilla.dev/default-deny: \"{value}\"}}}}\n");
+            decode_document(&parse_documents(&yaml).unwrap()[0]).unwrap()
+        };
+        for (value, deny) in [("Ingress", (true, false)), ("Egress", (false, true)), ("all", (true, true))] {
+            let ns = namespace(value);
+            validate_namespace(&ns).unwrap();
+            assert_eq!(default_deny(ns.metadata.labels.as_ref().unwrap()), deny, "{value}");
+        }
+        let wrong = namespace("yes");
+        let message = validate_namespace(&wrong).unwrap_err().to_string();
+        assert!(message.contains("metadata.labels[flotilla.dev/default-deny]: Unsupported value: \"yes\""), "{message}");
+        assert_eq!(default_deny(wrong.metadata.labels.as_ref().unwrap()), (true, true), "an unknown value fails closed");
+        assert_eq!(default_deny(&Default::default()), (false, false));
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             api::configdata::secret(&secret, old.as_ref()).map_err(invalid)?;
             encode(&secret)
         }
-        "Namespace" => metadata_only::<Namespace>(rt, &name, value, true, |o| &o.metadata),
+        "Namespace" => {
+            let namespace: Namespace = strict(rt, &name, value)?;
+            api::netpol::validate_namespace(&namespace).map_err(invalid)?;
+            encode(&namespace)
+        }
         "Node" => {
             let node: Node = strict(rt, &name, value)?;
             let old: Option<Node> = old.map(|o| strict(rt, &name, o)).transpose()?;

@@ -2,7 +2,7 @@
 //! two ports all along, each probe line stamped with the (shared) uptime clock. A policy that
 //! lets only one client in on the named port `http` takes effect on the running pods within a
 //! second, the web pod's readiness probe (from the node) keeps passing, and deleting the
-//! policy opens everything again within a second.
+//! policy opens everything again within a second. Egress and a default-deny namespace too.
 
 mod common;
 
@@ -145,4 +145,45 @@ fn an_egress_policy_limits_only_the_selected_pod() {
     cluster.run_ok(&["delete", "networkpolicy", "client-egress"]);
     let deleted = uptime();
     assert_eq!(verdicts(&cluster, "client", deleted + 1.0), (true, true), "without the policy everything flows again");
+}
+
+fn namespace(labels: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: default, labels: {{{labels}}}}}\n")
+}
+
+/// A namespace labelled default-deny restricts its running pods at once, with no policy;
+/// a policy then opens what it allows; a label value the platform does not know is refused
+/// with the field named and changes nothing; removing the label opens everything again.
+#[test]
+fn a_default_deny_namespace_closes_until_a_policy_opens() {
+    let mut cluster = Cluster::up("netpolicy-default-deny");
+    cluster.apply(&web());
+    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    cluster.apply(&prober("client", &ip));
+    cluster.apply(&prober("other", &ip));
+    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    assert_eq!(verdicts(&cluster, "client", uptime()), (true, true), "no policy: everything flows");
+
+    cluster.apply(&namespace("flotilla.dev/default-deny: Ingress"));
+    let denied = uptime();
+    assert_eq!(verdicts(&cluster, "client", denied + 1.0), (false, false), "ingress is denied to every pod of the namespace");
+    assert_eq!(verdicts(&cluster, "other", denied + 1.0), (false, false));
+    assert!(common::pod_ready(&cluster.get("pod", "web")), "the node still reaches the pods");
+
+    cluster.apply(POLICY);
+    let allowed = uptime();
+    assert_eq!(verdicts(&cluster, "client", allowed + 1.0), (true, false), "the policy opens http for the client");
+    assert_eq!(verdicts(&cluster, "other", allowed + 1.0), (false, false));
+
+    let (ok, _, stderr) = cluster.try_apply(&namespace("flotilla.dev/default-deny: \"yes\""));
+    assert!(!ok && stderr.contains("metadata.labels[flotilla.dev/default-deny]") && stderr.contains("Unsupported value"), "{stderr}");
+    let labels: Value = cluster.get("namespace", "default")["metadata"]["labels"].clone();
+    assert_eq!(labels["flotilla.dev/default-deny"], "Ingress", "the refused label changed nothing: {labels}");
+
+    cluster.run_ok(&["delete", "networkpolicy", "web-from-client"]);
+    cluster.apply(&namespace(""));
+    let opened = uptime();
+    assert_eq!(verdicts(&cluster, "other", opened + 1.0), (true, true), "without the label and the policy everything flows again");
+    assert_eq!(verdicts(&cluster, "client", opened + 1.0), (true, true));
 }

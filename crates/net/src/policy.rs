@@ -4,7 +4,9 @@
 //!
 //! Semantics as in Kubernetes: a pod no policy selects is not restricted; once one selects it
 //! for a direction, only what some selecting policy allows passes in that direction (the
-//! union of their rules). A rule without peers allows every peer, a rule without ports every
+//! union of their rules). A namespace labelled [`api::netpol::DEFAULT_DENY_LABEL`] restricts
+//! all its pods in the directions the label names, as a selecting policy without rules would.
+//! A rule without peers allows every peer, a rule without ports every
 //! port and protocol. `ipBlock` peers are CIDR identities of their own, one per distinct
 //! prefix among the policies, so `except` is a more specific prefix the rule does not allow
 //! and the longest match decides. The node itself (its pod gateway) may always reach its pods,
@@ -180,6 +182,16 @@ impl Compiler<'_> {
     }
 }
 
+/// Restricts `local` in `direction` to its rules; the node may still reach it (probes).
+fn restrict(state: &mut State, local: u32, direction: Direction) {
+    state.enforced.insert((local, direction));
+    if direction == Direction::Ingress {
+        for protocol in ALL_PROTOCOLS {
+            state.rules.insert(Rule { local, peer: Some(HOST), port: None, protocol, direction });
+        }
+    }
+}
+
 /// Compiles `inputs` into the datapath's state.
 pub fn compile(inputs: &Inputs) -> State {
     let mut state = State::default();
@@ -202,6 +214,18 @@ pub fn compile(inputs: &Inputs) -> State {
     for endpoint in &inputs.endpoints {
         if let Some(id) = compiler.identity_of(endpoint) {
             state.ipcache.insert(Ipv4Net::from(endpoint.ip), id);
+        }
+    }
+    for (spec, &local) in &inputs.identities {
+        if !inputs.local.contains(&local) {
+            continue;
+        }
+        let (ingress, egress) = inputs.namespaces.get(&spec.namespace).map(api::netpol::default_deny).unwrap_or_default();
+        if ingress {
+            restrict(&mut state, local, Direction::Ingress);
+        }
+        if egress {
+            restrict(&mut state, local, Direction::Egress);
         }
     }
     for policy in &inputs.policies {
@@ -236,12 +260,7 @@ pub fn compile(inputs: &Inputs) -> State {
         };
         for &local in &selected {
             for &direction in &types {
-                state.enforced.insert((local, direction));
-                if direction == Direction::Ingress {
-                    for protocol in ALL_PROTOCOLS {
-                        state.rules.insert(Rule { local, peer: Some(HOST), port: None, protocol, direction });
-                    }
-                }
+                restrict(&mut state, local, direction);
             }
             let mut add = |direction: Direction, peers: Option<Vec<u32>>, ports: Vec<(Option<u16>, Protocol)>| {
                 for (port, protocol) in &ports {

@@ -130,3 +130,24 @@ fn several_policies_add_up() {
     ]));
     assert_eq!(without_host(&state), [tcp(Some(257), Some(80), Direction::Ingress), tcp(Some(258), Some(81), Direction::Ingress)].into());
 }
+
+#[test]
+fn a_default_deny_namespace_restricts_its_pods_until_a_policy_allows() {
+    let mut denied = inputs(vec![]);
+    denied.namespaces.insert("shop".into(), [(api::netpol::DEFAULT_DENY_LABEL.to_string(), "Ingress".to_string())].into());
+    let state = compile(&denied);
+    assert_eq!(state.enforced, [(256, Direction::Ingress), (257, Direction::Ingress)].into(), "both local shop pods, ingress only");
+    assert!(without_host(&state).is_empty(), "nothing but the node is allowed");
+    assert!(host_rules(256).is_subset(&state.rules) && host_rules(257).is_subset(&state.rules));
+
+    denied.policies.push(policy("shop", "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n"));
+    let state = compile(&denied);
+    assert_eq!(state.enforced, [(256, Direction::Ingress), (257, Direction::Ingress)].into(), "the client stays restricted");
+    assert!(without_host(&state).iter().all(|r| r.local == 256 && r.peer == Some(257)), "{:?}", without_host(&state));
+
+    denied.namespaces.insert("shop".into(), [(api::netpol::DEFAULT_DENY_LABEL.to_string(), "all".to_string())].into());
+    let both = compile(&denied).enforced;
+    assert!(both.contains(&(257, Direction::Egress)) && both.contains(&(256, Direction::Egress)), "{both:?}");
+    denied.namespaces.insert("lab".into(), [(api::netpol::DEFAULT_DENY_LABEL.to_string(), "all".to_string())].into());
+    assert_eq!(compile(&denied).enforced, both, "lab's pods are not on this node");
+}
