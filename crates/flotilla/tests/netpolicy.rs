@@ -31,6 +31,14 @@ spec:
 }
 
 fn prober(name: &str, ip: &str) -> String {
+    prober_of(name, &[(ip, 8080), (ip, 9090)])
+}
+
+/// A pod that fetches `http://ip:port/` from each target in turn, all along, and logs
+/// "<uptime> <port> ok|fail" for each try.
+fn prober_of(name: &str, targets: &[(&str, u16)]) -> String {
+    let targets: Vec<String> = targets.iter().map(|(ip, port)| format!("{ip}:{port}")).collect();
+    let targets = targets.join(" ");
     format!(
         r#"
 apiVersion: v1
@@ -41,7 +49,7 @@ spec:
   containers:
   - name: main
     image: {IMAGE}
-    command: ["sh", "-c", "while true; do for port in 8080 9090; do t=$(cut -d' ' -f1 /proc/uptime); if timeout 1 wget -q -O /dev/null http://{ip}:$port/; then echo \"$t $port ok\"; else echo \"$t $port fail\"; fi; done; sleep 0.1; done"]
+    command: ["sh", "-c", "while true; do for target in {targets}; do t=$(cut -d' ' -f1 /proc/uptime); if timeout 1 wget -q -O /dev/null http://$target/; then echo \"$t ${{target#*:}} ok\"; else echo \"$t ${{target#*:}} fail\"; fi; done; sleep 0.1; done"]
 "#
     )
 }
@@ -186,4 +194,86 @@ fn a_default_deny_namespace_closes_until_a_policy_opens() {
     let opened = uptime();
     assert_eq!(verdicts(&cluster, "other", opened + 1.0), (true, true), "without the label and the policy everything flows again");
     assert_eq!(verdicts(&cluster, "client", opened + 1.0), (true, true));
+}
+
+/// A "world" outside the cluster: a network namespace joined to this host by a veth pair, on
+/// 198.18.77.0/24 (of the benchmarking range, which no real network uses), with two addresses, 198.18.77.10 serving on 8080 and 198.18.77.200 serving on 9090 (busybox
+/// httpd), routed back through the host. Removed, with its servers, when dropped.
+struct World {
+    netns: String,
+    servers: Vec<std::process::Child>,
+    _www: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let netns = format!("flw{}", std::process::id());
+        let (host, inside) = (format!("{netns}h"), format!("{netns}w"));
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let routes = std::process::Command::new("ip").args(["route", "show", "table", "all"]).output().unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        assert!(
+            !routes.contains("198.18.77.") && !routes.contains("198.18.0.0/15"),
+            "this machine already routes 198.18.77.0/24, the test's world network:\n{routes}"
+        );
+        let _ = std::process::Command::new("ip").args(["netns", "del", &netns]).output();
+        ip(&["netns", "add", &netns]);
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &inside, "netns", &netns]);
+        ip(&["addr", "add", "198.18.77.1/24", "dev", &host]);
+        ip(&["link", "set", &host, "up"]);
+        for args in [
+            vec!["addr", "add", "198.18.77.10/24", "dev", &inside],
+            vec!["addr", "add", "198.18.77.200/24", "dev", &inside],
+            vec!["link", "set", &inside, "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", "198.18.77.1"],
+        ] {
+            ip(&[&["-n", &netns][..], &args[..]].concat());
+        }
+        let www = tempfile::tempdir().unwrap();
+        std::fs::write(www.path().join("index.html"), "world\n").unwrap();
+        let root = www.path().to_str().unwrap();
+        let servers = ["198.18.77.10:8080", "198.18.77.200:9090"]
+            .iter()
+            .map(|listen| std::process::Command::new("ip").args(["netns", "exec", &netns, "busybox", "httpd", "-f", "-p", listen, "-h", root]).spawn().unwrap())
+            .collect();
+        World { netns, servers, _www: www }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+/// ipBlock with except against real addresses outside the cluster: the client may send only
+/// to 198.18.77.0/24 except 198.18.77.128/25, so it reaches .10 and not .200; the other pod,
+/// which no policy selects, reaches both.
+#[test]
+fn an_ip_block_with_except_lets_out_only_to_its_addresses() {
+    let world = World::new();
+    let mut cluster = Cluster::up("netpolicy-ipblock");
+    let targets = [("198.18.77.10", 8080), ("198.18.77.200", 9090)];
+    cluster.apply(&prober_of("client", &targets));
+    cluster.apply(&prober_of("other", &targets));
+    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    assert_eq!(verdicts(&cluster, "client", uptime()), (true, true), "no policy: the pods reach both addresses of {}", world.netns);
+
+    cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: client-out}\nspec:\n  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{ipBlock: {cidr: 198.18.77.0/24, except: [198.18.77.128/25]}}]\n",
+    );
+    let applied = uptime();
+    assert_eq!(verdicts(&cluster, "client", applied + 1.0), (true, false), "198.18.77.10 is in the block, 198.18.77.200 in its except");
+    assert_eq!(verdicts(&cluster, "other", applied + 1.0), (true, true), "a pod no policy selects is not restricted");
+
+    cluster.run_ok(&["delete", "networkpolicy", "client-out"]);
+    assert_eq!(verdicts(&cluster, "client", uptime() + 1.0), (true, true), "without the policy everything flows again");
 }
