@@ -135,9 +135,10 @@ impl NetPolicy {
 
     /// Puts the programs on `pod`'s host veth and writes what its identity is allowed,
     /// before any of its containers starts.
-    /// When a policy of the pod's namespace could select it (or the namespace is default-deny), this waits (up to
-    /// [`IDENTITY_WAIT`]) for the pod's Identity, which the control plane allocates as the pod
-    /// is created: without it the pod could not be told apart from the world.
+    /// When a policy of the pod's namespace could select it, or the namespace is default-deny,
+    /// this waits (up to [`IDENTITY_WAIT`]) for the pod's Identity, which the control plane
+    /// allocates as the pod is created: without it the pod could not be told apart from the
+    /// world.
     pub async fn attach(&self, uid: &str, pod: &Pod, ip: IpAddr, veth: &str) -> Result<(), String> {
         let Some(datapath) = &self.datapath else { return Ok(()) };
         let IpAddr::V4(ip) = ip else { return Err("IPv6 pod addresses are not supported by the policy datapath".into()) };

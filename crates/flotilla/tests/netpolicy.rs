@@ -98,15 +98,21 @@ fn verdicts(cluster: &Cluster, pod: &str, since: f64) -> (bool, bool) {
     (verdict(8080), verdict(9090))
 }
 
-#[test]
-fn a_policy_on_running_pods_lets_only_the_allowed_client_in_within_a_second() {
-    let mut cluster = Cluster::up("netpolicy");
+/// A cluster with the web pod and the `client` and `other` probers of it, all ready.
+fn web_and_probers(name: &str) -> Cluster {
+    let mut cluster = Cluster::up(name);
     cluster.apply(&web());
     let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
     let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
     cluster.apply(&prober("client", &ip));
     cluster.apply(&prober("other", &ip));
     cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    cluster
+}
+
+#[test]
+fn a_policy_on_running_pods_lets_only_the_allowed_client_in_within_a_second() {
+    let cluster = web_and_probers("netpolicy");
 
     let start = uptime();
     assert_eq!(verdicts(&cluster, "client", start), (true, true), "no policy: everything flows");
@@ -131,13 +137,7 @@ fn a_policy_on_running_pods_lets_only_the_allowed_client_in_within_a_second() {
 /// other pod, which no policy selects, still reaches everything.
 #[test]
 fn an_egress_policy_limits_only_the_selected_pod() {
-    let mut cluster = Cluster::up("netpolicy-egress");
-    cluster.apply(&web());
-    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
-    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
-    cluster.apply(&prober("client", &ip));
-    cluster.apply(&prober("other", &ip));
-    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    let cluster = web_and_probers("netpolicy-egress");
     let start = uptime();
     assert_eq!(verdicts(&cluster, "client", start), (true, true), "no policy: everything flows");
 
@@ -164,13 +164,7 @@ fn namespace(labels: &str) -> String {
 /// with the field named and changes nothing; removing the label opens everything again.
 #[test]
 fn a_default_deny_namespace_closes_until_a_policy_opens() {
-    let mut cluster = Cluster::up("netpolicy-default-deny");
-    cluster.apply(&web());
-    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
-    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
-    cluster.apply(&prober("client", &ip));
-    cluster.apply(&prober("other", &ip));
-    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    let cluster = web_and_probers("netpolicy-default-deny");
     assert_eq!(verdicts(&cluster, "client", uptime()), (true, true), "no policy: everything flows");
 
     cluster.apply(&namespace("flotilla.dev/default-deny: Ingress"));
