@@ -256,10 +256,12 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
-    let mut bytes = bytes::BytesMut::new();
+    // The chunks as they came: most bodies are one, returned without a copy.
+    let (mut chunks, mut len) = (Vec::new(), 0);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
+        len += chunk.len();
+        if len > limit {
             let drain = async {
                 let mut drained = 0;
                 while let Some(Ok(chunk)) = stream.next().await {
@@ -272,9 +274,12 @@ pub async fn body_bytes(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErr
             let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
             return Err(ApiError::TooLarge { limit });
         }
-        bytes.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok(bytes.freeze())
+    Ok(match chunks.len() {
+        1 => chunks.remove(0),
+        _ => chunks.concat().into(),
+    })
 }
 
 /// Reads a JSON or YAML request body, at most [`MAX_BODY_BYTES`].
