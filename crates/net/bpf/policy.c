@@ -10,6 +10,10 @@
 // recorded in CONNTRACK when allowed, so the rest of the flow and its replies pass. A pod
 // whose identity has no ENFORCED entry for a direction is not restricted in it (Kubernetes:
 // default allow until a policy selects the pod).
+//
+// Every flow the programs judge (a packet that made a conntrack entry, or one they dropped) is
+// reported on the FLOWS ring buffer, unless SETTINGS turns the flow log off; a full buffer
+// loses the report, never the packet, and counts it.
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -24,6 +28,14 @@
 #define IDENTITY_WORLD 2
 #define DIRECTION_INGRESS 0
 #define DIRECTION_EGRESS 1
+#define VERDICT_FORWARDED 0
+#define VERDICT_DROPPED 1
+#define REASON_NONE 0
+#define REASON_POLICY_DENIED 1
+#define COUNTER_PASSED 0
+#define COUNTER_DROPPED 1
+#define COUNTER_FLOWS_LOST 2
+#define SETTING_FLOW_LOG 0
 
 struct ipcache_key {
 	__u32 prefixlen;
@@ -84,13 +96,42 @@ struct {
 	__type(value, struct ct_value);
 } CONNTRACK SEC(".maps");
 
-// Index 0: packets passed, 1: packets dropped by policy.
+// Packets passed, packets dropped by policy, flow reports lost to a full ring buffer.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } COUNTERS SEC(".maps");
+
+// SETTING_FLOW_LOG: nonzero while flows are reported.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} SETTINGS SEC(".maps");
+
+// One report per judged flow; laid out as `FlowRecord` in datapath.rs (32 bytes, no padding).
+struct flow_event {
+	__u64 time_ns; // CLOCK_MONOTONIC
+	__u32 saddr;   // network order
+	__u32 daddr;
+	__u16 sport; // host order
+	__u16 dport;
+	__u32 local_identity;
+	__u32 peer_identity;
+	__u8 protocol;
+	__u8 direction;
+	__u8 verdict;
+	__u8 reason;
+};
+
+// 1 MiB: 32,768 reports between two reads of the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} FLOWS SEC(".maps");
 
 struct tuple {
 	__u32 saddr, daddr;
@@ -150,6 +191,31 @@ static __always_inline void count(__u32 index)
 		*n += 1;
 }
 
+static __always_inline void report(struct tuple *t, __u64 time_ns, __u32 local, __u32 peer, __u8 direction, __u8 verdict, __u8 reason)
+{
+	__u32 setting = SETTING_FLOW_LOG;
+	__u32 *on = bpf_map_lookup_elem(&SETTINGS, &setting);
+	if (!on || !*on)
+		return;
+	struct flow_event *e = bpf_ringbuf_reserve(&FLOWS, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_FLOWS_LOST);
+		return;
+	}
+	e->time_ns = time_ns;
+	e->saddr = t->saddr;
+	e->daddr = t->daddr;
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->local_identity = local;
+	e->peer_identity = peer;
+	e->protocol = t->protocol;
+	e->direction = direction;
+	e->verdict = verdict;
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int allowed(__u32 local, __u32 peer, __u16 port, __u8 protocol, __u8 direction)
 {
 	__u64 enforced_key = ((__u64)local << 1) | direction;
@@ -183,16 +249,19 @@ static __always_inline int judge(struct tuple *t, __u32 pod_addr, __u32 peer_add
 			seen = bpf_map_lookup_elem(&CONNTRACK, &reverse);
 		if (seen) {
 			seen->last_seen_ns = now.last_seen_ns;
-			count(0);
+			count(COUNTER_PASSED);
 			return TC_ACT_OK;
 		}
 	}
-	if (!allowed(identity_of(pod_addr), identity_of(peer_addr), port, t->protocol, direction)) {
-		count(1);
+	__u32 local = identity_of(pod_addr), peer = identity_of(peer_addr);
+	if (!allowed(local, peer, port, t->protocol, direction)) {
+		count(COUNTER_DROPPED);
+		report(t, now.last_seen_ns, local, peer, direction, VERDICT_DROPPED, REASON_POLICY_DENIED);
 		return TC_ACT_SHOT;
 	}
 	bpf_map_update_elem(&CONNTRACK, &forward, &now, BPF_ANY);
-	count(0);
+	count(COUNTER_PASSED);
+	report(t, now.last_seen_ns, local, peer, direction, VERDICT_FORWARDED, REASON_NONE);
 	return TC_ACT_OK;
 }
 

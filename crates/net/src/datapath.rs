@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::tc::{self, SchedClassifierLinkId};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::Ebpf;
 use ipnet::Ipv4Net;
+
+use crate::flows::FlowReader;
 
 /// The identity of addresses no ipcache entry covers (outside the cluster).
 pub const IDENTITY_WORLD: u32 = 2;
@@ -129,6 +131,8 @@ pub struct Datapath {
     policy: BpfHashMap<MapData, PolicyKey, u8>,
     enforced: BpfHashMap<MapData, u64, u8>,
     counters: PerCpuArray<MapData, u64>,
+    settings: Array<MapData, u32>,
+    flows: Option<FlowReader>,
     links: HashMap<String, [SchedClassifierLinkId; 2]>,
 }
 
@@ -139,7 +143,12 @@ pub struct Counters {
     pub passed: u64,
     /// Dropped by policy.
     pub dropped: u64,
+    /// Flow reports lost because the ring buffer was full.
+    pub flows_lost: u64,
 }
+
+/// `SETTINGS` index of the flow log switch (`SETTING_FLOW_LOG` in policy.c).
+const SETTING_FLOW_LOG: u32 = 0;
 
 impl Datapath {
     /// Loads the programs into the kernel. An error says which step failed: on a kernel
@@ -154,7 +163,9 @@ impl Datapath {
         let policy = BpfHashMap::try_from(take("POLICY")?).map_err(map_error("POLICY"))?;
         let enforced = BpfHashMap::try_from(take("ENFORCED")?).map_err(map_error("ENFORCED"))?;
         let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_error("COUNTERS"))?;
-        Ok(Datapath { ebpf, ipcache, policy, enforced, counters, links: HashMap::new() })
+        let settings = Array::try_from(take("SETTINGS")?).map_err(map_error("SETTINGS"))?;
+        let flows = Some(FlowReader::new(RingBuf::try_from(take("FLOWS")?).map_err(map_error("FLOWS"))?));
+        Ok(Datapath { ebpf, ipcache, policy, enforced, counters, settings, flows, links: HashMap::new() })
     }
 
     /// Attaches the programs to `link`, the host end of a pod's veth (in this process's
@@ -230,7 +241,17 @@ impl Datapath {
     /// Packets passed and dropped so far.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
         let sum = |index: u32| self.counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(map_error("COUNTERS"));
-        Ok(Counters { passed: sum(0)?, dropped: sum(1)? })
+        Ok(Counters { passed: sum(0)?, dropped: sum(1)?, flows_lost: sum(2)? })
+    }
+
+    /// Turns the flow reports on or off (off when loaded).
+    pub fn set_flow_log(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.settings.set(SETTING_FLOW_LOG, u32::from(on), 0).map_err(map_error("SETTINGS"))
+    }
+
+    /// The reader of the flow reports; there is one, and the first call takes it.
+    pub fn take_flows(&mut self) -> Option<FlowReader> {
+        self.flows.take()
     }
 }
 

@@ -5,9 +5,10 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use net::datapath::host_net;
+use net::flows::{DropReason, Verdict};
 use net::{Datapath, Direction, Protocol, Rule};
 
 const NETNS: &str = "fltbpf-pod";
@@ -127,9 +128,14 @@ fn identity_policy_drops_what_no_rule_allows_and_replies_pass() {
     let mut datapath = Datapath::load().expect("the eBPF programs load on this kernel");
     datapath.attach(HOST_VETH).expect("attach to the pod's host veth");
 
-    // Nothing enforced: everything flows.
+    let mut flows = datapath.take_flows().expect("the flow reader");
+    assert!(datapath.take_flows().is_none(), "there is one reader");
+
+    // Nothing enforced: everything flows. The flow log is off until turned on.
     assert!(get(8080).unwrap().contains("hello from the pod"));
     assert!(get(9090).is_ok());
+    assert_eq!(flows.drain(|_| ()), 0, "no reports while the flow log is off");
+    datapath.set_flow_log(true).unwrap();
 
     datapath.set_identity(host_net(HOST_IP), CLIENT).unwrap();
     datapath.set_identity(host_net(POD_IP), POD).unwrap();
@@ -141,6 +147,24 @@ fn identity_policy_drops_what_no_rule_allows_and_replies_pass() {
     let denied = get(9090).expect_err("no rule allows 9090");
     assert!(denied.contains("timed out") || denied.contains("Resource temporarily unavailable"), "the SYN is dropped, not refused: {denied}");
     assert!(datapath.counters().unwrap().dropped > before.dropped, "the drop is counted");
+
+    // Each judged flow is reported once, with its verdict and both ends' identities; the
+    // packets conntrack passes (the rest of the allowed connection, its replies) are not.
+    let started = SystemTime::now() - Duration::from_secs(10);
+    let mut seen = Vec::new();
+    flows.drain(|f| seen.push(f));
+    let forwarded: Vec<_> = seen.iter().filter(|f| f.destination.port() == 8080).collect();
+    assert_eq!(forwarded.len(), 1, "one report for the allowed connection: {seen:?}");
+    let f = forwarded[0];
+    assert_eq!((*f.source.ip(), *f.destination.ip()), (HOST_IP, POD_IP));
+    assert_eq!((f.source_identity, f.destination_identity), (CLIENT, POD));
+    assert_eq!((f.verdict, f.reason, f.direction, f.protocol), (Verdict::Forwarded, None, Direction::Ingress, 6));
+    assert!(f.time > started && f.time <= SystemTime::now(), "the report's time is now: {:?}", f.time);
+    let dropped: Vec<_> = seen.iter().filter(|f| f.destination.port() == 9090).collect();
+    assert!(!dropped.is_empty(), "the denied SYN is reported: {seen:?}");
+    assert!(dropped.iter().all(|f| f.verdict == Verdict::Dropped && f.reason == Some(DropReason::PolicyDenied) && f.destination_identity == POD));
+    assert_eq!(seen.len(), forwarded.len() + dropped.len(), "nothing else was judged: {seen:?}");
+    assert_eq!(datapath.counters().unwrap().flows_lost, 0);
 
     // Ingress is restricted, egress not: the pod's own connection out, and its reply, pass.
     assert!(pod_fetches_from_host(7070), "a connection the pod opens gets its reply back in");
