@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub overlay: crate::network::overlay::OverlayMode,
     /// Enforce NetworkPolicy with the eBPF datapath.
     pub network_policy: bool,
+    /// Flows kept for `flotilla flows` (with network policy on); 0 turns the flow log off.
+    pub flow_log: usize,
     /// Load-balance Services with the eBPF socket programs.
     pub service_proxy: bool,
     /// The cluster's DNS domain: Services are `<name>.<namespace>.svc.<domain>`.
@@ -64,6 +66,7 @@ impl AgentConfig {
             bridge: "flotilla0".into(),
             overlay: crate::network::overlay::OverlayMode::Vxlan,
             network_policy: true,
+            flow_log: crate::flows::DEFAULT_CAPACITY,
             service_proxy: true,
             cluster_domain: "cluster.local".into(),
             backoff_base: Duration::from_secs(10),

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod devices;
 pub mod dns;
+pub mod flows;
 pub mod hollow;
 pub mod join;
 pub mod logs;
@@ -102,7 +103,9 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     let devices = tokio::task::spawn_blocking(move || DeviceManager::open(&devices_dir, discovery))
         .await
         .map_err(|e| AgentError::Setup(format!("scanning devices: {e}")))??;
-    let (bound, server) = server::start(SocketAddr::new(config.node_ip, config.port), identity, config.logs_dir()).await.map_err(AgentError::Setup)?;
+    let flows = flows::FlowLog::new(if config.network_policy { config.flow_log } else { 0 });
+    let (bound, server) =
+        server::start(SocketAddr::new(config.node_ip, config.port), identity, config.logs_dir(), flows.clone()).await.map_err(AgentError::Setup)?;
     node::register(&client, node::describe(&config, bound.port(), &devices.node_devices())).await?;
     let mut net_config = NetworkConfig::new(config.ipam_dir());
     net_config.bridge = config.bridge.clone();
@@ -112,7 +115,7 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     network.ensure_bridge().await?;
     let overlay = network::overlay::Overlay::new(config.overlay, &config.bridge, config.node_ip, pod_cidr)?;
     let netpolicy = match config.network_policy {
-        true => netpolicy::NetPolicy::new(network.gateway()).map_err(|e| {
+        true => netpolicy::NetPolicy::new(&config.node_name, network.gateway(), flows).map_err(|e| {
             AgentError::Setup(format!(
                 "network policy: {e}; this kernel cannot run the eBPF datapath (start the agent with --network-policy off to run without enforcement)"
             ))

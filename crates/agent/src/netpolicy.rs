@@ -6,8 +6,11 @@
 //!
 //! This node's pods are known from the pod workers at once (address, labels, ports); the
 //! others' from a watch of every pod, as their agents report their addresses.
+//!
+//! The flows the datapath reports go into the node's [`FlowLog`], each end named as the pod
+//! (namespace, name, labels) the model knows at that address.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,9 +19,12 @@ use api::identity::{Identity, IdentitySpec};
 use api::{NetworkPolicy, Pod, ResourceType};
 use client::{Client, ClientError, Selectors};
 use futures::StreamExt;
+use net::flows::{FlowReader, Observed};
 use net::policy::{Endpoint, Inputs, NamedPort, State};
 use net::{Datapath, Protocol};
 use serde_json::Value;
+
+use crate::flows::FlowLog;
 
 /// How long a pod start waits for its Identity where policies could select it.
 pub const IDENTITY_WAIT: Duration = Duration::from_secs(5);
@@ -26,12 +32,21 @@ pub const IDENTITY_WAIT: Duration = Duration::from_secs(5);
 /// How long changes are gathered before the maps are written.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// A pod of this node.
+struct Local {
+    endpoint: Endpoint,
+    name: String,
+    veth: String,
+}
+
 #[derive(Default)]
 struct Model {
-    /// This node's pods, by uid, with their host veths.
-    local: BTreeMap<String, (Endpoint, String)>,
+    /// This node's pods, by uid.
+    local: BTreeMap<String, Local>,
     /// Every pod with an address, by namespace/name.
     pods: BTreeMap<String, Endpoint>,
+    /// The namespace/name of the pod at each address of `pods`.
+    by_ip: HashMap<Ipv4Addr, String>,
     /// Identity objects by name.
     identities: BTreeMap<String, IdentitySpec>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
@@ -61,6 +76,10 @@ impl Kind {
 /// This node's network policy enforcement.
 pub struct NetPolicy {
     datapath: Option<Mutex<Datapath>>,
+    /// The flow reports, until the flow log task takes them.
+    flow_reader: Mutex<Option<FlowReader>>,
+    flows: Arc<FlowLog>,
+    node: String,
     host: Vec<Ipv4Addr>,
     model: Mutex<Model>,
     applied: Mutex<State>,
@@ -103,12 +122,18 @@ fn endpoint(pod: &Pod, ip: Ipv4Addr) -> Endpoint {
 }
 
 impl NetPolicy {
-    /// Loads the datapath, for a node whose pod gateway is `gateway`. A kernel that cannot take
-    /// the programs is an error naming what failed.
-    pub fn new(gateway: Ipv4Addr) -> Result<NetPolicy, net::DatapathError> {
-        let datapath = Some(Mutex::new(Datapath::load()?));
+    /// Loads the datapath, for node `node` whose pod gateway is `gateway`, reporting flows to
+    /// `flows` where it is enabled. A kernel that cannot take the programs is an error naming
+    /// what failed.
+    pub fn new(node: &str, gateway: Ipv4Addr, flows: Arc<FlowLog>) -> Result<NetPolicy, net::DatapathError> {
+        let mut datapath = Datapath::load()?;
+        let flow_reader = datapath.take_flows().filter(|_| flows.enabled());
+        datapath.set_flow_log(flow_reader.is_some())?;
         Ok(NetPolicy {
-            datapath,
+            datapath: Some(Mutex::new(datapath)),
+            flow_reader: Mutex::new(flow_reader),
+            flows,
+            node: node.to_string(),
             host: vec![gateway],
             model: Mutex::default(),
             applied: Mutex::default(),
@@ -121,6 +146,9 @@ impl NetPolicy {
     pub fn disabled() -> NetPolicy {
         NetPolicy {
             datapath: None,
+            flow_reader: Mutex::new(None),
+            flows: FlowLog::new(0),
+            node: String::new(),
             host: Vec::new(),
             model: Mutex::default(),
             applied: Mutex::default(),
@@ -145,7 +173,8 @@ impl NetPolicy {
         datapath.lock().unwrap_or_else(|e| e.into_inner()).attach(veth).map_err(|e| e.to_string())?;
         let endpoint = endpoint(pod, ip);
         let spec = api::identity::spec_for(&endpoint.namespace, Some(&endpoint.labels));
-        self.model().local.insert(uid.to_string(), (endpoint, veth.to_string()));
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.model().local.insert(uid.to_string(), Local { endpoint, name, veth: veth.to_string() });
         let started = std::time::Instant::now();
         loop {
             let listed = self.listed.load(std::sync::atomic::Ordering::Acquire) == 0b1111;
@@ -170,7 +199,7 @@ impl NetPolicy {
     /// Takes a local pod's labels as they are now (a relabelled pod changes identity).
     pub fn update(&self, uid: &str, pod: &Pod) {
         let mut model = self.model();
-        let Some((current, _)) = model.local.get_mut(uid) else { return };
+        let Some(Local { endpoint: current, .. }) = model.local.get_mut(uid) else { return };
         let now = endpoint(pod, current.ip);
         if *current != now {
             *current = now;
@@ -182,7 +211,7 @@ impl NetPolicy {
     /// Forgets a pod whose network is gone.
     pub fn forget(&self, uid: &str) {
         let Some(datapath) = &self.datapath else { return };
-        if let Some((_, veth)) = self.model().local.remove(uid) {
+        if let Some(Local { veth, .. }) = self.model().local.remove(uid) {
             datapath.lock().unwrap_or_else(|e| e.into_inner()).forget(&veth);
             self.changed.notify_one();
         }
@@ -194,10 +223,14 @@ impl NetPolicy {
         let inputs = {
             let model = self.model();
             let identities = api::identity::in_use(model.identities.iter().filter_map(|(name, spec)| Some((name.parse().ok()?, spec))));
-            let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|(e, _)| e.ip).collect();
-            let mut endpoints: Vec<Endpoint> = model.local.values().map(|(e, _)| e.clone()).collect();
+            let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|l| l.endpoint.ip).collect();
+            let mut endpoints: Vec<Endpoint> = model.local.values().map(|l| l.endpoint.clone()).collect();
             endpoints.extend(model.pods.values().filter(|e| !locals.contains(&e.ip)).cloned());
-            let local = model.local.values().filter_map(|(e, _)| identities.get(&api::identity::spec_for(&e.namespace, Some(&e.labels))).copied()).collect();
+            let local = model
+                .local
+                .values()
+                .filter_map(|l| identities.get(&api::identity::spec_for(&l.endpoint.namespace, Some(&l.endpoint.labels))).copied())
+                .collect();
             Inputs {
                 endpoints,
                 identities,
@@ -242,6 +275,10 @@ impl NetPolicy {
         if self.datapath.is_none() {
             return;
         }
+        let reader = self.flow_reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            tokio::spawn(self.clone().log_flows(reader));
+        }
         for kind in [Kind::Pods, Kind::Identities, Kind::Namespaces, Kind::Policies] {
             let (this, client) = (self.clone(), client.clone());
             tokio::spawn(async move {
@@ -264,13 +301,86 @@ impl NetPolicy {
         }
     }
 
+    /// Reads the datapath's flow reports for as long as the agent runs, into the flow log.
+    async fn log_flows(self: Arc<Self>, reader: FlowReader) {
+        // SAFETY: the reader owns the ring buffer map's descriptor, which stays open and the
+        // same for as long as the reader lives, and the AsyncFd owns the reader.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) };
+        let mut reader = match registered {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::warn!(error = %e, "the flow reports cannot be read; the flow log stays empty");
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        loop {
+            let Ok(mut ready) = reader.readable_mut().await else { return };
+            ready.get_inner_mut().drain(|observed| batch.push(observed));
+            ready.clear_ready();
+            if !batch.is_empty() {
+                let flows: Vec<api::flow::Flow> = {
+                    let model = self.model();
+                    batch.drain(..).map(|o| self.describe(&model, &o)).collect()
+                };
+                self.flows.extend(flows);
+            }
+        }
+    }
+
+    /// A reported flow with its ends named as the pods at their addresses.
+    fn describe(&self, model: &Model, observed: &Observed) -> api::flow::Flow {
+        let end = |at: std::net::SocketAddrV4, identity: u32| {
+            let ip = *at.ip();
+            let local = model.local.values().find(|l| l.endpoint.ip == ip).map(|l| (&l.endpoint, l.name.clone()));
+            let pod = local.or_else(|| {
+                let key = model.by_ip.get(&ip)?;
+                Some((model.pods.get(key)?, key.split_once('/').map(|(_, n)| n.to_string()).unwrap_or_default()))
+            });
+            api::flow::FlowEndpoint {
+                ip: ip.to_string(),
+                port: at.port(),
+                identity,
+                namespace: pod.as_ref().map(|(e, _)| e.namespace.clone()),
+                labels: pod.as_ref().map(|(e, _)| e.labels.clone()).unwrap_or_default(),
+                pod: pod.map(|(_, name)| name),
+            }
+        };
+        let (verdict, drop_reason) = match observed.verdict {
+            net::flows::Verdict::Forwarded => (api::flow::Verdict::Forwarded, None),
+            net::flows::Verdict::Dropped => (
+                api::flow::Verdict::Dropped,
+                Some(match observed.reason {
+                    Some(net::flows::DropReason::Other(code)) => format!("UNKNOWN_{code}"),
+                    _ => "POLICY_DENIED".to_string(),
+                }),
+            ),
+        };
+        api::flow::Flow {
+            time: api::jiff::Timestamp::try_from(observed.time).unwrap_or_else(|_| api::jiff::Timestamp::now()),
+            node: self.node.clone(),
+            verdict,
+            drop_reason,
+            traffic_direction: match observed.direction {
+                net::Direction::Ingress => api::flow::TrafficDirection::Ingress,
+                net::Direction::Egress => api::flow::TrafficDirection::Egress,
+            },
+            protocol: api::flow::protocol_name(observed.protocol),
+            source: end(observed.source, observed.source_identity),
+            destination: end(observed.destination, observed.destination_identity),
+        }
+    }
+
     async fn follow(&self, client: &Client, kind: Kind) -> Result<(), ClientError> {
         let rt = kind.resource();
         let (items, revision) = client.list(rt, None, &Selectors::default()).await?;
         {
             let mut model = self.model();
             match kind {
-                Kind::Pods => model.pods.clear(),
+                Kind::Pods => {
+                    model.pods.clear();
+                    model.by_ip.clear();
+                }
                 Kind::Identities => model.identities.clear(),
                 Kind::Namespaces => model.namespaces.clear(),
                 Kind::Policies => model.policies.clear(),
@@ -303,12 +413,17 @@ fn apply(model: &mut Model, kind: Kind, deleted: bool, value: Value) {
         Kind::Pods => {
             let ip = value.pointer("/status/podIP").and_then(Value::as_str).and_then(|ip| ip.parse::<Ipv4Addr>().ok());
             let pod = if deleted { None } else { serde_json::from_value::<Pod>(value).ok() };
-            match (pod, ip) {
+            let old = match (pod, ip) {
                 (Some(pod), Some(ip)) => {
-                    model.pods.insert(key, endpoint(&pod, ip));
+                    model.by_ip.insert(ip, key.clone());
+                    model.pods.insert(key.clone(), endpoint(&pod, ip)).filter(|old| old.ip != ip)
                 }
-                _ => {
-                    model.pods.remove(&key);
+                _ => model.pods.remove(&key),
+            };
+            // The address it had, unless another pod has it now.
+            if let Some(old) = old {
+                if model.by_ip.get(&old.ip) == Some(&key) {
+                    model.by_ip.remove(&old.ip);
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! The agent's HTTPS endpoint, which the API server calls for `flotilla logs`: container logs,
-//! over mutual TLS. The endpoint serves the certificate the node CA issued for this node's name,
+//! The agent's HTTPS endpoint, which the API server calls for `flotilla logs` (container logs)
+//! and `flotilla flows` (the node's flow log), over mutual TLS. The endpoint serves the certificate the node CA issued for this node's name,
 //! and it serves only callers presenting a client certificate from the node CA, which only the
 //! API server holds.
 
@@ -20,12 +20,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::flows::FlowLog;
 use crate::join::NodeIdentity;
 use crate::logs;
 
 #[derive(Clone)]
 struct LogState {
     logs_dir: PathBuf,
+    flows: Arc<FlowLog>,
 }
 
 fn tls_config(identity: &NodeIdentity) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -49,13 +51,21 @@ fn tls_config(identity: &NodeIdentity) -> Result<Arc<rustls::ServerConfig>, Stri
 }
 
 /// Binds the endpoint; returns the bound address and the task serving it.
-pub async fn start(addr: SocketAddr, identity: &NodeIdentity, logs_dir: PathBuf) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+pub async fn start(
+    addr: SocketAddr,
+    identity: &NodeIdentity,
+    logs_dir: PathBuf,
+    flows: Arc<FlowLog>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let tls = tls_config(identity)?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("binding the agent endpoint on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = LogState { logs_dir };
-    let app =
-        Router::new().route("/healthz", get(|| async { "ok" })).route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs)).with_state(state);
+    let state = LogState { logs_dir, flows };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route("/flows", get(flow_log))
+        .with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {
         loop {
@@ -68,6 +78,17 @@ pub async fn start(addr: SocketAddr, identity: &NodeIdentity, logs_dir: PathBuf)
         }
     });
     Ok((bound, task))
+}
+
+/// `GET /flows?…`: the flows of this node's log that the query selects ([`api::flow`]), one
+/// JSON object per line; with `follow=true`, then each new one.
+async fn flow_log(State(state): State<LogState>, Query(query): Query<HashMap<String, String>>) -> Response {
+    match api::flow::FlowFilter::from_query(&query) {
+        Ok(filter) => {
+            Response::builder().header("content-type", "application/x-ndjson").body(Body::from_stream(state.flows.stream(filter))).unwrap_or_default()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
 }
 
 async fn container_logs(

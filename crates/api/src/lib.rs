@@ -6,6 +6,7 @@ pub mod configdata;
 pub mod defaults;
 pub mod events;
 pub mod field;
+pub mod flow;
 pub mod function;
 #[doc(hidden)]
 pub mod fuzzing;

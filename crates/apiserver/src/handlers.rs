@@ -23,11 +23,13 @@ use crate::{discovery, noderestriction, watch};
 /// The largest request body accepted, as in Kubernetes (3 MiB).
 pub const MAX_BODY_BYTES: usize = api::manifest::MAX_MANIFEST_BYTES;
 
-/// Streams a pod's logs from wherever the pod runs.
+/// What the API server asks node agents for.
 #[async_trait::async_trait]
-pub trait PodLogs: Send + Sync {
+pub trait NodeAgents: Send + Sync {
     /// The log of `container` of `pod` on `node`: a byte stream, following when asked.
     async fn logs(&self, node: &api::Node, pod: &api::Pod, query: &HashMap<String, String>) -> Result<Body, ApiError>;
+    /// The flows of `node`'s flow log that `filter` selects, one JSON object per line.
+    async fn flows(&self, node: &api::Node, filter: &api::flow::FlowFilter) -> Result<Body, ApiError>;
 }
 
 /// What every handler shares.
@@ -37,8 +39,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Token checks.
     pub auth: Arc<Authenticator>,
-    /// Where pod logs come from.
-    pub logs: Arc<dyn PodLogs>,
+    /// Node agents: pod logs and flows come from them.
+    pub agents: Arc<dyn NodeAgents>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<crate::server::Metrics>,
     /// The cluster CA certificate, served at `/cacerts` so joining agents can check it
@@ -151,6 +153,9 @@ async fn dispatch(
         };
         return doc.map(|d| Json(d).into_response()).ok_or_else(|| ApiError::NotFound { kind: "group".into(), name: info.group.clone() });
     }
+    if info.group == "flotilla.dev" && info.resource == "flows" {
+        return crate::flows::serve(state, info, node, query).await;
+    }
     let rt = lookup_plural(&info.group, &info.version, &info.resource).ok_or_else(|| ApiError::NotFound {
         kind: "resource".into(),
         name: format!("{} in {}", info.resource, if info.group.is_empty() { info.version.clone() } else { format!("{}/{}", info.group, info.version) }),
@@ -241,7 +246,7 @@ async fn pod_log(state: &AppState, ns: &str, name: &str, query: &HashMap<String,
     let pod: api::Pod = state.registry.get_as(Some(ns), name).await?;
     let node_name = api::pod::node_name(&pod).ok_or_else(|| ApiError::BadRequest(format!("pod \"{name}\" is not scheduled to a node yet; it has no logs")))?;
     let node: api::Node = state.registry.get_as(None, node_name).await?;
-    let body = state.logs.logs(&node, &pod, query).await?;
+    let body = state.agents.logs(&node, &pod, query).await?;
     Ok(Response::builder().header("content-type", "text/plain").body(body).unwrap_or_default())
 }
 

@@ -3,15 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod agents;
 pub mod auth;
 pub mod discovery;
 pub mod error;
+pub mod flows;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handlers;
 pub mod imagegate;
 pub mod join;
-pub mod logs;
 pub mod nodepki;
 pub mod noderestriction;
 pub mod registry;

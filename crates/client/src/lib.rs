@@ -67,6 +67,9 @@ pub struct WatchEvent {
 /// A stream of watch events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
 
+/// A streamed answer's bytes as they come.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, ClientError>> + Send>>;
+
 /// A connection to one API server with one identity.
 #[derive(Clone)]
 pub struct Client {
@@ -222,15 +225,7 @@ impl Client {
     }
 
     /// A pod's log as a byte stream.
-    pub async fn logs(
-        &self,
-        ns: &str,
-        pod: &str,
-        container: Option<&str>,
-        follow: bool,
-        previous: bool,
-        tail: Option<i64>,
-    ) -> Result<Pin<Box<dyn Stream<Item = Result<bytes::Bytes, ClientError>> + Send>>, ClientError> {
+    pub async fn logs(&self, ns: &str, pod: &str, container: Option<&str>, follow: bool, previous: bool, tail: Option<i64>) -> Result<ByteStream, ClientError> {
         let mut query = vec![("follow", follow.to_string()), ("previous", previous.to_string())];
         if let Some(c) = container {
             query.push(("container", c.to_string()));
@@ -238,8 +233,18 @@ impl Client {
         if let Some(t) = tail {
             query.push(("tailLines", t.to_string()));
         }
-        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/log");
-        let response = self.send(Method::GET, &path, &query, None).await?;
+        self.get_stream(&format!("/api/v1/namespaces/{ns}/pods/{pod}/log"), &query).await
+    }
+
+    /// The flows the cluster's nodes logged that `filter` selects ([`api::flow`]), one JSON
+    /// object per line; following, for as long as the stream is read.
+    pub async fn flows(&self, filter: &api::flow::FlowFilter) -> Result<ByteStream, ClientError> {
+        self.get_stream(api::flow::PATH, &filter.to_query()).await
+    }
+
+    /// A GET of `path` whose answer is read as it comes.
+    pub async fn get_stream(&self, path: &str, query: &[(&str, String)]) -> Result<ByteStream, ClientError> {
+        let response = self.send(Method::GET, path, query, None).await?;
         let server = self.server.clone();
         Ok(Box::pin(response.bytes_stream().map_err(move |source| ClientError::Transport { server: server.clone(), source })))
     }

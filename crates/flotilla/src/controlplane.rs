@@ -117,7 +117,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let auth = Arc::new(Authenticator::default());
     auth.load_file(&opts.data_dir.join("tokens.csv"))?;
     let node_pki = Arc::new(apiserver::nodepki::ensure_node_pki(&opts.data_dir.join("pki"))?);
-    let logs = Arc::new(apiserver::logs::NodeLogProxy::new(&node_pki)?);
+    let agents = Arc::new(apiserver::agents::AgentProxy::new(&node_pki)?);
     let identities = Arc::new(NodeIdentities::new(store, node_pki));
     let metrics = Arc::new(Metrics::default());
     let image_store = image::ImageStore::open(&opts.data_dir.join("images")).context("opening the image store for the image policy gate")?;
@@ -138,7 +138,7 @@ pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
     let state = AppState {
         registry: registry.clone(),
         auth,
-        logs,
+        agents,
         metrics,
         ca_pem: Arc::new(pki.ca_pem.clone()),
         image_gate: Some(gate),

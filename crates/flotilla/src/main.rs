@@ -70,6 +70,8 @@ enum Command {
     Delete(cmd::delete::DeleteArgs),
     /// Print a pod's container log, or a Function's invocations (fn/NAME).
     Logs(cmd::logs::LogsArgs),
+    /// Print the flows the nodes' policy datapaths judged (forwarded and dropped).
+    Flows(cmd::flows::FlowsArgs),
     /// List Functions with their triggers, replicas, backlog and event rates.
     Functions(cmd::functions::FunctionsArgs),
     /// Follow a rollout.
@@ -150,6 +152,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Describe(args) => cmd::describe::run(&context(&cli)?, args).await,
         Command::Delete(args) => cmd::delete::run(&context(&cli)?, args).await,
         Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
+        Command::Flows(args) => cmd::flows::run(&context(&cli)?, args).await,
         Command::Functions(args) => cmd::functions::run(&context(&cli)?, args).await,
         Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
         Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,

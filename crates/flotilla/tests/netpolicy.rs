@@ -271,3 +271,97 @@ fn an_ip_block_with_except_lets_out_only_to_its_addresses() {
     cluster.run_ok(&["delete", "networkpolicy", "client-out"]);
     assert_eq!(verdicts(&cluster, "client", uptime() + 1.0), (true, true), "without the policy everything flows again");
 }
+
+/// The identity number of the pods labelled `app=<app>` in the default namespace.
+fn identity_of(cluster: &Cluster, app: &str) -> u64 {
+    let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "identities", "-o", "json"])).unwrap();
+    let found = list["items"].as_array().unwrap().iter().find(|i| i["spec"]["namespace"] == "default" && i["spec"]["labels"]["app"] == app);
+    found.and_then(|i| i["metadata"]["name"].as_str()?.parse().ok()).unwrap_or_else(|| panic!("no identity for app={app}: {list}"))
+}
+
+/// The flows `flotilla flows ARGS -o json` prints.
+fn flows(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["flows", "-o", "json"];
+    all.extend_from_slice(args);
+    cluster.run_ok(&all).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// Every decision of the datapath is in `flotilla flows`: the allowed client's connections
+/// forwarded, the other pod's dropped as denied by policy, the node's readiness probes, each
+/// with both pods and their identities; the filters select; `-f` prints a new drop as it
+/// happens; a bad filter is refused naming it.
+#[test]
+fn flows_show_each_decision_with_both_pods_and_their_identities() {
+    let cluster = web_and_probers("netpolicy-flows");
+    cluster.apply(POLICY);
+    let applied = uptime();
+    assert_eq!(verdicts(&cluster, "client", applied + 1.0), (true, false), "the policy holds");
+    assert_eq!(verdicts(&cluster, "other", applied + 1.0), (false, false));
+    let (web, client, other) = (identity_of(&cluster, "web"), identity_of(&cluster, "client"), identity_of(&cluster, "other"));
+
+    let seen = flows(&cluster, &["--pod", "default/web", "--all"]);
+    let at_web = |from: &str, port: u64, verdict: &str| {
+        seen.iter().find(|f| {
+            f["source"]["pod"] == from
+                && f["destination"]["pod"] == "web"
+                && f["destination"]["port"] == port
+                && f["verdict"] == verdict
+                && f["trafficDirection"] == "INGRESS"
+        })
+    };
+    let allowed = at_web("client", 8080, "FORWARDED").unwrap_or_else(|| panic!("the client's allowed connection: {seen:#?}"));
+    assert_eq!((allowed["source"]["identity"].as_u64(), allowed["destination"]["identity"].as_u64()), (Some(client), Some(web)));
+    assert_eq!(allowed["destination"]["labels"]["app"], "web");
+    assert_eq!(allowed["protocol"], "TCP");
+    assert!(allowed["node"].as_str().is_some_and(|n| !n.is_empty()));
+    let denied = at_web("other", 8080, "DROPPED").unwrap_or_else(|| panic!("the other pod's denied connection: {seen:#?}"));
+    assert_eq!(denied["dropReason"], "POLICY_DENIED");
+    assert_eq!((denied["source"]["identity"].as_u64(), denied["destination"]["identity"].as_u64()), (Some(other), Some(web)));
+    assert!(at_web("client", 9090, "DROPPED").is_some(), "the client on the port the policy leaves out: {seen:#?}");
+    assert!(
+        seen.iter().any(|f| f["source"]["identity"] == 1 && f["destination"]["pod"] == "web" && f["verdict"] == "FORWARDED"),
+        "the node's readiness probes, from the host identity: {seen:#?}"
+    );
+    // The client's own veth judged its connection on the way out, too.
+    assert!(seen.iter().any(|f| f["source"]["pod"] == "client" && f["trafficDirection"] == "EGRESS" && f["verdict"] == "FORWARDED"));
+
+    let dropped = flows(&cluster, &["--verdict", "dropped", "--all"]);
+    assert!(!dropped.is_empty() && dropped.iter().all(|f| f["verdict"] == "DROPPED"), "{dropped:#?}");
+    assert_eq!(flows(&cluster, &["--pod", "default/web", "--last", "3"]).len(), 3, "--last");
+    assert!(flows(&cluster, &["-n", "elsewhere", "--all"]).is_empty(), "no pod of another namespace talked");
+    let table = cluster.run_ok(&["flows", "--pod", "other", "--verdict", "dropped"]);
+    assert!(table.lines().all(|l| l.contains("default/other:") && l.contains("DROPPED (POLICY_DENIED)")), "{table}");
+    assert!(table.contains(&format!("-> default/web:8080 (ID:{web})")), "{table}");
+
+    // Following: the other pod's next denied probe comes as it happens.
+    let mut follower = cluster
+        .command(&["flows", "-f", "--pod", "default/other", "--verdict", "dropped", "--last", "0", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = api_time_now();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(15)).expect("a new drop within 15 s");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let flow: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((flow["source"]["pod"].as_str(), flow["verdict"].as_str()), (Some("other"), Some("DROPPED")));
+    assert!(flow["time"].as_str().unwrap() >= started.as_str(), "a new flow, not a buffered one: {line} (started {started})");
+
+    let bad = cluster.try_run(&["flows", "--pod", "a/b/c"]).expect_err("a bad pod name is refused");
+    assert!(bad.contains("pod"), "{bad}");
+}
+
+/// Now as the API writes times (RFC 3339, UTC), to the second, to compare with a flow's.
+fn api_time_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
+}

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bench;
 pub mod delete;
 pub mod describe;
+pub mod flows;
 pub mod functions;
 pub mod get;
 pub mod image;

@@ -123,6 +123,10 @@ pub struct AgentArgs {
     /// are stored but nothing is enforced on this node).
     #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
     pub network_policy: bool,
+    /// Flows this node keeps for `flotilla flows` (its datapath reports every flow it judges);
+    /// 0 turns the flow log off.
+    #[arg(long, default_value_t = agent::flows::DEFAULT_CAPACITY)]
+    pub flow_log: usize,
     /// How Services are load-balanced: ebpf (socket programs on the cgroup tree: a connect()
     /// to a cluster IP or node port goes straight to a ready backend) or off.
     #[arg(long, default_value = "ebpf", value_parser = parse_network_policy)]
@@ -163,6 +167,7 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.bridge = args.bridge.clone();
     config.overlay = args.overlay;
     config.network_policy = args.network_policy;
+    config.flow_log = args.flow_log;
     config.service_proxy = args.service_proxy;
     config.cluster_domain = args.cluster_domain.clone();
     config.backoff_base = Duration::from_millis(args.backoff_ms);
