@@ -132,12 +132,20 @@ impl FlowFilter {
     /// Reads a filter from query parameters; a bad value is an error naming its parameter.
     pub fn from_query(query: &HashMap<String, String>) -> Result<FlowFilter, FieldError> {
         let namespace = query.get("namespace").filter(|n| !n.is_empty()).cloned();
+        if let Some(ns) = namespace.as_ref().filter(|ns| !crate::validation::is_dns_label(ns)) {
+            return Err(FieldError::invalid("namespace", ns, "a namespace is a DNS label"));
+        }
         let pod = match query.get("pod").filter(|p| !p.is_empty()) {
-            Some(pod) => Some(match pod.split_once('/') {
-                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => (ns.to_string(), name.to_string()),
-                Some(_) => return Err(FieldError::invalid("pod", pod, "a pod is NAME or NAMESPACE/NAME")),
-                None => (namespace.clone().unwrap_or_else(|| "default".into()), pod.clone()),
-            }),
+            Some(pod) => {
+                let (ns, name) = match pod.split_once('/') {
+                    Some((ns, name)) => (ns.to_string(), name.to_string()),
+                    None => (namespace.clone().unwrap_or_else(|| "default".into()), pod.clone()),
+                };
+                if !crate::validation::is_dns_label(&ns) || !crate::validation::is_dns_subdomain(&name) {
+                    return Err(FieldError::invalid("pod", pod, "a pod is NAME or NAMESPACE/NAME"));
+                }
+                Some((ns, name))
+            }
             None => None,
         };
         let verdict = match query.get("verdict").map(|v| v.to_ascii_uppercase()) {
@@ -253,6 +261,8 @@ mod tests {
             (&[("verdict", "maybe")][..], "verdict"),
             (&[("pod", "a/b/c")][..], "pod"),
             (&[("pod", "/x")][..], "pod"),
+            (&[("pod", "Web")][..], "pod"),
+            (&[("namespace", "a/b"), ("pod", "web")][..], "namespace"),
             (&[("last", "-1")][..], "last"),
             (&[("follow", "yes")][..], "follow"),
         ] {

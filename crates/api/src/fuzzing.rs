@@ -119,3 +119,31 @@ fn round_trips<K: DeserializeOwned + Serialize + PartialEq + Debug>(object: &K) 
         crate::manifest::decode(&encoded).unwrap_or_else(|errors| panic!("the encoded form of a decoded object does not decode: {errors}\n{encoded}"));
     assert_eq!(&again, object, "decode(encode(object)) changed the object");
 }
+
+/// Reads `data` as what `flows` requests and answers carry: after a first byte that picks
+/// which, either a query (`key=value&…`, as the agent and the API server read it into a
+/// [`crate::flow::FlowFilter`]) or a flow line (as `flotilla flows` reads it).
+///
+/// Asserts that a filter that parses writes itself back as a query that parses to the same
+/// filter, and that a flow that decodes encodes to JSON that decodes to the same flow.
+pub fn flows(data: &[u8]) {
+    let Some((which, rest)) = data.split_first() else { return };
+    if which % 2 == 0 {
+        let text = String::from_utf8_lossy(rest);
+        let query: std::collections::HashMap<String, String> =
+            text.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match crate::flow::FlowFilter::from_query(&query) {
+            Ok(filter) => {
+                let again: std::collections::HashMap<String, String> = filter.to_query().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                assert_eq!(crate::flow::FlowFilter::from_query(&again).as_ref(), Ok(&filter), "a filter reads back from its own query");
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    } else if let Ok(flow) = serde_json::from_slice::<crate::flow::Flow>(rest) {
+        let _ = (flow.source.name(), flow.destination.name(), crate::flow::FlowFilter::default().matches(&flow));
+        let text = serde_json::to_vec(&flow).expect("a flow encodes");
+        assert_eq!(serde_json::from_slice::<crate::flow::Flow>(&text).expect("an encoded flow decodes"), flow);
+    }
+}

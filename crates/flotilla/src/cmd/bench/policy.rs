@@ -3,8 +3,10 @@
 //! this measures TCP throughput (iperf3) and new connections per second (one request each,
 //! so every connection's first packet is judged) with no programs on the veth, with the
 //! programs attached and nothing enforced, and with ingress enforced over `--rules` entries
-//! (the one that allows the traffic among others for other identities and ports). The
-//! configurations are interleaved run by run, and the median of the runs is reported.
+//! (the one that allows the traffic among others for other identities and ports), and the
+//! same with the flow log on (a report per judged flow on the ring buffer, read by a thread
+//! as the agent reads it). The configurations are interleaved run by run, and the median of
+//! the runs is reported.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -124,6 +126,7 @@ enum Setup {
     Bare,
     Attached,
     Enforcing,
+    FlowLog,
 }
 
 impl Setup {
@@ -132,6 +135,7 @@ impl Setup {
             Setup::Bare => "no programs".into(),
             Setup::Attached => "programs, no policy".into(),
             Setup::Enforcing => format!("ingress enforced, {rules} rules"),
+            Setup::FlowLog => format!("{rules} rules, flow log on"),
         }
     }
 }
@@ -151,6 +155,44 @@ fn enforce(datapath: &mut Datapath, rules: u32) -> Result<()> {
     Ok(())
 }
 
+/// A thread reading the flow reports as they come, as the agent's flow log task does.
+struct FlowDrain {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl FlowDrain {
+    fn start(mut reader: net::flows::FlowReader) -> FlowDrain {
+        use std::os::fd::AsRawFd;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut flows = std::collections::VecDeque::with_capacity(agent::flows::DEFAULT_CAPACITY);
+            let mut reported = 0u64;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut fd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, for the reader's open descriptor.
+                unsafe { libc::poll(&mut fd, 1, 100) };
+                reader.drain(|flow| {
+                    if flows.len() == agent::flows::DEFAULT_CAPACITY {
+                        flows.pop_front();
+                    }
+                    flows.push_back(flow);
+                    reported += 1;
+                });
+            }
+            reported
+        });
+        FlowDrain { stop, thread }
+    }
+
+    /// Stops the thread; the flows it read.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -159,25 +201,40 @@ fn median(values: &mut [f64]) -> f64 {
 /// Runs the benchmark and prints its figures.
 pub fn run(args: &PolicyBenchArgs) -> Result<()> {
     let _pod = Pod::create()?;
-    let setups = [Setup::Bare, Setup::Attached, Setup::Enforcing];
+    let setups = [Setup::Bare, Setup::Attached, Setup::Enforcing, Setup::FlowLog];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     let mut gbits: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for run in 0..args.runs {
         for (i, setup) in setups.iter().enumerate() {
             // A fresh load per measurement: no conntrack entries or rules carried over.
-            let datapath = match setup {
+            let mut datapath = match setup {
                 Setup::Bare => None,
                 _ => {
                     let mut datapath = Datapath::load()?;
                     datapath.attach(HOST_VETH)?;
-                    if *setup == Setup::Enforcing {
+                    if matches!(setup, Setup::Enforcing | Setup::FlowLog) {
                         enforce(&mut datapath, args.rules)?;
                     }
                     Some(datapath)
                 }
             };
+            let reader = match (setup, &mut datapath) {
+                (Setup::FlowLog, Some(datapath)) => {
+                    datapath.set_flow_log(true)?;
+                    Some(FlowDrain::start(datapath.take_flows().context("the flow reader")?))
+                }
+                _ => None,
+            };
             let rate = connection_rate(args.seconds)?;
             let gbit = throughput(args.seconds)?;
+            if let Some(reader) = reader {
+                let reported = reader.stop();
+                let lost = datapath.as_ref().map(|d| d.counters()).transpose()?.map(|c| c.flows_lost).unwrap_or(0);
+                if reported == 0 {
+                    bail!("the flow log was on but no flow was reported");
+                }
+                println!("       flow log: {reported} flows reported, {lost} lost to a full ring buffer");
+            }
             if let Some(datapath) = &datapath {
                 let counters = datapath.counters()?;
                 if counters.dropped > 0 {
