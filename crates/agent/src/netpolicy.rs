@@ -332,11 +332,10 @@ impl NetPolicy {
     fn describe(&self, model: &Model, observed: &Observed) -> api::flow::Flow {
         let end = |at: std::net::SocketAddrV4, identity: u32| {
             let ip = *at.ip();
-            let local = model.local.values().find(|l| l.endpoint.ip == ip).map(|l| (&l.endpoint, l.name.clone()));
-            let pod = local.or_else(|| {
-                let key = model.by_ip.get(&ip)?;
-                Some((model.pods.get(key)?, key.split_once('/').map(|(_, n)| n.to_string()).unwrap_or_default()))
-            });
+            // The watch knows every pod with an address; a pod of this node is known before its
+            // address is reported, so those are looked through only when the watch has none.
+            let watched = model.by_ip.get(&ip).and_then(|key| Some((model.pods.get(key)?, key.split_once('/')?.1.to_string())));
+            let pod = watched.or_else(|| model.local.values().find(|l| l.endpoint.ip == ip).map(|l| (&l.endpoint, l.name.clone())));
             api::flow::FlowEndpoint {
                 ip: ip.to_string(),
                 port: at.port(),

@@ -1,7 +1,7 @@
 //! The agent's HTTPS endpoint, which the API server calls for `flotilla logs` (container logs)
-//! and `flotilla flows` (the node's flow log), over mutual TLS. The endpoint serves the certificate the node CA issued for this node's name,
-//! and it serves only callers presenting a client certificate from the node CA, which only the
-//! API server holds.
+//! and `flotilla flows` (the node's flow log), over mutual TLS. The endpoint serves the
+//! certificate the node CA issued for this node's name, and it serves only callers presenting a
+//! client certificate from the node CA, which only the API server holds.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use crate::join::NodeIdentity;
 use crate::logs;
 
 #[derive(Clone)]
-struct LogState {
+struct EndpointState {
     logs_dir: PathBuf,
     flows: Arc<FlowLog>,
 }
@@ -60,7 +60,7 @@ pub async fn start(
     let tls = tls_config(identity)?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("binding the agent endpoint on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = LogState { logs_dir, flows };
+    let state = EndpointState { logs_dir, flows };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
@@ -82,7 +82,7 @@ pub async fn start(
 
 /// `GET /flows?…`: the flows of this node's log that the query selects ([`api::flow`]), one
 /// JSON object per line; with `follow=true`, then each new one.
-async fn flow_log(State(state): State<LogState>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn flow_log(State(state): State<EndpointState>, Query(query): Query<HashMap<String, String>>) -> Response {
     match api::flow::FlowFilter::from_query(&query) {
         Ok(filter) => {
             Response::builder().header("content-type", "application/x-ndjson").body(Body::from_stream(state.flows.stream(filter))).unwrap_or_default()
@@ -92,7 +92,7 @@ async fn flow_log(State(state): State<LogState>, Query(query): Query<HashMap<Str
 }
 
 async fn container_logs(
-    State(state): State<LogState>,
+    State(state): State<EndpointState>,
     UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
