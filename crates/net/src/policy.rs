@@ -195,9 +195,6 @@ fn restrict(state: &mut State, local: u32, direction: Direction) {
 /// Compiles `inputs` into the datapath's state.
 pub fn compile(inputs: &Inputs) -> State {
     let mut state = State::default();
-    for ip in &inputs.host {
-        state.ipcache.insert(Ipv4Net::from(*ip), HOST);
-    }
     let mut prefixes = BTreeSet::new();
     for policy in &inputs.policies {
         let Some(spec) = &policy.spec else { continue };
@@ -210,6 +207,11 @@ pub fn compile(inputs: &Inputs) -> State {
     let compiler = Compiler { inputs, prefixes: prefixes.into_iter().enumerate().map(|(i, p)| (p, CIDR_IDENTITY_BASE + i as u32)).collect() };
     for (prefix, id) in &compiler.prefixes {
         state.ipcache.insert(*prefix, *id);
+    }
+    // After the prefixes: an ipBlock naming exactly a node's address must not take the node's
+    // identity away (its probes would then be judged as that block's).
+    for ip in &inputs.host {
+        state.ipcache.insert(Ipv4Net::from(*ip), HOST);
     }
     for endpoint in &inputs.endpoints {
         if let Some(id) = compiler.identity_of(endpoint) {

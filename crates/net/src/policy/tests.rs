@@ -104,6 +104,13 @@ fn ip_blocks_are_prefix_identities_and_except_is_left_out() {
 }
 
 #[test]
+fn an_ip_block_of_exactly_a_node_address_leaves_the_node_its_identity() {
+    let state = compile(&inputs(vec![policy("shop", "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.1/32}}]\n")]));
+    assert_eq!(state.ipcache[&"10.0.0.1/32".parse().unwrap()], HOST, "the node's probes are still the node's");
+    assert!(host_rules(256).is_subset(&state.rules));
+}
+
+#[test]
 fn named_ports_ranges_no_peers_and_egress() {
     let state = compile(&inputs(vec![policy(
         "shop",
