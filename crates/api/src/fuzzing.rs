@@ -145,5 +145,13 @@ pub fn flows(data: &[u8]) {
         let _ = (flow.source.name(), flow.destination.name(), crate::flow::FlowFilter::default().matches(&flow));
         let text = serde_json::to_vec(&flow).expect("a flow encodes");
         assert_eq!(serde_json::from_slice::<crate::flow::Flow>(&text).expect("an encoded flow decodes"), flow);
+        // Whatever a node reports, `policy suggest` writes only policies admission accepts.
+        for namespace in [&flow.source.namespace, &flow.destination.namespace].into_iter().flatten().filter(|ns| crate::validation::is_dns_label(ns)) {
+            let (suggested, summary) = crate::netpol::suggest::suggest(namespace, &[], std::slice::from_ref(&flow));
+            for s in &suggested {
+                crate::netpol::validate(&s.policy).unwrap_or_else(|e| panic!("a suggested policy is refused: {e}\n{:#?}", s.policy));
+            }
+            crate::netpol::suggest::to_yaml(namespace, &suggested, &summary).expect("a suggestion writes as YAML");
+        }
     }
 }

@@ -8,6 +8,8 @@ use crate::field::{FieldError, FieldErrors};
 use crate::selector::Selector;
 use crate::validation;
 
+pub mod suggest;
+
 /// The namespace label that sets a namespace to default-deny: `Ingress`, `Egress` or `all`.
 /// Every pod of such a namespace is restricted in that direction as if a policy selecting it
 /// with no rules existed, and only what some NetworkPolicy allows passes.

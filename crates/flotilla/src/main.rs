@@ -72,6 +72,8 @@ enum Command {
     Logs(cmd::logs::LogsArgs),
     /// Print the flows the nodes' policy datapaths judged (forwarded and dropped).
     Flows(cmd::flows::FlowsArgs),
+    /// Learn network policy from the flows seen: `policy suggest -n NS`.
+    Policy(cmd::policy::PolicyArgs),
     /// List Functions with their triggers, replicas, backlog and event rates.
     Functions(cmd::functions::FunctionsArgs),
     /// Follow a rollout.
@@ -153,6 +155,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Delete(args) => cmd::delete::run(&context(&cli)?, args).await,
         Command::Logs(args) => cmd::logs::run(&context(&cli)?, args).await,
         Command::Flows(args) => cmd::flows::run(&context(&cli)?, args).await,
+        Command::Policy(args) => cmd::policy::run(&context(&cli)?, args).await,
         Command::Functions(args) => cmd::functions::run(&context(&cli)?, args).await,
         Command::Rollout(args) => cmd::rollout::run(&context(&cli)?, args).await,
         Command::Scale(args) => cmd::scale::run(&context(&cli)?, args).await,

@@ -37,13 +37,18 @@ fn prober(name: &str, ip: &str) -> String {
 /// A pod that fetches `http://ip:port/` from each target in turn, all along, and logs
 /// "<uptime> <port> ok|fail" for each try.
 fn prober_of(name: &str, targets: &[(&str, u16)]) -> String {
+    prober_as(name, name, targets)
+}
+
+/// [`prober_of`], with the label `app=<app>`.
+fn prober_as(name: &str, app: &str, targets: &[(&str, u16)]) -> String {
     let targets: Vec<String> = targets.iter().map(|(ip, port)| format!("{ip}:{port}")).collect();
     let targets = targets.join(" ");
     format!(
         r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, labels: {{app: {name}}}}}
+metadata: {{name: {name}, labels: {{app: {app}}}}}
 spec:
   terminationGracePeriodSeconds: 0
   containers:
@@ -368,4 +373,52 @@ fn flows_show_each_decision_with_both_pods_and_their_identities() {
 /// Now as the API writes times (RFC 3339, UTC), to the second, to compare with a flow's.
 fn api_time_now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// Learn, then enforce: the client is seen reaching the web pod on 8080 only; `policy suggest`
+/// writes policies allowing exactly that, which apply as they are. Under them the client still
+/// reaches 8080, the node still probes the web pod, and the rest is denied: a second pod with
+/// the client's labels reaches 8080 but not 9090, and a pod started later reaches neither.
+#[test]
+fn a_suggested_policy_keeps_what_was_seen_and_denies_the_rest() {
+    let mut cluster = Cluster::up("netpolicy-suggest");
+    cluster.apply(&web());
+    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    cluster.apply(&prober_of("client", &[(&ip, 8080)]));
+    cluster.wait_ready("app=client", 1, Duration::from_secs(60));
+    let learning = uptime();
+    wait_for(Duration::from_secs(30), "the client to reach the web pod five times", || {
+        (results(&cluster, "client", learning).iter().filter(|(_, ok)| *ok).count() >= 5).then_some(())
+    });
+
+    let yaml = cluster.run_ok(&["policy", "suggest", "-n", "default"]);
+    assert!(yaml.starts_with("# Suggested by `flotilla policy suggest -n default` from "), "{yaml}");
+    let documents: Vec<Value> = yaml.split("\n---\n").skip(1).map(|d| serde_yaml::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"))).collect();
+    let named = |name: &str| documents.iter().find(|d| d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {name} in\n{yaml}")).clone();
+    assert_eq!(documents.len(), 2, "one policy per identity, web and client:\n{yaml}");
+    let web = named("suggested-web");
+    assert_eq!(web["spec"]["podSelector"]["matchLabels"]["app"], "web");
+    assert_eq!(web["spec"]["ingress"].as_array().map(Vec::len), Some(1), "only the client, not the node's probes:\n{yaml}");
+    assert_eq!(web["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "client");
+    assert_eq!(web["spec"]["ingress"][0]["ports"], serde_json::json!([{"port": 8080, "protocol": "TCP"}]));
+    assert_eq!(web["spec"]["egress"], serde_json::json!([]), "the web pod sent nothing");
+    let client = named("suggested-client");
+    assert_eq!(client["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]["app"], "web");
+    assert_eq!(client["spec"]["ingress"], serde_json::json!([]));
+
+    cluster.apply(&yaml);
+    let applied = uptime();
+    wait_for(Duration::from_secs(30), "the client's probes under the suggested policies", || {
+        let seen = results(&cluster, "client", applied + 1.0);
+        assert!(seen.iter().all(|(_, ok)| *ok), "what was seen keeps working: {seen:?}");
+        (seen.len() >= 3).then_some(())
+    });
+    assert!(common::pod_ready(&cluster.get("pod", "web")), "the node's probes still reach the web pod");
+    cluster.apply(&prober_as("client-2", "client", &[(&ip, 8080), (&ip, 9090)]));
+    cluster.apply(&prober_of("late", &[(&ip, 8080), (&ip, 9090)]));
+    cluster.wait_ready("app in (client, late)", 3, Duration::from_secs(60));
+    let started = uptime();
+    assert_eq!(verdicts(&cluster, "client-2", started), (true, false), "the client's identity may reach 8080, which was seen, not 9090");
+    assert_eq!(verdicts(&cluster, "late", started), (false, false), "a pod never seen reaches nothing");
 }

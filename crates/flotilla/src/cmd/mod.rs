@@ -10,6 +10,7 @@ pub mod get;
 pub mod image;
 pub mod logs;
 pub mod node;
+pub mod policy;
 pub mod rollout;
 pub mod run;
 pub mod scale;
