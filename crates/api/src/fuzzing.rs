@@ -50,6 +50,7 @@ pub fn manifest(data: &[u8]) {
             "ClusterImagePolicy" => admit_with::<crate::ImagePolicy>(doc, |o| crate::imagepolicy::validate(o, false)),
             "Function" => admit_with::<crate::function::Function>(doc, crate::function::validate),
             "NetworkPolicy" => admit_with::<crate::NetworkPolicy>(doc, crate::netpol::validate),
+            "FlotillaNetworkPolicy" => admit_with::<crate::netpol::flotilla::FlotillaNetworkPolicy>(doc, crate::netpol::flotilla::validate),
             "Identity" => admit_with::<crate::identity::Identity>(doc, crate::identity::validate),
             "Service" => admit_with::<crate::Service>(doc, |o| {
                 let mut o = o.clone();

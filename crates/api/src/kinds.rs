@@ -101,6 +101,14 @@ pub static TYPES: &[ResourceType] = &[
     ResourceType {
         group: "flotilla.dev",
         version: "v1alpha1",
+        kind: "FlotillaNetworkPolicy",
+        plural: "flotillanetworkpolicies",
+        short_names: &["fnp"],
+        namespaced: true,
+    },
+    ResourceType {
+        group: "flotilla.dev",
+        version: "v1alpha1",
         kind: "ClusterImagePolicy",
         plural: "clusterimagepolicies",
         short_names: &["cimgpol"],

@@ -8,6 +8,7 @@ use crate::field::{FieldError, FieldErrors};
 use crate::selector::Selector;
 use crate::validation;
 
+pub mod flotilla;
 pub mod suggest;
 
 /// The namespace label that sets a namespace to default-deny: `Ingress`, `Egress` or `all`.

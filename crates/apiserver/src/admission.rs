@@ -105,6 +105,11 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
             api::netpol::validate(&policy).map_err(invalid)?;
             encode(&policy)
         }
+        "FlotillaNetworkPolicy" => {
+            let policy: api::netpol::flotilla::FlotillaNetworkPolicy = strict(rt, &name, value)?;
+            api::netpol::flotilla::validate(&policy).map_err(invalid)?;
+            encode(&policy)
+        }
         "Service" => {
             let mut service: api::Service = strict(rt, &name, value)?;
             api::service::default_service(&mut service);
