@@ -15,7 +15,7 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("{}-linux-gnu", std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())));
-    const PROGRAMS: &[&str] = &["policy", "service"];
+    const PROGRAMS: &[&str] = &["policy", "proxy", "service"];
     for program in PROGRAMS {
         let source = format!("bpf/{program}.c");
         println!("cargo:rerun-if-changed={source}");

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod dns;
 pub mod flows;
 pub mod policy;
+pub mod redirect;
 pub mod service;
 
 pub use datapath::{Counters, Datapath, DatapathError, Direction, Protocol, Rule, IDENTITY_WORLD};

@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use api::identity::{IdentitySpec, HOST};
 use api::k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use api::netpol::flotilla::{FlotillaNetworkPolicy, HttpRule};
 use api::selector::Selector;
 use ipnet::Ipv4Net;
 
@@ -61,6 +62,8 @@ pub struct Inputs {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Every NetworkPolicy.
     pub policies: Vec<NetworkPolicy>,
+    /// Every FlotillaNetworkPolicy.
+    pub http_policies: Vec<FlotillaNetworkPolicy>,
     /// The node's own addresses (its pod gateway), identity [`HOST`].
     pub host: Vec<Ipv4Addr>,
     /// The identities of this node's pods: only these get restrictions and rules.
@@ -76,6 +79,43 @@ pub struct State {
     pub enforced: BTreeSet<(u32, Direction)>,
     /// What is allowed.
     pub rules: BTreeSet<Rule>,
+    /// The (pod identity, TCP port) pairs with HTTP rules, whose connections go through the
+    /// node's proxy, and what each peer may ask there.
+    pub http: BTreeMap<(u32, u16), HttpPort>,
+}
+
+/// What the peers allowed on a port with HTTP rules may ask.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpPort {
+    /// Per peer identity (`None`: every peer), the requests allowed.
+    pub peers: BTreeMap<Option<u32>, Access>,
+}
+
+/// The requests a peer may make on a port with HTTP rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any: a rule without HTTP rules allows the peer on the port.
+    All,
+    /// Those one of these rules matches.
+    Rules(BTreeSet<HttpRule>),
+}
+
+impl HttpPort {
+    fn add(&mut self, peer: Option<u32>, access: Access) {
+        match (self.peers.get_mut(&peer), access) {
+            (None, access) => {
+                self.peers.insert(peer, access);
+            }
+            (Some(current), Access::All) => *current = Access::All,
+            (Some(Access::All), Access::Rules(_)) => {}
+            (Some(Access::Rules(have)), Access::Rules(more)) => have.extend(more),
+        }
+    }
+
+    /// What `peer` may ask: what is allowed to it, and to every peer.
+    pub fn access(&self, peer: u32) -> Vec<&Access> {
+        [self.peers.get(&Some(peer)), self.peers.get(&None)].into_iter().flatten().collect()
+    }
 }
 
 const ALL_PROTOCOLS: [Protocol; 4] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp];
@@ -196,7 +236,11 @@ fn restrict(state: &mut State, local: u32, direction: Direction) {
 pub fn compile(inputs: &Inputs) -> State {
     let mut state = State::default();
     let mut prefixes = BTreeSet::new();
-    for policy in &inputs.policies {
+    // Every policy as a NetworkPolicy, with the HTTP rules of each of its ingress rules.
+    let http_policies: Vec<(NetworkPolicy, Vec<Vec<HttpRule>>)> = inputs.http_policies.iter().map(|p| (p.network_policy(), p.ingress_http())).collect();
+    let all: Vec<(&NetworkPolicy, &[Vec<HttpRule>])> =
+        inputs.policies.iter().map(|p| (p, &[][..])).chain(http_policies.iter().map(|(p, http)| (p, &http[..]))).collect();
+    for (policy, _) in &all {
         let Some(spec) = &policy.spec else { continue };
         let peers = spec.ingress.iter().flatten().flat_map(|r| r.from.iter().flatten()).chain(spec.egress.iter().flatten().flat_map(|r| r.to.iter().flatten()));
         for block in peers.filter_map(|p| p.ip_block.as_ref()) {
@@ -230,7 +274,9 @@ pub fn compile(inputs: &Inputs) -> State {
             restrict(&mut state, local, Direction::Egress);
         }
     }
-    for policy in &inputs.policies {
+    // The rules of rules without HTTP rules: on a port with HTTP rules, their peers may ask anything.
+    let mut plain: BTreeSet<Rule> = BTreeSet::new();
+    for (policy, http) in all {
         let Some(spec) = &policy.spec else { continue };
         let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
         let Some(selects) = selector(spec.pod_selector.as_ref()) else { continue };
@@ -264,25 +310,35 @@ pub fn compile(inputs: &Inputs) -> State {
             for &direction in &types {
                 restrict(&mut state, local, direction);
             }
-            let mut add = |direction: Direction, peers: Option<Vec<u32>>, ports: Vec<(Option<u16>, Protocol)>| {
-                for (port, protocol) in &ports {
-                    match &peers {
-                        None => {
-                            state.rules.insert(Rule { local, peer: None, port: *port, protocol: *protocol, direction });
-                        }
-                        Some(peers) => {
-                            for peer in peers {
-                                state.rules.insert(Rule { local, peer: Some(*peer), port: *port, protocol: *protocol, direction });
-                            }
+            let mut add = |direction: Direction, peers: &Option<Vec<u32>>, ports: &[(Option<u16>, Protocol)], with_http: bool| {
+                let each: Vec<Option<u32>> = match peers {
+                    None => vec![None],
+                    Some(peers) => peers.iter().map(|p| Some(*p)).collect(),
+                };
+                for (port, protocol) in ports {
+                    for peer in &each {
+                        let rule = Rule { local, peer: *peer, port: *port, protocol: *protocol, direction };
+                        state.rules.insert(rule);
+                        if !with_http {
+                            plain.insert(rule);
                         }
                     }
                 }
             };
             if types.contains(&Direction::Ingress) {
-                for rule in spec.ingress.iter().flatten() {
+                for (i, rule) in spec.ingress.iter().flatten().enumerate() {
                     let peers = rule.from.as_ref().filter(|f| !f.is_empty()).map(|from| from.iter().flat_map(|p| compiler.peer(ns, p)).collect::<Vec<_>>());
                     let ports = compiler.ports(rule.ports.as_ref(), &|e| compiler.identity_of(e) == Some(local));
-                    add(Direction::Ingress, peers, ports);
+                    let http_rules = http.get(i).filter(|h| !h.is_empty());
+                    add(Direction::Ingress, &peers, &ports, http_rules.is_some());
+                    let Some(http_rules) = http_rules else { continue };
+                    for (port, _) in ports.iter().filter(|(_, protocol)| *protocol == Protocol::Tcp) {
+                        let Some(port) = port else { continue };
+                        let entry = state.http.entry((local, *port)).or_default();
+                        for peer in peers.as_ref().map(|p| p.iter().map(|p| Some(*p)).collect()).unwrap_or_else(|| vec![None]) {
+                            entry.add(peer, Access::Rules(http_rules.iter().cloned().collect()));
+                        }
+                    }
                 }
             }
             if types.contains(&Direction::Egress) {
@@ -291,9 +347,15 @@ pub fn compile(inputs: &Inputs) -> State {
                     let holders = peers.clone();
                     let ports =
                         compiler.ports(rule.ports.as_ref(), &|e| holders.as_ref().is_none_or(|h| compiler.identity_of(e).is_some_and(|id| h.contains(&id))));
-                    add(Direction::Egress, peers, ports);
+                    add(Direction::Egress, &peers, &ports, false);
                 }
             }
+        }
+    }
+    for ((local, port), entry) in state.http.iter_mut() {
+        let allows = |r: &&Rule| r.local == *local && r.direction == Direction::Ingress && r.protocol == Protocol::Tcp && r.port.is_none_or(|p| p == *port);
+        for rule in plain.iter().filter(allows) {
+            entry.add(rule.peer, Access::All);
         }
     }
     state

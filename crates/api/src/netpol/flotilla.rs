@@ -23,7 +23,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
@@ -141,7 +143,10 @@ impl FlotillaNetworkPolicy {
             spec: self.spec.as_ref().map(|spec| NetworkPolicySpec {
                 pod_selector: spec.pod_selector.clone(),
                 policy_types: spec.policy_types.clone(),
-                ingress: spec.ingress.as_ref().map(|rules| rules.iter().map(|r| NetworkPolicyIngressRule { from: r.from.clone(), ports: r.ports.clone() }).collect()),
+                ingress: spec
+                    .ingress
+                    .as_ref()
+                    .map(|rules| rules.iter().map(|r| NetworkPolicyIngressRule { from: r.from.clone(), ports: r.ports.clone() }).collect()),
                 egress: spec.egress.clone(),
             }),
         }
@@ -200,7 +205,11 @@ pub fn validate(policy: &FlotillaNetworkPolicy) -> Result<(), FieldErrors> {
                     errors.push(FieldError::invalid(format!("{path}.headers[{k}].name"), &header.name, "must be an HTTP header name"));
                 }
                 if header.value.as_deref().is_some_and(|v| v.bytes().any(|b| b.is_ascii_control() && b != b'\t')) {
-                    errors.push(FieldError::invalid(format!("{path}.headers[{k}].value"), header.value.as_deref().unwrap_or(""), "must not hold control characters"));
+                    errors.push(FieldError::invalid(
+                        format!("{path}.headers[{k}].value"),
+                        header.value.as_deref().unwrap_or(""),
+                        "must not hold control characters",
+                    ));
                 }
             }
         }
@@ -249,9 +258,10 @@ impl CompiledRule {
         field(&self.method, request.method)
             && field(&self.path, request.path)
             && field(&self.host, request.host)
-            && self.headers.iter().all(|(name, value)| {
-                request.headers.get(name).is_some_and(|values| value.as_ref().is_none_or(|v| values.iter().any(|have| have == v)))
-            })
+            && self
+                .headers
+                .iter()
+                .all(|(name, value)| request.headers.get(name).is_some_and(|values| value.as_ref().is_none_or(|v| values.iter().any(|have| have == v))))
     }
 }
 

@@ -32,6 +32,7 @@ fn inputs(policies: Vec<NetworkPolicy>) -> Inputs {
         identities: [(spec("shop", "web"), 256), (spec("shop", "client"), 257), (spec("shop", "other"), 258), (spec("lab", "client"), 259)].into(),
         namespaces: [("lab".to_string(), [("team".to_string(), "a".to_string())].into()), ("shop".to_string(), BTreeMap::new())].into(),
         policies,
+        http_policies: vec![],
         host: vec!["10.0.0.1".parse().unwrap()],
         local: [256, 257].into(),
     }
@@ -157,4 +158,36 @@ fn a_default_deny_namespace_restricts_its_pods_until_a_policy_allows() {
     assert!(both.contains(&(257, Direction::Egress)) && both.contains(&(256, Direction::Egress)), "{both:?}");
     denied.namespaces.insert("lab".into(), [(api::netpol::DEFAULT_DENY_LABEL.to_string(), "all".to_string())].into());
     assert_eq!(compile(&denied).enforced, both, "lab's pods are not on this node");
+}
+
+fn http_policy(spec: &str) -> FlotillaNetworkPolicy {
+    let yaml = format!("apiVersion: flotilla.dev/v1alpha1\nkind: FlotillaNetworkPolicy\nmetadata: {{name: h, namespace: shop}}\nspec:\n{spec}");
+    let policy: FlotillaNetworkPolicy = decode_document(&parse_documents(&yaml).unwrap()[0]).unwrap();
+    api::netpol::flotilla::validate(&policy).unwrap();
+    policy
+}
+
+#[test]
+fn http_rules_send_their_port_through_the_proxy_and_say_what_each_peer_may_ask() {
+    let mut with = inputs(vec![policy(
+        "shop",
+        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: other}}}]\n    ports: [{port: 8080}]\n",
+    )]);
+    with.http_policies = vec![http_policy(
+        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: http}]\n    http: [{method: GET, path: /public/.*}]\n  - from: [{ipBlock: {cidr: 198.18.0.0/15}}]\n    ports: [{port: 9090}]\n",
+    )];
+    let state = compile(&with);
+    let block = state.ipcache[&"198.18.0.0/15".parse().unwrap()];
+    assert_eq!(
+        without_host(&state),
+        [tcp(Some(257), Some(8080), Direction::Ingress), tcp(Some(258), Some(8080), Direction::Ingress), tcp(Some(block), Some(9090), Direction::Ingress)]
+            .into(),
+        "the L3/L4 part allows as a NetworkPolicy would; the ipBlock of a FlotillaNetworkPolicy is a prefix too"
+    );
+    assert_eq!(state.http.keys().copied().collect::<Vec<_>>(), vec![(256, 8080)], "only the port with HTTP rules, its named port resolved");
+    let port = &state.http[&(256, 8080)];
+    let rule = HttpRule { method: Some("GET".into()), path: Some("/public/.*".into()), ..Default::default() };
+    assert_eq!(port.access(257), vec![&Access::Rules([rule].into())], "the client may ask what the HTTP rules allow");
+    assert_eq!(port.access(258), vec![&Access::All], "a NetworkPolicy rule lets the other pod ask anything on the port");
+    assert!(port.access(259).is_empty(), "lab/client is allowed nothing");
 }

@@ -1,0 +1,95 @@
+//! The L7 redirect (`bpf/proxy.c`) loaded from Rust: its tc program on a pod's own eth0, and the
+//! map of (pod address, port) → the proxy's listening port there. A SYN to a port in the map is
+//! handed to the proxy's socket with its addresses kept; the node's own connections (the
+//! proxy's to the server, and probes) go straight on.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::{tc, SchedClassifier, TcAttachType};
+use aya::Ebpf;
+
+use crate::datapath::{map_error, removed, DatapathError};
+
+/// The compiled program.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proxy.o"));
+
+const PROGRAM: &str = "to_proxy";
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RedirectKey {
+    addr: u32,
+    port: u16,
+    pad: u16,
+}
+
+// SAFETY: plain old data with no implicit padding (4 + 2 + 2 bytes), laid out as in proxy.c.
+unsafe impl aya::Pod for RedirectKey {}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RedirectValue {
+    proxy_port: u16,
+    pad: u16,
+    exempt: u32,
+}
+
+// SAFETY: plain old data with no implicit padding (2 + 2 + 4 bytes), laid out as in proxy.c.
+unsafe impl aya::Pod for RedirectValue {}
+
+fn key(pod: Ipv4Addr, port: u16) -> RedirectKey {
+    RedirectKey { addr: u32::from_ne_bytes(pod.octets()), port, pad: 0 }
+}
+
+/// The loaded program and its map.
+pub struct Redirect {
+    ebpf: Ebpf,
+    map: BpfHashMap<MapData, RedirectKey, RedirectValue>,
+}
+
+impl Redirect {
+    /// Loads the program; an error names the step that failed.
+    pub fn load() -> Result<Redirect, DatapathError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| DatapathError::Load(format!("the L7 redirect: {e}")))?;
+        program(&mut ebpf)?.load().map_err(|e| DatapathError::Load(format!("{PROGRAM}: {e}")))?;
+        let map = BpfHashMap::try_from(ebpf.take_map("REDIRECT").ok_or(DatapathError::Missing("REDIRECT"))?).map_err(map_error("REDIRECT"))?;
+        Ok(Redirect { ebpf, map })
+    }
+
+    /// Attaches the program to `link` on its tc ingress, in the calling thread's network
+    /// namespace (a pod's, entered for this), replacing one an earlier agent left. It stays
+    /// there until the link goes, with its pod.
+    pub fn attach_here(&mut self, link: &str) -> Result<(), DatapathError> {
+        let failed = |reason: String| DatapathError::Attach { link: link.to_string(), reason };
+        if let Err(e) = tc::qdisc_add_clsact(link) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(failed(format!("adding the clsact qdisc: {e}")));
+            }
+        }
+        let _ = tc::qdisc_detach_program(link, TcAttachType::Ingress, PROGRAM);
+        let program = program(&mut self.ebpf)?;
+        let id = program.attach(link, TcAttachType::Ingress).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;
+        // The filter belongs to the pod's link from now on: dropping the handle would detach it
+        // through this thread's namespace, which is not the pod's later.
+        let owned = program.take_link(id).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;
+        std::mem::forget(owned);
+        Ok(())
+    }
+
+    /// New TCP connections to `pod`:`port` go to the proxy listening on `proxy_port` in the
+    /// pod's namespace, except those from `exempt` (the node).
+    pub fn set(&mut self, pod: Ipv4Addr, port: u16, proxy_port: u16, exempt: Ipv4Addr) -> Result<(), DatapathError> {
+        let value = RedirectValue { proxy_port, pad: 0, exempt: u32::from_ne_bytes(exempt.octets()) };
+        self.map.insert(key(pod, port), value, 0).map_err(map_error("REDIRECT"))
+    }
+
+    /// Connections to `pod`:`port` go straight to the pod again.
+    pub fn remove(&mut self, pod: Ipv4Addr, port: u16) -> Result<(), DatapathError> {
+        removed(self.map.remove(&key(pod, port)), "REDIRECT")
+    }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(PROGRAM).ok_or(DatapathError::Missing(PROGRAM))?.try_into().map_err(|_| DatapathError::Missing(PROGRAM))
+}
