@@ -135,6 +135,7 @@ mod tests {
             protocol: "TCP".into(),
             source: end("client"),
             destination: end("web"),
+            l7: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod flows;
 pub mod hollow;
 pub mod join;
+pub mod l7proxy;
 pub mod logs;
 pub mod netpolicy;
 pub mod network;

@@ -8,7 +8,8 @@
 //! others' from a watch of every pod, as their agents report their addresses.
 //!
 //! The flows the datapath reports go into the node's [`FlowLog`], each end named as the pod
-//! (namespace, name, labels) the model knows at that address.
+//! (namespace, name, labels) the model knows at that address; so do the HTTP requests the
+//! node's proxy ([`L7Proxy`]) judged on the ports FlotillaNetworkPolicies give HTTP rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::identity::{Identity, IdentitySpec};
+use api::netpol::flotilla::FlotillaNetworkPolicy;
 use api::{NetworkPolicy, Pod, ResourceType};
 use client::{Client, ClientError, Selectors};
 use futures::StreamExt;
@@ -25,6 +27,7 @@ use net::{Datapath, Protocol};
 use serde_json::Value;
 
 use crate::flows::FlowLog;
+use crate::l7proxy::{L7Proxy, Tables, Wanted};
 
 /// How long a pod start waits for its Identity where policies could select it.
 pub const IDENTITY_WAIT: Duration = Duration::from_secs(5);
@@ -51,6 +54,7 @@ struct Model {
     identities: BTreeMap<String, IdentitySpec>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     policies: BTreeMap<String, NetworkPolicy>,
+    http_policies: BTreeMap<String, FlotillaNetworkPolicy>,
 }
 
 /// The kinds this follows.
@@ -60,7 +64,11 @@ enum Kind {
     Identities,
     Namespaces,
     Policies,
+    HttpPolicies,
 }
+
+/// The [`NetPolicy::listed`] bits once every kind has been listed.
+const ALL_LISTED: u8 = 0b11111;
 
 impl Kind {
     fn resource(self) -> &'static ResourceType {
@@ -69,6 +77,7 @@ impl Kind {
             Kind::Identities => ResourceType::of::<Identity>(),
             Kind::Namespaces => ResourceType::of::<api::Namespace>(),
             Kind::Policies => ResourceType::of::<NetworkPolicy>(),
+            Kind::HttpPolicies => ResourceType::of::<FlotillaNetworkPolicy>(),
         }
     }
 }
@@ -84,7 +93,11 @@ pub struct NetPolicy {
     model: Mutex<Model>,
     applied: Mutex<State>,
     changed: tokio::sync::Notify,
-    /// One bit per [`Kind`] whose first list has been taken in: until all four have, the
+    /// The HTTP proxy for ports with HTTP rules, and the requests it judged, until the flow
+    /// log task takes them.
+    proxy: Option<Arc<L7Proxy>>,
+    l7_observed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::l7proxy::Observed>>>,
+    /// One bit per [`Kind`] whose first list has been taken in: until all have, the
     /// model may lack policies (after an agent restart, say) and a pod is not let go.
     listed: std::sync::atomic::AtomicU8,
 }
@@ -129,6 +142,8 @@ impl NetPolicy {
         let mut datapath = Datapath::load()?;
         let flow_reader = datapath.take_flows().filter(|_| flows.enabled());
         datapath.set_flow_log(flow_reader.is_some())?;
+        let (observed, l7_observed) = tokio::sync::mpsc::unbounded_channel();
+        let proxy = L7Proxy::new(gateway, observed)?;
         Ok(NetPolicy {
             datapath: Some(Mutex::new(datapath)),
             flow_reader: Mutex::new(flow_reader),
@@ -138,6 +153,8 @@ impl NetPolicy {
             model: Mutex::default(),
             applied: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            proxy: Some(Arc::new(proxy)),
+            l7_observed: Mutex::new(Some(l7_observed)),
             listed: Default::default(),
         })
     }
@@ -153,6 +170,8 @@ impl NetPolicy {
             model: Mutex::default(),
             applied: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            proxy: None,
+            l7_observed: Mutex::new(None),
             listed: Default::default(),
         }
     }
@@ -177,10 +196,12 @@ impl NetPolicy {
         self.model().local.insert(uid.to_string(), Local { endpoint, name, veth: veth.to_string() });
         let started = std::time::Instant::now();
         loop {
-            let listed = self.listed.load(std::sync::atomic::Ordering::Acquire) == 0b1111;
+            let listed = self.listed.load(std::sync::atomic::Ordering::Acquire) == ALL_LISTED;
             let ready = listed && {
                 let model = self.model();
-                let restricted = model.policies.values().any(|p| p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()))
+                let in_namespace = |ns: Option<&str>| ns == Some(spec.namespace.as_str());
+                let restricted = model.policies.values().any(|p| in_namespace(p.metadata.namespace.as_deref()))
+                    || model.http_policies.values().any(|p| in_namespace(p.metadata.namespace.as_deref()))
                     || model.namespaces.get(&spec.namespace).is_some_and(|labels| api::netpol::default_deny(labels) != (false, false));
                 !restricted || model.identities.values().any(|s| *s == spec)
             };
@@ -193,7 +214,8 @@ impl NetPolicy {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.reconcile().map_err(|e| e.to_string())
+        let plan = self.reconcile().map_err(|e| e.to_string())?;
+        self.serve_http(plan).await
     }
 
     /// Takes a local pod's labels as they are now (a relabelled pod changes identity).
@@ -213,13 +235,17 @@ impl NetPolicy {
         let Some(datapath) = &self.datapath else { return };
         if let Some(Local { veth, .. }) = self.model().local.remove(uid) {
             datapath.lock().unwrap_or_else(|e| e.into_inner()).forget(&veth);
+            if let Some(proxy) = &self.proxy {
+                proxy.forget(uid);
+            }
             self.changed.notify_one();
         }
     }
 
-    /// Writes the maps to match the model now.
-    fn reconcile(&self) -> Result<(), net::DatapathError> {
-        let Some(datapath) = &self.datapath else { return Ok(()) };
+    /// Writes the maps to match the model now, and says which pod ports the HTTP proxy is to
+    /// serve, deciding by what.
+    fn reconcile(&self) -> Result<HttpPlan, net::DatapathError> {
+        let Some(datapath) = &self.datapath else { return Ok(HttpPlan::default()) };
         let inputs = {
             let model = self.model();
             let identities = api::identity::in_use(model.identities.iter().filter_map(|(name, spec)| Some((name.parse().ok()?, spec))));
@@ -236,11 +262,13 @@ impl NetPolicy {
                 identities,
                 namespaces: model.namespaces.clone(),
                 policies: model.policies.values().cloned().collect(),
+                http_policies: model.http_policies.values().cloned().collect(),
                 host: self.host.clone(),
                 local,
             }
         };
         let wanted = net::policy::compile(&inputs);
+        let plan = self.http_plan(&wanted);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let mut dp = datapath.lock().unwrap_or_else(|e| e.into_inner());
         // What opens first, what closes last: no packet meets a half-written policy that
@@ -266,7 +294,31 @@ impl NetPolicy {
             dp.remove_identity(*net)?;
         }
         *applied = wanted;
-        Ok(())
+        Ok(plan)
+    }
+
+    /// The pod ports of this node `state` gives HTTP rules.
+    fn http_plan(&self, state: &State) -> HttpPlan {
+        if state.http.is_empty() {
+            return HttpPlan::default();
+        }
+        let model = self.model();
+        let mut wanted = Vec::new();
+        for (uid, local) in &model.local {
+            let Some(&identity) = state.ipcache.get(&ipnet::Ipv4Net::from(local.endpoint.ip)) else { continue };
+            for &(_, port) in state.http.range((identity, 0)..=(identity, u16::MAX)).map(|(k, _)| k) {
+                wanted.push(Wanted { uid: uid.clone(), ip: local.endpoint.ip, port });
+            }
+        }
+        HttpPlan { wanted, tables: Tables::new(state) }
+    }
+
+    /// Has the proxy serve what `plan` says.
+    async fn serve_http(&self, plan: HttpPlan) -> Result<(), String> {
+        match &self.proxy {
+            Some(proxy) => proxy.sync(plan.wanted, plan.tables).await,
+            None => Ok(()),
+        }
     }
 
     /// Follows the cluster's policies, identities, namespaces and pods for as long as the
@@ -279,7 +331,11 @@ impl NetPolicy {
         if let Some(reader) = reader {
             tokio::spawn(self.clone().log_flows(reader));
         }
-        for kind in [Kind::Pods, Kind::Identities, Kind::Namespaces, Kind::Policies] {
+        let observed = self.l7_observed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(observed) = observed.filter(|_| self.flows.enabled()) {
+            tokio::spawn(self.clone().log_requests(observed));
+        }
+        for kind in [Kind::Pods, Kind::Identities, Kind::Namespaces, Kind::Policies, Kind::HttpPolicies] {
             let (this, client) = (self.clone(), client.clone());
             tokio::spawn(async move {
                 loop {
@@ -293,8 +349,12 @@ impl NetPolicy {
         loop {
             self.changed.notified().await;
             tokio::time::sleep(SETTLE).await;
-            if let Err(e) = self.reconcile() {
-                tracing::warn!(error = %e, "writing network policy to the datapath; trying again");
+            let applied = match self.reconcile() {
+                Ok(plan) => self.serve_http(plan).await,
+                Err(e) => Err(format!("writing network policy to the datapath: {e}")),
+            };
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, "network policy not in place; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 self.changed.notify_one();
             }
@@ -328,23 +388,33 @@ impl NetPolicy {
         }
     }
 
+    /// Reads the HTTP proxy's judged requests for as long as the agent runs, into the flow log.
+    async fn log_requests(self: Arc<Self>, mut observed: tokio::sync::mpsc::UnboundedReceiver<crate::l7proxy::Observed>) {
+        let mut batch = Vec::new();
+        while observed.recv_many(&mut batch, 256).await > 0 {
+            let flows: Vec<api::flow::Flow> = {
+                let model = self.model();
+                batch
+                    .drain(..)
+                    .map(|o| api::flow::Flow {
+                        time: o.time,
+                        node: self.node.clone(),
+                        verdict: if o.allowed { api::flow::Verdict::Forwarded } else { api::flow::Verdict::Dropped },
+                        drop_reason: (!o.allowed).then(|| "POLICY_DENIED".to_string()),
+                        traffic_direction: api::flow::TrafficDirection::Ingress,
+                        protocol: "TCP".into(),
+                        source: end(&model, o.source, o.source_identity),
+                        destination: end(&model, o.destination, o.destination_identity),
+                        l7: Some(o.l7),
+                    })
+                    .collect()
+            };
+            self.flows.extend(flows);
+        }
+    }
+
     /// A reported flow with its ends named as the pods at their addresses.
     fn describe(&self, model: &Model, observed: &Observed) -> api::flow::Flow {
-        let end = |at: std::net::SocketAddrV4, identity: u32| {
-            let ip = *at.ip();
-            // The watch knows every pod with an address; a pod of this node is known before its
-            // address is reported, so those are looked through only when the watch has none.
-            let watched = model.by_ip.get(&ip).and_then(|key| Some((model.pods.get(key)?, key.split_once('/')?.1.to_string())));
-            let pod = watched.or_else(|| model.local.values().find(|l| l.endpoint.ip == ip).map(|l| (&l.endpoint, l.name.clone())));
-            api::flow::FlowEndpoint {
-                ip: ip.to_string(),
-                port: at.port(),
-                identity,
-                namespace: pod.as_ref().map(|(e, _)| e.namespace.clone()),
-                labels: pod.as_ref().map(|(e, _)| e.labels.clone()).unwrap_or_default(),
-                pod: pod.map(|(_, name)| name),
-            }
-        };
         let (verdict, drop_reason) = match observed.verdict {
             net::flows::Verdict::Forwarded => (api::flow::Verdict::Forwarded, None),
             net::flows::Verdict::Dropped => (
@@ -365,8 +435,9 @@ impl NetPolicy {
                 net::Direction::Egress => api::flow::TrafficDirection::Egress,
             },
             protocol: api::flow::protocol_name(observed.protocol),
-            source: end(observed.source, observed.source_identity),
-            destination: end(observed.destination, observed.destination_identity),
+            source: end(model, observed.source, observed.source_identity),
+            destination: end(model, observed.destination, observed.destination_identity),
+            l7: None,
         }
     }
 
@@ -383,6 +454,7 @@ impl NetPolicy {
                 Kind::Identities => model.identities.clear(),
                 Kind::Namespaces => model.namespaces.clear(),
                 Kind::Policies => model.policies.clear(),
+                Kind::HttpPolicies => model.http_policies.clear(),
             }
             for item in items {
                 apply(&mut model, kind, false, item);
@@ -403,6 +475,30 @@ impl NetPolicy {
         }
         Ok(())
     }
+}
+
+/// One end of a flow, named as the pod the model knows at its address.
+fn end(model: &Model, at: std::net::SocketAddrV4, identity: u32) -> api::flow::FlowEndpoint {
+    let ip = *at.ip();
+    // The watch knows every pod with an address; a pod of this node is known before its
+    // address is reported, so those are looked through only when the watch has none.
+    let watched = model.by_ip.get(&ip).and_then(|key| Some((model.pods.get(key)?, key.split_once('/')?.1.to_string())));
+    let pod = watched.or_else(|| model.local.values().find(|l| l.endpoint.ip == ip).map(|l| (&l.endpoint, l.name.clone())));
+    api::flow::FlowEndpoint {
+        ip: ip.to_string(),
+        port: at.port(),
+        identity,
+        namespace: pod.as_ref().map(|(e, _)| e.namespace.clone()),
+        labels: pod.as_ref().map(|(e, _)| e.labels.clone()).unwrap_or_default(),
+        pod: pod.map(|(_, name)| name),
+    }
+}
+
+/// The pod ports the HTTP proxy is to serve, and the tables it decides by.
+#[derive(Default)]
+struct HttpPlan {
+    wanted: Vec<Wanted>,
+    tables: Tables,
 }
 
 /// Takes one object (or its deletion) into the model; one that does not decode is left out.
@@ -448,6 +544,14 @@ fn apply(model: &mut Model, kind: Kind, deleted: bool, value: Value) {
             }
             _ => {
                 model.policies.remove(&key);
+            }
+        },
+        Kind::HttpPolicies => match (deleted, serde_json::from_value::<FlotillaNetworkPolicy>(value)) {
+            (false, Ok(policy)) => {
+                model.http_policies.insert(key, policy);
+            }
+            _ => {
+                model.http_policies.remove(&key);
             }
         },
     }

@@ -98,6 +98,35 @@ pub struct Flow {
     pub source: FlowEndpoint,
     /// The end it went to.
     pub destination: FlowEndpoint,
+    /// For an HTTP request the node's proxy judged: the request and its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7>,
+}
+
+/// What the node's proxy saw of one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L7 {
+    /// From the request to the answer's headers, in nanoseconds.
+    pub latency_ns: u64,
+    /// The HTTP request and answer.
+    pub http: HttpFlow,
+}
+
+/// An HTTP request and the status it was answered with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpFlow {
+    /// The method.
+    pub method: String,
+    /// The path and query asked for.
+    pub url: String,
+    /// The Host header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The status answered (403 where the policy denied it; 502 where the server could not be
+    /// reached).
+    pub code: u16,
 }
 
 /// The name of IP protocol `number`.
@@ -219,6 +248,7 @@ mod tests {
             protocol: "TCP".into(),
             source: end("shop", "client", "10.42.0.5", 40000),
             destination: end("db", "pg", "10.42.1.6", 5432),
+            l7: None,
         }
     }
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::NetworkError;
 pub use fake::{FakeLink, FakeNetlink};
+pub(crate) use native::in_netns;
 pub use native::NativeNetlink;
 pub use netlink::{IpRoute2, Netlink, Netns, NETNS_DIR};
 

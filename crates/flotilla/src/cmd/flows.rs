@@ -158,7 +158,8 @@ pub async fn run(ctx: &Context, args: &FlowsArgs) -> Result<()> {
     .await
 }
 
-/// One flow as a line: `Dec  3 08:10:01.123 node1 default/client:43210 (ID:300) -> default/web:80 (ID:301) TCP FORWARDED (ingress)`.
+/// One flow as a line: `Dec  3 08:10:01.123 node1 default/client:43210 (ID:300) -> default/web:80 (ID:301) TCP FORWARDED (ingress)`,
+/// and for an HTTP request ` HTTP GET /path => 200 (0.8 ms)`.
 pub fn describe(flow: &Flow) -> String {
     let time = flow.time.strftime("%b %e %H:%M:%S%.3f");
     let verdict = match (&flow.verdict, &flow.drop_reason) {
@@ -169,7 +170,11 @@ pub fn describe(flow: &Flow) -> String {
         api::flow::TrafficDirection::Ingress => "ingress",
         api::flow::TrafficDirection::Egress => "egress",
     };
-    format!("{time} {} {} -> {} {} {verdict} ({direction})", flow.node, end(&flow.source), end(&flow.destination), flow.protocol)
+    let line = format!("{time} {} {} -> {} {} {verdict} ({direction})", flow.node, end(&flow.source), end(&flow.destination), flow.protocol);
+    match &flow.l7 {
+        Some(l7) => format!("{line} HTTP {} {} => {} ({:.1} ms)", l7.http.method, l7.http.url, l7.http.code, l7.latency_ns as f64 / 1e6),
+        None => line,
+    }
 }
 
 fn end(e: &FlowEndpoint) -> String {
@@ -192,6 +197,12 @@ mod tests {
             "destination":{"ip":"10.42.0.6","port":9090,"identity":301,"namespace":"default","pod":"web","labels":{"app":"web"}}}"#;
         let Line::Flow(flow) = parse_line(line).unwrap() else { panic!("a flow") };
         assert_eq!(describe(&flow), "Dec  3 08:10:01.123 n1 default/client:43210 (ID:300) -> default/web:9090 (ID:301) TCP DROPPED (POLICY_DENIED) (ingress)");
+        let mut l7 = flow.clone();
+        l7.l7 = Some(api::flow::L7 {
+            latency_ns: 1_250_000,
+            http: api::flow::HttpFlow { method: "GET".into(), url: "/private?x=1".into(), host: None, code: 403 },
+        });
+        assert!(describe(&l7).ends_with("DROPPED (POLICY_DENIED) (ingress) HTTP GET /private?x=1 => 403 (1.2 ms)"), "{}", describe(&l7));
         let host = FlowEndpoint { ip: "10.42.0.1".into(), port: 53, identity: api::identity::HOST, ..Default::default() };
         assert_eq!(end(&host), "10.42.0.1:53 (host)");
     }

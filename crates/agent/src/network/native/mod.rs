@@ -8,6 +8,7 @@
 //! waits for RCU grace periods), so no request runs on a tokio worker.
 
 mod netns;
+pub(crate) use netns::in_netns;
 mod request;
 mod socket;
 

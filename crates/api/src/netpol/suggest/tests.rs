@@ -33,6 +33,7 @@ fn flow(direction: TrafficDirection, verdict: Verdict, protocol: &str, source: F
         protocol: protocol.into(),
         source,
         destination,
+        l7: None,
     }
 }
 

@@ -1,0 +1,137 @@
+//! HTTP rules (FlotillaNetworkPolicy) on real pods through the binary: a web pod serving
+//! /public/ and /private/ on 8080, and two client pods fetching from it all along, each fetch
+//! logged with the (shared) uptime clock and how it ended: ok, 403, or fail (no connection).
+//! The node's proxy answers what the rules deny with 403, passes what they allow, and each
+//! request is in `flotilla flows` with its method, path and status.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{wait_for, Cluster, IMAGE};
+
+fn web() -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /tmp/www/public /tmp/www/private && echo public > /tmp/www/public/index.html && echo private > /tmp/www/private/index.html && echo up > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+"#
+    )
+}
+
+/// A pod labelled `app=<name>` that fetches each of `paths` from `http://ip:8080` in turn, all
+/// along, and logs "<uptime> <path> ok|403|fail".
+fn fetcher(name: &str, ip: &str, paths: &[&str]) -> String {
+    let paths = paths.join(" ");
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "while true; do for path in {paths}; do t=$(cut -d' ' -f1 /proc/uptime); if out=$(timeout 1 wget -q -O /dev/null http://{ip}:8080$path 2>&1); then echo \"$t $path ok\"; else case \"$out\" in *403*) echo \"$t $path 403\";; *) echo \"$t $path fail\";; esac; fi; done; sleep 0.1; done"]
+"#
+    )
+}
+
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
+}
+
+/// How `pod`'s fetches of each of `paths` that began at or after `since` ended, once each was
+/// fetched twice. Fetches of one path that disagree fail the test: no flickering.
+fn outcomes(cluster: &Cluster, pod: &str, paths: &[&str], since: f64) -> Vec<String> {
+    let seen = wait_for(Duration::from_secs(30), &format!("{pod} to fetch {paths:?} twice"), || {
+        let logs = cluster.try_run(&["logs", pod]).unwrap_or_default();
+        let seen: Vec<(String, String)> = logs
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let t = parts.next()?.parse::<f64>().ok()?;
+                let (path, outcome) = (parts.next()?, parts.next()?);
+                (t >= since).then(|| (path.to_string(), outcome.to_string()))
+            })
+            .collect();
+        paths.iter().all(|p| seen.iter().filter(|(path, _)| path == p).count() >= 2).then_some(seen)
+    });
+    paths
+        .iter()
+        .map(|p| {
+            let of: Vec<&String> = seen.iter().filter(|(path, _)| path == p).map(|(_, o)| o).collect();
+            assert!(of.iter().all(|o| *o == of[0]), "{pod}'s fetches of {p} since {since} disagree: {seen:?}");
+            of[0].clone()
+        })
+        .collect()
+}
+
+fn policy(paths: &str) -> String {
+    format!(
+        "apiVersion: flotilla.dev/v1alpha1\nkind: FlotillaNetworkPolicy\nmetadata: {{name: web-http}}\nspec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n    ports: [{{port: http}}]\n    http: [{{method: GET, path: '{paths}'}}]\n"
+    )
+}
+
+#[test]
+fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
+    let mut cluster = Cluster::up("l7policy");
+    cluster.apply(&web());
+    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    let both = ["/public/", "/private/"];
+    cluster.apply(&fetcher("client", &ip, &both));
+    cluster.apply(&fetcher("other", &ip, &["/public/"]));
+    cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
+    assert_eq!(outcomes(&cluster, "client", &both, uptime()), ["ok", "ok"], "no policy: everything is served");
+
+    cluster.apply(&policy("/public/.*"));
+    let applied = uptime();
+    assert_eq!(outcomes(&cluster, "client", &both, applied + 1.0), ["ok", "403"], "the client may GET /public/ only; the proxy answers the rest");
+    assert_eq!(outcomes(&cluster, "other", &["/public/"], applied + 1.0), ["fail"], "a pod no rule names does not get a connection");
+    let web: Value = cluster.get("pod", "web");
+    assert!(common::pod_ready(&web), "the node's readiness probes go straight to the pod: {web}");
+    assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0, "nothing restarted");
+
+    let flows: Vec<Value> = cluster
+        .run_ok(&["flows", "--pod", "default/web", "--all", "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let request = |path: &str, code: u64| flows.iter().find(|f| f["l7"]["http"]["url"] == path && f["l7"]["http"]["code"] == code);
+    let denied = request("/private/", 403).unwrap_or_else(|| panic!("the denied request in the flow log: {flows:#?}"));
+    assert_eq!((denied["verdict"].as_str(), denied["dropReason"].as_str()), (Some("DROPPED"), Some("POLICY_DENIED")));
+    assert_eq!((denied["source"]["pod"].as_str(), denied["destination"]["pod"].as_str()), (Some("client"), Some("web")));
+    assert_eq!(denied["l7"]["http"]["method"], "GET");
+    assert!(denied["source"]["identity"].as_u64().is_some_and(|id| id >= 256), "the client's own identity: {denied}");
+    let served = request("/public/", 200).unwrap_or_else(|| panic!("the allowed request in the flow log: {flows:#?}"));
+    assert_eq!(served["verdict"], "FORWARDED");
+    assert!(served["l7"]["latencyNs"].as_u64().is_some_and(|ns| ns > 0));
+    let table = cluster.run_ok(&["flows", "--pod", "default/client", "--verdict", "dropped", "--last", "5"]);
+    assert!(table.contains("HTTP GET /private/ => 403"), "{table}");
+
+    cluster.apply(&policy("/(public|private)/.*"));
+    let widened = uptime();
+    assert_eq!(outcomes(&cluster, "client", &both, widened + 1.0), ["ok", "ok"], "a changed rule applies to the running pods within a second");
+
+    let (ok, _, stderr) = cluster.try_apply(&policy("/public/(["));
+    assert!(!ok && stderr.contains("spec.ingress[0].http[0].path"), "a bad expression is refused naming its field: {stderr}");
+    assert_eq!(outcomes(&cluster, "client", &both, uptime()), ["ok", "ok"], "and the policy in force is unchanged");
+
+    cluster.run_ok(&["delete", "flotillanetworkpolicy", "web-http"]);
+    let deleted = uptime();
+    assert_eq!(outcomes(&cluster, "other", &["/public/"], deleted + 1.0), ["ok"], "without the policy everything is served again");
+    assert_eq!(outcomes(&cluster, "client", &both, deleted + 1.0), ["ok", "ok"]);
+}
