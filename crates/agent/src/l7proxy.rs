@@ -131,6 +131,10 @@ pub struct L7Proxy {
     served: tokio::sync::Mutex<HashMap<(Ipv4Addr, u16), Served>>,
     /// Pods whose eth0 carries the redirect program.
     attached: Mutex<HashSet<String>>,
+    /// Whether an earlier agent's redirect could still be on some pod's eth0, and the pods
+    /// already looked at for one.
+    stale: bool,
+    checked: Mutex<HashSet<String>>,
     observed: mpsc::UnboundedSender<Observed>,
 }
 
@@ -139,12 +143,16 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 impl L7Proxy {
     /// Loads the redirect; the requests judged are sent to `observed`.
     pub fn new(gateway: Ipv4Addr, observed: mpsc::UnboundedSender<Observed>) -> Result<L7Proxy, net::DatapathError> {
+        let mut redirect = Redirect::load()?;
+        let stale = redirect.others_loaded();
         Ok(L7Proxy {
-            redirect: Mutex::new(Redirect::load()?),
+            redirect: Mutex::new(redirect),
             gateway,
             tables: RwLock::default(),
             served: tokio::sync::Mutex::default(),
             attached: Mutex::default(),
+            stale,
+            checked: Mutex::default(),
             observed,
         })
     }
@@ -157,11 +165,15 @@ impl L7Proxy {
         self.redirect.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serves exactly `wanted`, deciding by `tables` from now on. A port that needs serving
-    /// and cannot be is an error naming it; the others are served regardless.
-    pub async fn sync(self: &Arc<Self>, wanted: Vec<Wanted>, tables: Tables) -> Result<(), String> {
+    /// Serves exactly `wanted`, deciding by `tables` from now on; `local` are the uids of the
+    /// node's pods. A port that needs serving and cannot be is an error naming it; the others
+    /// are served regardless.
+    pub async fn sync(self: &Arc<Self>, wanted: Vec<Wanted>, tables: Tables, local: &[String]) -> Result<(), String> {
         *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tables);
         let mut served = self.served.lock().await;
+        if self.stale {
+            self.clear_stale(local).await;
+        }
         let keep: HashSet<(Ipv4Addr, u16)> = wanted.iter().map(|w| (w.ip, w.port)).collect();
         let gone: Vec<(Ipv4Addr, u16)> = served.keys().filter(|k| !keep.contains(k)).copied().collect();
         for key in gone {
@@ -231,9 +243,32 @@ impl L7Proxy {
         made.into_iter().map(|l| tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())).collect()
     }
 
+    /// Takes an earlier agent's redirect off the pods in `local` this one has not attached its
+    /// own to, once per pod. Runs under the `served` lock, so no attach of ours races it.
+    async fn clear_stale(&self, local: &[String]) {
+        let unchecked: Vec<String> = {
+            let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            local.iter().filter(|uid| !attached.contains(*uid) && checked.insert((*uid).clone())).cloned().collect()
+        };
+        let clearing = unchecked.iter().map(|uid| async move {
+            in_netns(&netns_name(uid), || {
+                Redirect::detach_here(POD_INTERFACE);
+                Ok(())
+            })
+            .await
+        });
+        for (uid, outcome) in unchecked.iter().zip(futures::future::join_all(clearing).await) {
+            if let Err(e) = outcome {
+                tracing::debug!(pod = uid, error = %e, "looking for an earlier agent's L7 redirect");
+            }
+        }
+    }
+
     /// Forgets a pod whose namespace is gone (its eth0 took the program along).
     pub fn forget(&self, uid: &str) {
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.checked.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     async fn accept(self: Arc<Self>, listener: tokio::net::TcpListener, pod: Ipv4Addr, port: u16) {

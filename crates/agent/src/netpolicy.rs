@@ -299,10 +299,11 @@ impl NetPolicy {
 
     /// The pod ports of this node `state` gives HTTP rules.
     fn http_plan(&self, state: &State) -> HttpPlan {
-        if state.http.is_empty() {
-            return HttpPlan::default();
-        }
         let model = self.model();
+        let local = model.local.keys().cloned().collect();
+        if state.http.is_empty() {
+            return HttpPlan { local, ..Default::default() };
+        }
         let mut wanted = Vec::new();
         for (uid, local) in &model.local {
             let Some(&identity) = state.ipcache.get(&ipnet::Ipv4Net::from(local.endpoint.ip)) else { continue };
@@ -310,13 +311,13 @@ impl NetPolicy {
                 wanted.push(Wanted { uid: uid.clone(), ip: local.endpoint.ip, port });
             }
         }
-        HttpPlan { wanted, tables: Tables::new(state) }
+        HttpPlan { wanted, tables: Tables::new(state), local }
     }
 
     /// Has the proxy serve what `plan` says.
     async fn serve_http(&self, plan: HttpPlan) -> Result<(), String> {
         match &self.proxy {
-            Some(proxy) => proxy.sync(plan.wanted, plan.tables).await,
+            Some(proxy) => proxy.sync(plan.wanted, plan.tables, &plan.local).await,
             None => Ok(()),
         }
     }
@@ -499,6 +500,8 @@ fn end(model: &Model, at: std::net::SocketAddrV4, identity: u32) -> api::flow::F
 struct HttpPlan {
     wanted: Vec<Wanted>,
     tables: Tables,
+    /// The uids of the node's pods.
+    local: Vec<String>,
 }
 
 /// Takes one object (or its deletion) into the model; one that does not decode is left out.

@@ -2,7 +2,8 @@
 //! /public/ and /private/ on 8080, and two client pods fetching from it all along, each fetch
 //! logged with the (shared) uptime clock and how it ended: ok, 403, or fail (no connection).
 //! The node's proxy answers what the rules deny with 403, passes what they allow, and each
-//! request is in `flotilla flows` with its method, path and status.
+//! request is in `flotilla flows` with its method, path and status. The first policy applied is
+//! `examples/http-policy.yaml`.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{wait_for, Cluster, IMAGE};
+use common::{wait_for, Cluster, Mode, IMAGE};
 
 fn web() -> String {
     format!(
@@ -56,6 +57,11 @@ fn uptime() -> f64 {
 /// How `pod`'s fetches of each of `paths` that began at or after `since` ended, once each was
 /// fetched twice. Fetches of one path that disagree fail the test: no flickering.
 fn outcomes(cluster: &Cluster, pod: &str, paths: &[&str], since: f64) -> Vec<String> {
+    outcomes_between(cluster, pod, paths, since, f64::INFINITY)
+}
+
+/// [`outcomes`] of the fetches that began from `since` to `until`.
+fn outcomes_between(cluster: &Cluster, pod: &str, paths: &[&str], since: f64, until: f64) -> Vec<String> {
     let seen = wait_for(Duration::from_secs(30), &format!("{pod} to fetch {paths:?} twice"), || {
         let logs = cluster.try_run(&["logs", pod]).unwrap_or_default();
         let seen: Vec<(String, String)> = logs
@@ -64,7 +70,7 @@ fn outcomes(cluster: &Cluster, pod: &str, paths: &[&str], since: f64) -> Vec<Str
                 let mut parts = line.split(' ');
                 let t = parts.next()?.parse::<f64>().ok()?;
                 let (path, outcome) = (parts.next()?, parts.next()?);
-                (t >= since).then(|| (path.to_string(), outcome.to_string()))
+                (t >= since && t <= until).then(|| (path.to_string(), outcome.to_string()))
             })
             .collect();
         paths.iter().all(|p| seen.iter().filter(|(path, _)| path == p).count() >= 2).then_some(seen)
@@ -87,7 +93,7 @@ fn policy(paths: &str) -> String {
 
 #[test]
 fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
-    let mut cluster = Cluster::up("l7policy");
+    let mut cluster = Cluster::start("l7policy", Mode::Split);
     cluster.apply(&web());
     let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
     let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
@@ -97,7 +103,8 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
     cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
     assert_eq!(outcomes(&cluster, "client", &both, uptime()), ["ok", "ok"], "no policy: everything is served");
 
-    cluster.apply(&policy("/public/.*"));
+    let example = std::fs::read_to_string(common::repo_root().join("examples/http-policy.yaml")).unwrap();
+    cluster.apply(&example);
     let applied = uptime();
     assert_eq!(outcomes(&cluster, "client", &both, applied + 1.0), ["ok", "403"], "the client may GET /public/ only; the proxy answers the rest");
     assert_eq!(outcomes(&cluster, "other", &["/public/"], applied + 1.0), ["fail"], "a pod no rule names does not get a connection");
@@ -134,4 +141,29 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
     let deleted = uptime();
     assert_eq!(outcomes(&cluster, "other", &["/public/"], deleted + 1.0), ["ok"], "without the policy everything is served again");
     assert_eq!(outcomes(&cluster, "client", &both, deleted + 1.0), ["ok", "ok"]);
+
+    // The agent dies: the pods stay under the policy, closed rather than open. The policy goes
+    // away while it is down: the redirect the killed agent left on the web pod, whose proxy died
+    // with it, must not keep the port closed once an agent is back.
+    cluster.apply(&policy("/public/.*"));
+    assert_eq!(outcomes(&cluster, "client", &both, uptime() + 1.0), ["ok", "403"]);
+    cluster.kill_agent();
+    let down = uptime();
+    // Logs are read through the agent: the fetches made while it is down are looked at later.
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.run_ok(&["delete", "flotillanetworkpolicy", "web-http"]);
+    cluster.start_processes();
+    wait_for(Duration::from_secs(60), "the restarted agent to open the web pod again", || {
+        let logs = cluster.try_run(&["logs", "other"]).unwrap_or_default();
+        logs.lines().last().is_some_and(|l| l.ends_with(" ok")).then_some(())
+    });
+    let back = uptime();
+    assert_eq!(outcomes_between(&cluster, "other", &["/public/"], down + 0.5, down + 5.0), ["fail"], "the datapath kept the last policy while no agent ran");
+    assert_eq!(
+        outcomes_between(&cluster, "client", &both, down + 0.5, down + 5.0),
+        ["fail", "fail"],
+        "and a port with HTTP rules was not served without its proxy"
+    );
+    assert_eq!(outcomes(&cluster, "other", &["/public/"], back), ["ok"], "the earlier agent's redirect is gone");
+    assert_eq!(outcomes(&cluster, "client", &both, back), ["ok", "ok"]);
 }

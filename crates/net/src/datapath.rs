@@ -185,7 +185,7 @@ impl Datapath {
         self.links.remove(link);
         let mut ids = Vec::with_capacity(2);
         for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
-            ids.push(classifier(&mut self.ebpf, name)?.attach(link, hook).map_err(|e| failed(format!("{name}: {e}")))?);
+            ids.push(classifier(&mut self.ebpf, name)?.attach_with_options(link, hook, netlink()).map_err(|e| failed(format!("{name}: {e}")))?);
         }
         if let Ok(ids) = <[SchedClassifierLinkId; 2]>::try_from(ids) {
             self.links.insert(link.to_string(), ids);
@@ -256,6 +256,14 @@ impl Datapath {
 }
 
 /// The tc program `name` of the object.
+/// Attach as tc filters through netlink, not as TCX links (aya's default on Linux 6.6 and
+/// later): a filter holds its program and maps itself, so the pods stay under the last policy
+/// written while the agent is down or restarting, instead of losing it with the agent's
+/// descriptors; the next agent replaces the filters by name.
+pub(crate) fn netlink() -> tc::TcAttachOptions {
+    tc::TcAttachOptions::Netlink(tc::NlOptions::default())
+}
+
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, DatapathError> {
     ebpf.program_mut(name).ok_or(DatapathError::Missing("program"))?.try_into().map_err(|_| DatapathError::Missing("tc program"))
 }

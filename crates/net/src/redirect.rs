@@ -69,12 +69,27 @@ impl Redirect {
         }
         let _ = tc::qdisc_detach_program(link, TcAttachType::Ingress, PROGRAM);
         let program = program(&mut self.ebpf)?;
-        let id = program.attach(link, TcAttachType::Ingress).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;
-        // The filter belongs to the pod's link from now on: dropping the handle would detach it
-        // through this thread's namespace, which is not the pod's later.
+        let id = program.attach_with_options(link, TcAttachType::Ingress, crate::datapath::netlink()).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;
+        // The filter belongs to the pod's link from now on (and outlives this agent, failing
+        // closed: a port with HTTP rules is not served while no proxy runs). Dropping the
+        // handle would detach it through this thread's namespace, which is not the pod's later.
         let owned = program.take_link(id).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;
         std::mem::forget(owned);
         Ok(())
+    }
+
+    /// Takes the program, as any agent left it, off `link` in the calling thread's network
+    /// namespace: a filter of an earlier agent's keeps that agent's map, whose proxies are
+    /// gone, and would close the ports it names.
+    pub fn detach_here(link: &str) {
+        let _ = tc::qdisc_detach_program(link, TcAttachType::Ingress, PROGRAM);
+    }
+
+    /// Whether another instance of the program is loaded on this machine (an earlier agent's,
+    /// still attached to some pod; or another agent's on the same machine).
+    pub fn others_loaded(&mut self) -> bool {
+        let ours = program(&mut self.ebpf).ok().and_then(|p| p.info().ok()).map(|i| i.id());
+        aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.name_as_str() == Some(PROGRAM) && Some(p.id()) != ours)
     }
 
     /// New TCP connections to `pod`:`port` go to the proxy listening on `proxy_port` in the
