@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub service_proxy: bool,
     /// The cluster's DNS domain: Services are `<name>.<namespace>.svc.<domain>`.
     pub cluster_domain: String,
+    /// Where the node's resolver relays names outside the cluster (default: the first
+    /// nameserver of /etc/resolv.conf).
+    pub upstream_dns: Option<std::net::SocketAddr>,
     /// First restart back-off; doubles per crash up to [`AgentConfig::max_backoff`].
     pub backoff_base: Duration,
     /// Longest restart back-off.
@@ -69,6 +72,7 @@ impl AgentConfig {
             flow_log: crate::flows::DEFAULT_CAPACITY,
             service_proxy: true,
             cluster_domain: "cluster.local".into(),
+            upstream_dns: None,
             backoff_base: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             heartbeat: Duration::from_secs(2),

@@ -1,15 +1,17 @@
 //! The node's cluster resolver: a DNS server on the pod gateway address (UDP 53) that answers
 //! `<service>.<namespace>.svc.<cluster-domain>` with the Service's cluster IP (a headless
 //! Service's with its ready endpoints' addresses), says NXDOMAIN for other names in the
-//! cluster domain, and relays the rest to the node's own resolver. Pods get it as their
-//! nameserver, with Kubernetes' search path, unless their `dnsPolicy` is `Default`.
+//! cluster domain, and relays the rest to the node's own resolver (or `--upstream-dns`). Pods get
+//! it as their nameserver, with Kubernetes' search path, unless their `dnsPolicy` is `Default`.
+//! What a relayed answer says a name resolves to is handed to a [`DnsLearner`] before the pod
+//! gets it: DNS-name egress rules allow those addresses, and must before the pod connects.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use net::dns::{answer, error_answer, parse_query, DnsError, Rcode};
+use net::dns::{answer, error_answer, parse_query, parse_response, DnsError, Rcode, Resolved};
 use tokio::net::UdpSocket;
 
 /// Seconds a cluster answer may be cached (Kubernetes' CoreDNS default is 5 too).
@@ -18,11 +20,19 @@ const TTL: u32 = 5;
 /// How long an upstream resolver is given.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What is told the names that resolved outside the cluster, and their addresses.
+pub trait DnsLearner: Send + Sync {
+    /// `resolved` was relayed; returns once what depends on it (the datapath's rules) is
+    /// in place.
+    fn learned(&self, resolved: &Resolved);
+}
+
 /// The resolver's names and where it relays the others.
 pub struct ClusterDns {
     domain: String,
     records: RwLock<HashMap<String, Vec<Ipv4Addr>>>,
     upstream: Option<SocketAddr>,
+    learner: Option<Arc<dyn DnsLearner>>,
 }
 
 /// The first IPv4 nameserver of a resolv.conf, the node's resolver.
@@ -47,7 +57,13 @@ pub enum Resolution {
 impl ClusterDns {
     /// A resolver for `domain` (e.g. `cluster.local`) relaying to `upstream`.
     pub fn new(domain: &str, upstream: Option<SocketAddr>) -> ClusterDns {
-        ClusterDns { domain: domain.trim_matches('.').to_ascii_lowercase(), records: RwLock::default(), upstream }
+        ClusterDns { domain: domain.trim_matches('.').to_ascii_lowercase(), records: RwLock::default(), upstream, learner: None }
+    }
+
+    /// Tells `learner` what relayed answers said.
+    pub fn with_learner(mut self, learner: Arc<dyn DnsLearner>) -> ClusterDns {
+        self.learner = Some(learner);
+        self
     }
 
     /// The cluster domain.
@@ -84,7 +100,15 @@ impl ClusterDns {
             Resolution::NoSuchName => Some(answer(&query, Rcode::NxDomain, &[], TTL)),
             Resolution::Outside => match self.upstream {
                 None => Some(answer(&query, Rcode::Refused, &[], 0)),
-                Some(upstream) => Some(relay(upstream, message).await.unwrap_or_else(|| answer(&query, Rcode::ServFail, &[], 0))),
+                Some(upstream) => match relay(upstream, message).await {
+                    Some(reply) => {
+                        if let (Some(learner), Some(resolved)) = (&self.learner, parse_response(&reply)) {
+                            learner.learned(&resolved);
+                        }
+                        Some(reply)
+                    }
+                    None => Some(answer(&query, Rcode::ServFail, &[], 0)),
+                },
             },
         }
     }
@@ -149,5 +173,44 @@ mod tests {
             resolv_conf(Ipv4Addr::new(10, 88, 0, 1), "shop", "cluster.local"),
             "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.88.0.1\noptions ndots:5\n"
         );
+    }
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Resolved>>);
+
+    impl DnsLearner for Recorder {
+        fn learned(&self, resolved: &Resolved) {
+            self.0.lock().unwrap().push(resolved.clone());
+        }
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    #[tokio::test]
+    async fn a_relayed_answer_is_learned_before_the_pod_gets_it() {
+        let upstream = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let address = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+            let asked = parse_query(&buf[..n]).unwrap();
+            upstream.send_to(&answer(&asked, Rcode::NoError, &[Ipv4Addr::new(198, 18, 77, 10)], 30), from).await.unwrap();
+        });
+        let learner = Arc::new(Recorder::default());
+        let dns = ClusterDns::new("cluster.local", Some(address)).with_learner(learner.clone());
+        let reply = dns.reply(&query("api.example.test")).await.unwrap();
+        assert_eq!(&reply[reply.len() - 4..], &[198, 18, 77, 10], "the pod gets the upstream's answer");
+        let learned = learner.0.lock().unwrap().clone();
+        assert_eq!(learned, [Resolved { name: "api.example.test".into(), addresses: vec![Ipv4Addr::new(198, 18, 77, 10)], ttl: 30 }]);
+        dns.reply(&query("web.shop.svc.cluster.local")).await.unwrap();
+        assert_eq!(learner.0.lock().unwrap().len(), 1, "cluster names are not relayed, so not learned");
     }
 }

@@ -115,14 +115,14 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
     let network = PodNetwork::new(net_config)?;
     network.ensure_bridge().await?;
     let overlay = network::overlay::Overlay::new(config.overlay, &config.bridge, config.node_ip, pod_cidr)?;
-    let netpolicy = match config.network_policy {
+    let netpolicy = Arc::new(match config.network_policy {
         true => netpolicy::NetPolicy::new(&config.node_name, network.gateway(), flows).map_err(|e| {
             AgentError::Setup(format!(
                 "network policy: {e}; this kernel cannot run the eBPF datapath (start the agent with --network-policy off to run without enforcement)"
             ))
         })?,
         false => netpolicy::NetPolicy::disabled(),
-    };
+    });
     let services = match (config.service_proxy, config.node_ip) {
         (true, std::net::IpAddr::V4(node_ip)) => services::ServiceProxy::new(node_ip).map_err(|e| {
             AgentError::Setup(format!(
@@ -133,8 +133,8 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         (false, _) => services::ServiceProxy::disabled(),
     };
     let (dns, dns_socket) = if config.service_proxy {
-        let upstream = dns::upstream_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-        let resolver = Arc::new(dns::ClusterDns::new(&config.cluster_domain, upstream));
+        let upstream = config.upstream_dns.or_else(|| dns::upstream_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()));
+        let resolver = Arc::new(dns::ClusterDns::new(&config.cluster_domain, upstream).with_learner(netpolicy.clone()));
         match tokio::net::UdpSocket::bind((network.gateway(), 53)).await {
             Ok(socket) => (Some(resolver), Some(socket)),
             Err(e) => {
@@ -166,7 +166,7 @@ pub async fn start(config: AgentConfig, client: Client, identity: &join::NodeIde
         },
         image_policy,
         policies: Arc::default(),
-        netpolicy: Arc::new(netpolicy),
+        netpolicy,
         services: Arc::new(services),
         dns: dns.clone(),
     });

@@ -35,6 +35,10 @@ pub const IDENTITY_WAIT: Duration = Duration::from_secs(5);
 /// How long changes are gathered before the maps are written.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// How long an address a name resolved to stays allowed at least, whatever the record's TTL
+/// (Cilium's `tofqdns-min-ttl` default): clients keep using addresses past short TTLs.
+const MIN_RESOLVED_TTL: Duration = Duration::from_secs(3600);
+
 /// A pod of this node.
 struct Local {
     endpoint: Endpoint,
@@ -55,6 +59,8 @@ struct Model {
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     policies: BTreeMap<String, NetworkPolicy>,
     http_policies: BTreeMap<String, FlotillaNetworkPolicy>,
+    /// The addresses names that DNS-name rules select resolved to, each until when it counts.
+    resolved: BTreeMap<String, BTreeMap<Ipv4Addr, std::time::Instant>>,
 }
 
 /// The kinds this follows.
@@ -263,6 +269,15 @@ impl NetPolicy {
                 namespaces: model.namespaces.clone(),
                 policies: model.policies.values().cloned().collect(),
                 http_policies: model.http_policies.values().cloned().collect(),
+                resolved: {
+                    let now = std::time::Instant::now();
+                    model
+                        .resolved
+                        .iter()
+                        .map(|(name, addresses)| (name.clone(), addresses.iter().filter(|(_, until)| **until > now).map(|(a, _)| *a).collect::<BTreeSet<_>>()))
+                        .filter(|(_, addresses)| !addresses.is_empty())
+                        .collect()
+                },
                 host: self.host.clone(),
                 local,
             }
@@ -475,6 +490,43 @@ impl NetPolicy {
             self.changed.notify_one();
         }
         Ok(())
+    }
+}
+
+impl crate::dns::DnsLearner for NetPolicy {
+    /// Where a DNS-name rule selects the name, its new addresses are written to the datapath
+    /// before the pod hears them.
+    fn learned(&self, resolved: &net::dns::Resolved) {
+        if self.datapath.is_none() || resolved.addresses.is_empty() {
+            return;
+        }
+        let fresh = {
+            let mut model = self.model();
+            let selected =
+                model.http_policies.values().any(|p| p.egress_fqdns().iter().any(|(selectors, _)| selectors.iter().any(|s| s.matches(&resolved.name))));
+            if !selected {
+                return;
+            }
+            let now = std::time::Instant::now();
+            model.resolved.retain(|_, addresses| {
+                addresses.retain(|_, until| *until > now);
+                !addresses.is_empty()
+            });
+            let until = now + Duration::from_secs(u64::from(resolved.ttl)).max(MIN_RESOLVED_TTL);
+            let known = model.resolved.entry(resolved.name.clone()).or_default();
+            let mut fresh = false;
+            for address in &resolved.addresses {
+                fresh |= known.insert(*address, until).is_none();
+            }
+            fresh
+        };
+        if fresh {
+            if let Err(e) = self.reconcile() {
+                tracing::warn!(name = %resolved.name, error = %e, "writing the addresses a name resolved to; the run loop tries again");
+            }
+            // The HTTP proxy's tables follow in the run loop.
+            self.changed.notify_one();
+        }
     }
 }
 

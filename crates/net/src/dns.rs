@@ -1,7 +1,9 @@
 //! DNS messages, as far as a node's cluster resolver needs them (RFC 1035): a query is read
 //! (header and its one question; anything else is a format error), and an answer is written
-//! for names in the cluster's domain. Queries come from pods, so this reads untrusted input
-//! and has a fuzz target (`fuzz/fuzz_targets/dns.rs`).
+//! for names in the cluster's domain; an upstream's response to a relayed query is read for its
+//! A records (DNS-name egress rules allow the addresses names resolved to). Queries come from
+//! pods and responses from outside, so this reads untrusted input and has a fuzz target
+//! (`fuzz/fuzz_targets/dns.rs`).
 
 use std::net::Ipv4Addr;
 
@@ -136,6 +138,68 @@ pub fn answer(query: &Query, rcode: Rcode, addresses: &[Ipv4Addr], ttl: u32) -> 
     out
 }
 
+/// What a response said a name resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The name asked for, lowercased without the final dot.
+    pub name: String,
+    /// The addresses of the A records among the answers (a CNAME's target's included).
+    pub addresses: Vec<Ipv4Addr>,
+    /// The smallest TTL of those records, in seconds.
+    pub ttl: u32,
+}
+
+/// Reads a response's question and the A records of its answers; `None` for a message that is
+/// no readable response with one question.
+pub fn parse_response(message: &[u8]) -> Option<Resolved> {
+    let word = |at: usize| Some(u16::from_be_bytes([*message.get(at)?, *message.get(at + 1)?]));
+    if word(2)? & 0x8000 == 0 || word(4)? != 1 {
+        return None;
+    }
+    let answers = word(6)?;
+    // The question is a query's, as a response echoes it.
+    let mut question = message.get(..12)?.to_vec();
+    question[2] &= 0x7f;
+    question[6..12].fill(0);
+    let end = question_end(message)?;
+    question.extend_from_slice(message.get(12..end)?);
+    let name = parse_query(&question).ok()?.name;
+    let mut at = end;
+    let (mut addresses, mut ttl) = (Vec::new(), u32::MAX);
+    for _ in 0..answers {
+        at = skip_name(message, at)?;
+        let (rtype, class) = (word(at)?, word(at + 2)?);
+        let record_ttl = u32::from_be_bytes(message.get(at + 4..at + 8)?.try_into().ok()?);
+        let length = usize::from(word(at + 8)?);
+        let data = message.get(at + 10..at + 10 + length)?;
+        if rtype == TYPE_A && class == CLASS_IN && length == 4 {
+            addresses.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
+            ttl = ttl.min(record_ttl);
+        }
+        at += 10 + length;
+    }
+    Some(Resolved { name, addresses, ttl: if ttl == u32::MAX { 0 } else { ttl } })
+}
+
+/// Where the question of a message (its name, type and class from offset 12) ends.
+fn question_end(message: &[u8]) -> Option<usize> {
+    let at = skip_name(message, 12)?;
+    (message.len() >= at + 4).then_some(at + 4)
+}
+
+/// Where the name at `at` ends: after its final empty label, or after a compression pointer.
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *message.get(at)?;
+        match len & 0xc0 {
+            0 if len == 0 => return Some(at + 1),
+            0 => at += 1 + usize::from(len),
+            0xc0 => return message.get(at + 1).map(|_| at + 2),
+            _ => return None,
+        }
+    }
+}
+
 /// The answer to a message that has a header but is not a query this reads.
 pub fn error_answer(id: u16, rcode: Rcode) -> Vec<u8> {
     let mut out = Vec::with_capacity(12);
@@ -159,11 +223,17 @@ pub fn fuzz_query(data: &[u8]) {
             as_query[6..8].copy_from_slice(&[0, 0]);
             as_query.truncate(12 + query.question.len());
             let again = parse_query(&as_query).expect("an answer's question reads back");
-            assert_eq!((again.name, again.qtype), (query.name, query.qtype));
+            assert_eq!((again.name, again.qtype), (query.name.clone(), query.qtype));
+            let resolved = parse_response(&reply).expect("an answer reads back as a response");
+            let expected: &[Ipv4Addr] = if query.qtype == TYPE_A && query.qclass == CLASS_IN { &[Ipv4Addr::new(10, 96, 0, 1)] } else { &[] };
+            assert_eq!((resolved.name, resolved.addresses.as_slice()), (query.name, expected));
         }
         Err(e) => {
             let _ = e.to_string();
         }
+    }
+    if let Some(resolved) = parse_response(data) {
+        assert!(resolved.addresses.len() <= data.len() / 14, "every address is a record of the message");
     }
 }
 
@@ -202,6 +272,27 @@ mod tests {
         assert_eq!((nx[3] & 0xf, u16::from_be_bytes([nx[6], nx[7]])), (3, 0));
         let aaaa = parse_query(&query("web.shop.svc.cluster.local", 28)).unwrap();
         assert_eq!(u16::from_be_bytes(answer(&aaaa, Rcode::NoError, &[Ipv4Addr::LOCALHOST], 5)[6..8].try_into().unwrap()), 0, "no A records for AAAA");
+    }
+
+    #[test]
+    fn a_response_gives_its_names_addresses_with_the_smallest_ttl() {
+        let q = parse_query(&query("Api.Example.test", TYPE_A)).unwrap();
+        let mut reply = answer(&q, Rcode::NoError, &[Ipv4Addr::new(198, 18, 77, 10), Ipv4Addr::new(198, 18, 77, 11)], 300);
+        // A CNAME record first (its data a name), then the A records, one with a smaller TTL.
+        let cname = [&[0xc0, 12][..], &5u16.to_be_bytes(), &CLASS_IN.to_be_bytes(), &60u32.to_be_bytes(), &4u16.to_be_bytes(), &[2, b'x', b'y', 0]].concat();
+        let question_end = 12 + q.question.len();
+        reply.splice(question_end..question_end, cname);
+        reply[7] = 3;
+        let at = reply.len() - 10;
+        reply[at..at + 4].copy_from_slice(&30u32.to_be_bytes());
+        let resolved = parse_response(&reply).unwrap();
+        assert_eq!(resolved.name, "api.example.test");
+        assert_eq!(resolved.addresses, [Ipv4Addr::new(198, 18, 77, 10), Ipv4Addr::new(198, 18, 77, 11)]);
+        assert_eq!(resolved.ttl, 30, "the smallest A record TTL; the CNAME's is not an address's");
+        assert_eq!(parse_response(&query("a.b", TYPE_A)), None, "a query is no response");
+        assert_eq!(parse_response(&reply[..reply.len() - 3]), None, "a record cut short");
+        let nx = parse_response(&answer(&q, Rcode::NxDomain, &[], 5)).unwrap();
+        assert!(nx.addresses.is_empty());
     }
 
     #[test]

@@ -11,12 +11,17 @@
 //! prefix among the policies, so `except` is a more specific prefix the rule does not allow
 //! and the longest match decides. The node itself (its pod gateway) may always reach its pods,
 //! as the kubelet's probes need.
+//!
+//! FlotillaNetworkPolicies compile as the NetworkPolicies their L3/L4 parts are, their DNS-name
+//! egress rules as ipBlocks of the addresses the names were seen to resolve to; their HTTP
+//! rules add the (pod identity, port) pairs whose connections go through the node's proxy, and
+//! what each peer may ask there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use api::identity::{IdentitySpec, HOST};
-use api::k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use api::k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort};
 use api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use api::netpol::flotilla::{FlotillaNetworkPolicy, HttpRule};
 use api::selector::Selector;
@@ -64,6 +69,8 @@ pub struct Inputs {
     pub policies: Vec<NetworkPolicy>,
     /// Every FlotillaNetworkPolicy.
     pub http_policies: Vec<FlotillaNetworkPolicy>,
+    /// The addresses DNS names were seen to resolve to, by name (lowercase, no final dot).
+    pub resolved: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     /// The node's own addresses (its pod gateway), identity [`HOST`].
     pub host: Vec<Ipv4Addr>,
     /// The identities of this node's pods: only these get restrictions and rules.
@@ -232,12 +239,32 @@ fn restrict(state: &mut State, local: u32, direction: Direction) {
     }
 }
 
+/// `policy` as a NetworkPolicy whose rules with DNS names allow the addresses those names
+/// resolved to, each an ipBlock of its own; a rule whose names resolved to nothing yet allows
+/// nothing.
+fn with_resolved(policy: &FlotillaNetworkPolicy, resolved: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> NetworkPolicy {
+    let mut plain = policy.network_policy();
+    let Some(spec) = plain.spec.as_mut() else { return plain };
+    for (selectors, ports) in policy.egress_fqdns() {
+        let addresses: BTreeSet<Ipv4Addr> =
+            resolved.iter().filter(|(name, _)| selectors.iter().any(|s| s.matches(name))).flat_map(|(_, addresses)| addresses.iter().copied()).collect();
+        if addresses.is_empty() {
+            continue;
+        }
+        let to =
+            addresses.iter().map(|a| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: format!("{a}/32"), except: None }), ..Default::default() }).collect();
+        spec.egress.get_or_insert_with(Vec::new).push(NetworkPolicyEgressRule { to: Some(to), ports });
+    }
+    plain
+}
+
 /// Compiles `inputs` into the datapath's state.
 pub fn compile(inputs: &Inputs) -> State {
     let mut state = State::default();
     let mut prefixes = BTreeSet::new();
     // Every policy as a NetworkPolicy, with the HTTP rules of each of its ingress rules.
-    let http_policies: Vec<(NetworkPolicy, Vec<Vec<HttpRule>>)> = inputs.http_policies.iter().map(|p| (p.network_policy(), p.ingress_http())).collect();
+    let http_policies: Vec<(NetworkPolicy, Vec<Vec<HttpRule>>)> =
+        inputs.http_policies.iter().map(|p| (with_resolved(p, &inputs.resolved), p.ingress_http())).collect();
     let all: Vec<(&NetworkPolicy, &[Vec<HttpRule>])> =
         inputs.policies.iter().map(|p| (p, &[][..])).chain(http_policies.iter().map(|(p, http)| (p, &http[..]))).collect();
     for (policy, _) in &all {

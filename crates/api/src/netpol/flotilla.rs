@@ -1,7 +1,10 @@
 //! `FlotillaNetworkPolicy` (`flotilla.dev/v1alpha1`, namespaced): a NetworkPolicy whose ingress
-//! rules may also say which HTTP requests their peers may make on their ports. The L3/L4 part
-//! means exactly what the same NetworkPolicy means; a rule with `http` then lets through only
-//! the requests one of its HTTP rules matches, and the node's proxy answers any other with 403.
+//! rules may also say which HTTP requests their peers may make on their ports, and whose egress
+//! rules may name their peers by DNS name. The L3/L4 part means exactly what the same
+//! NetworkPolicy means; a rule with `http` then lets through only the requests one of its HTTP
+//! rules matches, and the node's proxy answers any other with 403. An egress rule with
+//! `toFQDNs` allows the addresses the node's resolver saw the names resolve to (for the pods'
+//! own queries, which need a rule allowing DNS).
 //!
 //! ```yaml
 //! apiVersion: flotilla.dev/v1alpha1
@@ -19,6 +22,10 @@
 //!       path: /orders
 //!       host: shop\.example    # the Host header, without its port
 //!       headers: [{name: x-token, value: s3cret}]   # present (and equal, where a value is given)
+//!   egress:
+//!   - ports: [{port: 53, protocol: UDP}]            # the pods' DNS queries
+//!   - toFQDNs: [{matchName: api.example.com}, {matchPattern: "*.cdn.example.com"}]
+//!     ports: [{port: 443}]
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,9 +71,78 @@ pub struct FlotillaNetworkPolicySpec {
     /// What may come in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<IngressRule>>,
-    /// What may go out (as NetworkPolicy's egress).
+    /// What may go out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<Vec<NetworkPolicyEgressRule>>,
+    pub egress: Option<Vec<EgressRule>>,
+}
+
+/// An egress rule: NetworkPolicy's, or one naming its peers by DNS name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// The peers (all, where absent and no `toFQDNs` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<NetworkPolicyPeer>>,
+    /// The ports (all, where absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<NetworkPolicyPort>>,
+    /// The peers by name: the addresses these names were seen to resolve to.
+    #[serde(default, rename = "toFQDNs", skip_serializing_if = "Option::is_none")]
+    pub to_fqdns: Option<Vec<FqdnSelector>>,
+}
+
+/// DNS names, exactly or by a pattern.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FqdnSelector {
+    /// This name (without regard to case or a final dot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_name: Option<String>,
+    /// Names this pattern matches: `*` stands for any characters of one label
+    /// (`*.example.com` matches `api.example.com`, not `a.b.example.com`); `*` alone matches
+    /// every name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_pattern: Option<String>,
+}
+
+impl FqdnSelector {
+    /// Whether it selects `name`.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(exact) = &self.match_name {
+            return exact.trim_end_matches('.').eq_ignore_ascii_case(&name);
+        }
+        match self.match_pattern.as_deref().map(|p| p.trim_end_matches('.').to_ascii_lowercase()) {
+            Some(pattern) if pattern == "*" => true,
+            Some(pattern) => {
+                let (labels, names): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), name.split('.').collect());
+                labels.len() == names.len() && labels.iter().zip(&names).all(|(p, n)| label_matches(p, n))
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether one label of a pattern (with `*` for any run of characters) matches `label`.
+fn label_matches(pattern: &str, label: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == label,
+        Some((head, rest)) => {
+            let Some(tail) = label.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| label_matches(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Whether `name` may be a selector's name or (with `*`) pattern: labels of letters, digits,
+/// '-' and '_', separated by dots, 253 characters at most.
+fn is_dns_name(name: &str, wildcards: bool) -> bool {
+    let name = name.trim_end_matches('.');
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (wildcards && b == b'*'))
+        })
 }
 
 /// An ingress rule: NetworkPolicy's, and the HTTP requests allowed.
@@ -142,14 +218,29 @@ impl FlotillaNetworkPolicy {
             metadata: self.metadata.clone(),
             spec: self.spec.as_ref().map(|spec| NetworkPolicySpec {
                 pod_selector: spec.pod_selector.clone(),
-                policy_types: spec.policy_types.clone(),
                 ingress: spec
                     .ingress
                     .as_ref()
                     .map(|rules| rules.iter().map(|r| NetworkPolicyIngressRule { from: r.from.clone(), ports: r.ports.clone() }).collect()),
-                egress: spec.egress.clone(),
+                // The rules with DNS names allow only the addresses learned for them: they are
+                // not peerless rules, which would allow everything.
+                egress: spec.egress.as_ref().map(|rules| {
+                    rules.iter().filter(|r| r.to_fqdns.is_none()).map(|r| NetworkPolicyEgressRule { to: r.to.clone(), ports: r.ports.clone() }).collect()
+                }),
+                policy_types: Some(spec.policy_types.clone().unwrap_or_else(|| {
+                    let mut types = vec!["Ingress".to_string()];
+                    if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
+                        types.push("Egress".into());
+                    }
+                    types
+                })),
             }),
         }
+    }
+
+    /// The egress rules that name their peers by DNS name: the selectors and the ports.
+    pub fn egress_fqdns(&self) -> Vec<(Vec<FqdnSelector>, Option<Vec<NetworkPolicyPort>>)> {
+        self.spec.iter().flat_map(|s| s.egress.iter().flatten()).filter_map(|r| Some((r.to_fqdns.clone()?, r.ports.clone()))).collect()
     }
 
     /// The HTTP rules of each ingress rule, in order (empty for a rule without).
@@ -211,6 +302,27 @@ pub fn validate(policy: &FlotillaNetworkPolicy) -> Result<(), FieldErrors> {
                         "must not hold control characters",
                     ));
                 }
+            }
+        }
+    }
+    for (i, rule) in policy.spec.iter().flat_map(|s| s.egress.iter().flatten()).enumerate() {
+        let Some(selectors) = &rule.to_fqdns else { continue };
+        if rule.to.is_some() {
+            errors.push(FieldError::invalid(format!("spec.egress[{i}].to"), "with toFQDNs", "a rule names its peers either by selector or by DNS name"));
+        }
+        if selectors.is_empty() {
+            errors.push(FieldError::required(format!("spec.egress[{i}].toFQDNs"), "at least one matchName or matchPattern"));
+        }
+        for (j, selector) in selectors.iter().enumerate() {
+            let path = format!("spec.egress[{i}].toFQDNs[{j}]");
+            match (&selector.match_name, &selector.match_pattern) {
+                (Some(name), None) if !is_dns_name(name, false) => errors.push(FieldError::invalid(format!("{path}.matchName"), name, "must be a DNS name")),
+                (None, Some(pattern)) if !is_dns_name(pattern, true) => {
+                    errors.push(FieldError::invalid(format!("{path}.matchPattern"), pattern, "must be a DNS name, with * for any characters of a label"))
+                }
+                (Some(_), Some(_)) => errors.push(FieldError::invalid(path, "matchName and matchPattern", "give one of them")),
+                (None, None) => errors.push(FieldError::required(path, "matchName or matchPattern")),
+                _ => {}
             }
         }
     }

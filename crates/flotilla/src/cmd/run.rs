@@ -135,6 +135,10 @@ pub struct AgentArgs {
     /// proxy) answers `<service>.<namespace>.svc.<domain>`.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Where the node's resolver relays names outside the cluster, ADDRESS:PORT (default: the
+    /// first nameserver of /etc/resolv.conf).
+    #[arg(long)]
+    pub upstream_dns: Option<std::net::SocketAddr>,
     /// First container restart back-off in milliseconds (doubles per crash, up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_ms: u64,
@@ -170,6 +174,7 @@ fn agent_config(args: &AgentArgs, data_dir: &std::path::Path) -> agent::config::
     config.flow_log = args.flow_log;
     config.service_proxy = args.service_proxy;
     config.cluster_domain = args.cluster_domain.clone();
+    config.upstream_dns = args.upstream_dns;
     config.backoff_base = Duration::from_millis(args.backoff_ms);
     config.insecure_registries = args.insecure_registry.clone();
     config.device_classes = args.device_class.clone();

@@ -33,6 +33,7 @@ fn inputs(policies: Vec<NetworkPolicy>) -> Inputs {
         namespaces: [("lab".to_string(), [("team".to_string(), "a".to_string())].into()), ("shop".to_string(), BTreeMap::new())].into(),
         policies,
         http_policies: vec![],
+        resolved: BTreeMap::new(),
         host: vec!["10.0.0.1".parse().unwrap()],
         local: [256, 257].into(),
     }
@@ -190,4 +191,28 @@ fn http_rules_send_their_port_through_the_proxy_and_say_what_each_peer_may_ask()
     assert_eq!(port.access(257), vec![&Access::Rules([rule].into())], "the client may ask what the HTTP rules allow");
     assert_eq!(port.access(258), vec![&Access::All], "a NetworkPolicy rule lets the other pod ask anything on the port");
     assert!(port.access(259).is_empty(), "lab/client is allowed nothing");
+}
+
+#[test]
+fn dns_name_rules_allow_the_addresses_their_names_resolved_to() {
+    let mut with = inputs(vec![]);
+    with.http_policies = vec![http_policy(
+        "  podSelector: {matchLabels: {app: web}}\n  egress:\n  - ports: [{port: 53, protocol: UDP}]\n  - toFQDNs: [{matchPattern: '*.example.test'}]\n    ports: [{port: 443}]\n",
+    )];
+    let nothing_yet = compile(&with);
+    assert!(nothing_yet.enforced.contains(&(256, Direction::Egress)), "egress is restricted before any name resolved");
+    assert_eq!(without_host(&nothing_yet), [Rule { local: 256, peer: None, port: Some(53), protocol: Protocol::Udp, direction: Direction::Egress }].into());
+
+    with.resolved = [
+        ("api.example.test".to_string(), ["198.18.77.10".parse().unwrap(), "198.18.77.11".parse().unwrap()].into()),
+        ("other.example.org".to_string(), ["198.18.77.200".parse().unwrap()].into()),
+    ]
+    .into();
+    let state = compile(&with);
+    let id = |ip: &str| state.ipcache[&format!("{ip}/32").parse().unwrap()];
+    let (a, b) = (id("198.18.77.10"), id("198.18.77.11"));
+    assert!(a >= CIDR_IDENTITY_BASE && b >= CIDR_IDENTITY_BASE && a != b, "each address is an identity of its own");
+    assert!(!state.ipcache.contains_key(&"198.18.77.200/32".parse().unwrap()), "a name no rule selects is not learned");
+    let egress: BTreeSet<Rule> = without_host(&state).into_iter().filter(|r| r.port == Some(443)).collect();
+    assert_eq!(egress, [a, b].iter().map(|p| tcp(Some(*p), Some(443), Direction::Egress)).collect());
 }

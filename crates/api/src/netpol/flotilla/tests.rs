@@ -59,3 +59,49 @@ fn bad_rules_are_refused_naming_the_field() {
     let e = refused("  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/33}}]\n    ports: [{port: 80}]\n");
     assert!(e.contains("spec.ingress[0].from[0].ipBlock.cidr"), "the NetworkPolicy part is checked as one: {e}");
 }
+
+#[test]
+fn dns_names_select_exactly_or_by_pattern() {
+    let name = |n: &str| FqdnSelector { match_name: Some(n.into()), match_pattern: None };
+    let pattern = |p: &str| FqdnSelector { match_name: None, match_pattern: Some(p.into()) };
+    assert!(name("api.example.com").matches("API.example.com."));
+    assert!(!name("api.example.com").matches("x.api.example.com"));
+    assert!(pattern("*.example.com").matches("api.example.com"));
+    assert!(!pattern("*.example.com").matches("a.b.example.com"), "* stays within one label");
+    assert!(!pattern("*.example.com").matches("example.com"));
+    assert!(pattern("api-*.example.com").matches("api-eu1.example.com"));
+    assert!(!pattern("api-*.example.com").matches("web-eu1.example.com"));
+    assert!(pattern("*").matches("anything.at.all"));
+}
+
+#[test]
+fn rules_with_dns_names_are_no_peerless_rules_and_keep_egress_restricted() {
+    let p = policy("  podSelector: {matchLabels: {app: client}}\n  egress:\n  - ports: [{port: 53, protocol: UDP}]\n  - toFQDNs: [{matchName: api.example.com}]\n    ports: [{port: 443}]\n");
+    validate(&p).unwrap();
+    let np = p.network_policy();
+    let spec = np.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string(), "Egress".to_string()]), "egress is restricted by the policy");
+    assert_eq!(spec.egress.as_ref().map(Vec::len), Some(1), "only the DNS rule: the toFQDNs rule allows learned addresses alone");
+    let fqdns = p.egress_fqdns();
+    assert_eq!(fqdns.len(), 1);
+    assert_eq!(fqdns[0].0[0].match_name.as_deref(), Some("api.example.com"));
+    let only_names = policy("  podSelector: {}\n  egress:\n  - toFQDNs: [{matchPattern: '*.example.com'}]\n");
+    assert_eq!(only_names.network_policy().spec.unwrap().policy_types, Some(vec!["Ingress".to_string(), "Egress".to_string()]));
+}
+
+#[test]
+fn bad_dns_name_rules_are_refused_naming_the_field() {
+    let refused = |spec: &str| validate(&policy(spec)).unwrap_err().to_string();
+    let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: [{matchName: 'bad name'}]\n");
+    assert!(e.contains("spec.egress[0].toFQDNs[0].matchName"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: [{matchName: a.com, matchPattern: '*.a.com'}]\n");
+    assert!(e.contains("spec.egress[0].toFQDNs[0]"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: [{}]\n");
+    assert!(e.contains("spec.egress[0].toFQDNs[0]"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: []\n");
+    assert!(e.contains("spec.egress[0].toFQDNs"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - to: [{podSelector: {}}]\n    toFQDNs: [{matchName: a.com}]\n");
+    assert!(e.contains("spec.egress[0].to"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: [{matchPattern: 'a.*?.com'}]\n");
+    assert!(e.contains("matchPattern"), "{e}");
+}

@@ -1,0 +1,125 @@
+//! DNS-name egress rules (FlotillaNetworkPolicy `toFQDNs`) on a real pod through the binary: a
+//! "world" outside the cluster serves on 198.18.77.10:8080 and 198.18.77.200:9090, and a DNS
+//! server of the test's own (the agent's `--upstream-dns`) names them `allowed.example.test`
+//! and `denied.example.test`. The client pod fetches both by name all along; its queries go
+//! to the node's resolver, which relays them and lets the datapath learn what the names the
+//! rules select resolved to, before the pod hears the answer.
+
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::world::World;
+use common::{wait_for, Cluster, IMAGE};
+
+/// Answers A queries for the two names (others: no such name) until the test ends.
+fn upstream_dns() -> std::net::SocketAddr {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let address = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(query) = net::dns::parse_query(&buf[..n]) else { continue };
+            let address = match query.name.as_str() {
+                "allowed.example.test" => Some(Ipv4Addr::new(198, 18, 77, 10)),
+                "denied.example.test" => Some(Ipv4Addr::new(198, 18, 77, 200)),
+                _ => None,
+            };
+            let reply = match address {
+                Some(a) => net::dns::answer(&query, net::dns::Rcode::NoError, &[a], 30),
+                None => net::dns::answer(&query, net::dns::Rcode::NxDomain, &[], 30),
+            };
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    address
+}
+
+const TARGETS: [&str; 2] = ["allowed.example.test:8080", "denied.example.test:9090"];
+
+/// The client: fetches each target in turn, all along, logging "<uptime> <target> ok|fail".
+fn client() -> String {
+    let targets = TARGETS.join(" ");
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, labels: {{app: client}}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "while true; do for target in {targets}; do t=$(cut -d' ' -f1 /proc/uptime); if timeout 2 wget -q -O /dev/null http://$target/; then echo \"$t $target ok\"; else echo \"$t $target fail\"; fi; done; sleep 0.1; done"]
+"#
+    )
+}
+
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
+}
+
+/// How the client's fetches of each target that began at or after `since` ended, once each
+/// was fetched twice; fetches of one target that disagree fail the test.
+fn outcomes(cluster: &Cluster, since: f64) -> Vec<String> {
+    let seen = wait_for(Duration::from_secs(40), "the client to fetch both names twice", || {
+        let logs = cluster.try_run(&["logs", "client"]).unwrap_or_default();
+        let seen: Vec<(String, String)> = logs
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let t = parts.next()?.parse::<f64>().ok()?;
+                let (target, outcome) = (parts.next()?, parts.next()?);
+                (t >= since).then(|| (target.to_string(), outcome.to_string()))
+            })
+            .collect();
+        TARGETS.iter().all(|t| seen.iter().filter(|(target, _)| target == t).count() >= 2).then_some(seen)
+    });
+    TARGETS
+        .iter()
+        .map(|t| {
+            let of: Vec<&String> = seen.iter().filter(|(target, _)| target == t).map(|(_, o)| o).collect();
+            assert!(of.iter().all(|o| *o == of[0]), "the client's fetches of {t} since {since} disagree: {seen:?}");
+            of[0].clone()
+        })
+        .collect()
+}
+
+fn policy(selector: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: flotilla.dev/v1alpha1\nkind: FlotillaNetworkPolicy\nmetadata: {{name: client-out}}\nspec:\n  podSelector: {{matchLabels: {{app: client}}}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{{port: 53, protocol: UDP}}]\n  - toFQDNs: [{selector}]\n    ports: [{ports}]\n"
+    )
+}
+
+#[test]
+fn dns_name_rules_let_a_pod_reach_only_the_names_they_select() {
+    let _world = World::new();
+    let upstream = upstream_dns().to_string();
+    let mut cluster = Cluster::split_with_agent_flags("dnspolicy", &["--upstream-dns", &upstream]);
+    cluster.apply(&client());
+    cluster.wait_ready("app=client", 1, Duration::from_secs(60));
+    assert_eq!(outcomes(&cluster, uptime()), ["ok", "ok"], "no policy: both names resolve through the node and are reached");
+
+    cluster.apply(&policy("{matchName: allowed.example.test}", "{port: 8080}"));
+    let applied = uptime();
+    assert_eq!(outcomes(&cluster, applied + 1.0), ["ok", "fail"], "only the name the rule selects is reached");
+    let dropped: Vec<Value> = cluster
+        .run_ok(&["flows", "--pod", "default/client", "--verdict", "dropped", "--all", "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        dropped.iter().any(|f| f["destination"]["ip"] == "198.18.77.200" && f["destination"]["port"] == 9090 && f["trafficDirection"] == "EGRESS"),
+        "the denied name's address, dropped on the way out: {dropped:#?}"
+    );
+
+    cluster.apply(&policy("{matchPattern: '*.example.test'}", "{port: 8080}, {port: 9090}"));
+    let widened = uptime();
+    assert_eq!(outcomes(&cluster, widened + 1.0), ["ok", "ok"], "a pattern selects both names");
+
+    let (ok, _, stderr) = cluster.try_apply(&policy("{matchName: 'not a name'}", "{port: 8080}"));
+    assert!(!ok && stderr.contains("spec.egress[1].toFQDNs[0].matchName"), "{stderr}");
+}
