@@ -21,10 +21,11 @@ const TTL: u32 = 5;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What is told the names that resolved outside the cluster, and their addresses.
+#[async_trait::async_trait]
 pub trait DnsLearner: Send + Sync {
     /// `resolved` was relayed; returns once what depends on it (the datapath's rules) is
     /// in place.
-    fn learned(&self, resolved: &Resolved);
+    async fn learned(&self, resolved: &Resolved);
 }
 
 /// The resolver's names and where it relays the others.
@@ -102,8 +103,12 @@ impl ClusterDns {
                 None => Some(answer(&query, Rcode::Refused, &[], 0)),
                 Some(upstream) => match relay(upstream, message).await {
                     Some(reply) => {
-                        if let (Some(learner), Some(resolved)) = (&self.learner, parse_response(&reply)) {
-                            learner.learned(&resolved);
+                        // Learned under the name asked, from an answer to that question only:
+                        // an answer for another name (spoofed, or a confused upstream) teaches
+                        // nothing.
+                        let resolved = parse_response(&reply).filter(|r| r.name == query.name && query.qtype == net::dns::TYPE_A && reply[3] & 0x0f == 0);
+                        if let (Some(learner), Some(resolved)) = (&self.learner, resolved) {
+                            learner.learned(&resolved).await;
                         }
                         Some(reply)
                     }
@@ -140,7 +145,9 @@ impl ClusterDns {
 /// Asks `upstream` and returns its answer to the same id, or `None` on timeout.
 async fn relay(upstream: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
-    socket.send_to(message, upstream).await.ok()?;
+    // Connected: the kernel drops datagrams from anywhere but the upstream.
+    socket.connect(upstream).await.ok()?;
+    socket.send(message).await.ok()?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
     loop {
@@ -178,8 +185,9 @@ mod tests {
     #[derive(Default)]
     struct Recorder(std::sync::Mutex<Vec<Resolved>>);
 
+    #[async_trait::async_trait]
     impl DnsLearner for Recorder {
-        fn learned(&self, resolved: &Resolved) {
+        async fn learned(&self, resolved: &Resolved) {
             self.0.lock().unwrap().push(resolved.clone());
         }
     }

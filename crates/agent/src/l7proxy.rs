@@ -128,7 +128,9 @@ pub struct L7Proxy {
     /// The node's address on the pod network: its connections to a pod are not redirected.
     gateway: Ipv4Addr,
     tables: RwLock<Arc<Tables>>,
-    served: tokio::sync::Mutex<HashMap<(Ipv4Addr, u16), Served>>,
+    served: tokio::sync::Mutex<HashMap<(String, Ipv4Addr, u16), Served>>,
+    /// Pods whose network is gone since the last [`L7Proxy::serve`].
+    forgotten: Mutex<HashSet<String>>,
     /// Pods whose eth0 carries the redirect program.
     attached: Mutex<HashSet<String>>,
     /// Whether an earlier agent's redirect could still be on some pod's eth0, and the pods
@@ -150,6 +152,7 @@ impl L7Proxy {
             gateway,
             tables: RwLock::default(),
             served: tokio::sync::Mutex::default(),
+            forgotten: Mutex::default(),
             attached: Mutex::default(),
             stale,
             checked: Mutex::default(),
@@ -165,57 +168,75 @@ impl L7Proxy {
         self.redirect.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serves exactly `wanted`, deciding by `tables` from now on; `local` are the uids of the
-    /// node's pods. A port that needs serving and cannot be is an error naming it; the others
-    /// are served regardless.
-    pub async fn sync(self: &Arc<Self>, wanted: Vec<Wanted>, tables: Tables, local: &[String]) -> Result<(), String> {
+    /// Serves `wanted` (besides what it serves already), deciding by `tables` from now on;
+    /// `local` are the uids of the node's pods. Returns the ports it cannot serve, and why.
+    pub async fn serve(self: &Arc<Self>, wanted: &[Wanted], tables: Tables, local: &[String]) -> Vec<((Ipv4Addr, u16), String)> {
         *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tables);
         let mut served = self.served.lock().await;
+        // A pod whose network was torn down: its listeners went with its namespace, and a new
+        // sandbox (with its address, perhaps) must get its own.
+        let forgotten: HashSet<String> = std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(|e| e.into_inner()));
+        served.retain(|key, s| {
+            let keep = !forgotten.contains(&key.0);
+            if !keep {
+                s.task.abort();
+            }
+            keep
+        });
         if self.stale {
-            self.clear_stale(local).await;
+            let wanted_pods: HashSet<&String> = wanted.iter().map(|w| &w.uid).collect();
+            let others: Vec<String> = local.iter().filter(|uid| !wanted_pods.contains(uid)).cloned().collect();
+            self.clear_stale(&others).await;
         }
-        let keep: HashSet<(Ipv4Addr, u16)> = wanted.iter().map(|w| (w.ip, w.port)).collect();
-        let gone: Vec<(Ipv4Addr, u16)> = served.keys().filter(|k| !keep.contains(k)).copied().collect();
+        let mut by_pod: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
+        for w in wanted.iter().filter(|w| !served.contains_key(&(w.uid.clone(), w.ip, w.port))) {
+            by_pod.entry(w.uid.clone()).or_default().push(w.clone());
+        }
+        let mut failed = Vec::new();
+        for (uid, ports) in by_pod {
+            let listeners = match self.listen(&uid, &ports).await {
+                Ok(listeners) => listeners,
+                Err(e) => {
+                    failed.extend(ports.iter().map(|w| ((w.ip, w.port), e.clone())));
+                    continue;
+                }
+            };
+            for (w, listener) in ports.iter().zip(listeners) {
+                let proxy_port = match listener.local_addr() {
+                    Ok(addr) => addr.port(),
+                    Err(e) => {
+                        failed.push(((w.ip, w.port), e.to_string()));
+                        continue;
+                    }
+                };
+                let task = tokio::spawn(self.clone().accept(listener, w.ip, w.port));
+                if let Err(e) = self.redirect().set(w.ip, w.port, proxy_port, self.gateway) {
+                    task.abort();
+                    failed.push(((w.ip, w.port), e.to_string()));
+                    continue;
+                }
+                served.insert((w.uid.clone(), w.ip, w.port), Served { task });
+            }
+        }
+        failed
+    }
+
+    /// Stops serving what is not in `wanted`: those connections go straight to their pods.
+    pub async fn retire(&self, wanted: &[Wanted]) {
+        let mut served = self.served.lock().await;
+        let keep: HashSet<(String, Ipv4Addr, u16)> = wanted.iter().map(|w| (w.uid.clone(), w.ip, w.port)).collect();
+        let gone: Vec<(String, Ipv4Addr, u16)> = served.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         for key in gone {
-            if let Err(e) = self.redirect().remove(key.0, key.1) {
-                tracing::warn!(pod = %key.0, port = key.1, error = %e, "removing an L7 redirect");
+            // Another pod may have the address now, and its own entry.
+            let taken = keep.iter().any(|(_, ip, port)| (*ip, *port) == (key.1, key.2));
+            if !taken {
+                if let Err(e) = self.redirect().remove(key.1, key.2) {
+                    tracing::warn!(pod = %key.1, port = key.2, error = %e, "removing an L7 redirect");
+                }
             }
             if let Some(s) = served.remove(&key) {
                 s.task.abort();
             }
-        }
-        let mut by_pod: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
-        for w in wanted.into_iter().filter(|w| !served.contains_key(&(w.ip, w.port))) {
-            by_pod.entry(w.uid.clone()).or_default().push(w);
-        }
-        let mut failed = Vec::new();
-        for (uid, ports) in by_pod {
-            match self.listen(&uid, &ports).await {
-                Ok(listeners) => {
-                    for (w, listener) in ports.iter().zip(listeners) {
-                        let proxy_port = match listener.local_addr() {
-                            Ok(addr) => addr.port(),
-                            Err(e) => {
-                                failed.push(format!("{}:{}: {e}", w.ip, w.port));
-                                continue;
-                            }
-                        };
-                        let task = tokio::spawn(self.clone().accept(listener, w.ip, w.port));
-                        if let Err(e) = self.redirect().set(w.ip, w.port, proxy_port, self.gateway) {
-                            task.abort();
-                            failed.push(format!("{}:{}: {e}", w.ip, w.port));
-                            continue;
-                        }
-                        served.insert((w.ip, w.port), Served { task });
-                    }
-                }
-                Err(e) => failed.extend(ports.iter().map(|w| format!("{}:{}: {e}", w.ip, w.port))),
-            }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("the HTTP proxy cannot serve {}", failed.join("; ")))
         }
     }
 
@@ -243,8 +264,9 @@ impl L7Proxy {
         made.into_iter().map(|l| tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())).collect()
     }
 
-    /// Takes an earlier agent's redirect off the pods in `local` this one has not attached its
-    /// own to, once per pod. Runs under the `served` lock, so no attach of ours races it.
+    /// Takes an earlier agent's redirect off the pods in `local` (which need none now) this one
+    /// has not attached its own to, once per pod. Runs under the `served` lock, so no attach of
+    /// ours races it; a pod that needs a redirect has the earlier one replaced by its own.
     async fn clear_stale(&self, local: &[String]) {
         let unchecked: Vec<String> = {
             let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
@@ -260,7 +282,8 @@ impl L7Proxy {
         });
         for (uid, outcome) in unchecked.iter().zip(futures::future::join_all(clearing).await) {
             if let Err(e) = outcome {
-                tracing::debug!(pod = uid, error = %e, "looking for an earlier agent's L7 redirect");
+                tracing::warn!(pod = uid, error = %e, "an earlier agent's L7 redirect could not be looked for; trying again");
+                self.checked.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
             }
         }
     }
@@ -269,6 +292,7 @@ impl L7Proxy {
     pub fn forget(&self, uid: &str) {
         self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.checked.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.forgotten.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_string());
     }
 
     async fn accept(self: Arc<Self>, listener: tokio::net::TcpListener, pod: Ipv4Addr, port: u16) {
@@ -324,8 +348,14 @@ impl L7Proxy {
         let method = request.method().as_str().to_string();
         let url = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let asked = Request { method: &method, path: request.uri().path(), host, headers: &headers };
-        let allowed = tables.allows(local, pod.port(), client, &asked);
-        let response = if allowed {
+        // A path the server could read as another than the rules saw (`/public/../admin`), or
+        // two Host headers, is refused outright: the rules allow only, so a request that cannot
+        // be judged for sure is not passed on.
+        let unclear = ambiguous_path(asked.path) || request.headers().get_all(hyper::header::HOST).iter().count() > 1;
+        let allowed = !unclear && tables.allows(local, pod.port(), client, &asked);
+        let response = if unclear {
+            plain(hyper::StatusCode::BAD_REQUEST, "Bad request: ambiguous path or host\n")
+        } else if allowed {
             match forward(request, pod, upstream).await {
                 Ok(response) => response.map(|body| body.boxed()),
                 Err(e) => {
@@ -370,6 +400,19 @@ fn plain(status: hyper::StatusCode, text: &'static str) -> hyper::Response<Proxy
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
     response
+}
+
+/// Whether `path` has a dot segment, an empty segment, a backslash, or an encoded dot, slash
+/// or backslash: forms a server may resolve to a path other than the one matched.
+fn ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains('\\')
+        || ["%2e", "%2f", "%5c"].iter().any(|encoded| lower.contains(encoded))
+        || path
+            .split('/')
+            .skip(1)
+            .enumerate()
+            .any(|(i, segment)| segment == "." || segment == ".." || (segment.is_empty() && i + 1 < path.split('/').count() - 1))
 }
 
 /// A Host header without its port (`[::1]:80` → `[::1]`).

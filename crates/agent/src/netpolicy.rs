@@ -39,6 +39,9 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// (Cilium's `tofqdns-min-ttl` default): clients keep using addresses past short TTLs.
 const MIN_RESOLVED_TTL: Duration = Duration::from_secs(3600);
 
+/// The most addresses kept per name.
+const MAX_ADDRESSES_PER_NAME: usize = 50;
+
 /// A pod of this node.
 struct Local {
     endpoint: Endpoint,
@@ -98,6 +101,8 @@ pub struct NetPolicy {
     host: Vec<Ipv4Addr>,
     model: Mutex<Model>,
     applied: Mutex<State>,
+    /// Held through each [`NetPolicy::apply`]: one change at a time, each on a fresh look.
+    applying: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
     /// The HTTP proxy for ports with HTTP rules, and the requests it judged, until the flow
     /// log task takes them.
@@ -158,6 +163,7 @@ impl NetPolicy {
             host: vec![gateway],
             model: Mutex::default(),
             applied: Mutex::default(),
+            applying: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             proxy: Some(Arc::new(proxy)),
             l7_observed: Mutex::new(Some(l7_observed)),
@@ -175,6 +181,7 @@ impl NetPolicy {
             host: Vec::new(),
             model: Mutex::default(),
             applied: Mutex::default(),
+            applying: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             proxy: None,
             l7_observed: Mutex::new(None),
@@ -220,8 +227,7 @@ impl NetPolicy {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let plan = self.reconcile().map_err(|e| e.to_string())?;
-        self.serve_http(plan).await
+        self.apply().await
     }
 
     /// Takes a local pod's labels as they are now (a relabelled pod changes identity).
@@ -248,42 +254,68 @@ impl NetPolicy {
         }
     }
 
-    /// Writes the maps to match the model now, and says which pod ports the HTTP proxy is to
-    /// serve, deciding by what.
-    fn reconcile(&self) -> Result<HttpPlan, net::DatapathError> {
-        let Some(datapath) = &self.datapath else { return Ok(HttpPlan::default()) };
-        let inputs = {
-            let model = self.model();
-            let identities = api::identity::in_use(model.identities.iter().filter_map(|(name, spec)| Some((name.parse().ok()?, spec))));
-            let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|l| l.endpoint.ip).collect();
-            let mut endpoints: Vec<Endpoint> = model.local.values().map(|l| l.endpoint.clone()).collect();
-            endpoints.extend(model.pods.values().filter(|e| !locals.contains(&e.ip)).cloned());
-            let local = model
-                .local
-                .values()
-                .filter_map(|l| identities.get(&api::identity::spec_for(&l.endpoint.namespace, Some(&l.endpoint.labels))).copied())
-                .collect();
-            Inputs {
-                endpoints,
-                identities,
-                namespaces: model.namespaces.clone(),
-                policies: model.policies.values().cloned().collect(),
-                http_policies: model.http_policies.values().cloned().collect(),
-                resolved: {
-                    let now = std::time::Instant::now();
-                    model
-                        .resolved
-                        .iter()
-                        .map(|(name, addresses)| (name.clone(), addresses.iter().filter(|(_, until)| **until > now).map(|(a, _)| *a).collect::<BTreeSet<_>>()))
-                        .filter(|(_, addresses)| !addresses.is_empty())
-                        .collect()
-                },
-                host: self.host.clone(),
-                local,
-            }
-        };
-        let wanted = net::policy::compile(&inputs);
+    /// Brings the HTTP proxy and the maps in line with the model, one change at a time (each
+    /// on a fresh look at the model), in the order that never opens more than the old or the
+    /// new policy allows: the proxy takes the ports that get HTTP rules before the maps let
+    /// their peers in, and gives up those that lose them only after. A port the proxy cannot
+    /// serve stays closed to the pod's identity (an error says why).
+    async fn apply(&self) -> Result<(), String> {
+        let Some(datapath) = &self.datapath else { return Ok(()) };
+        let _one_at_a_time = self.applying.lock().await;
+        let mut wanted = net::policy::compile(&self.inputs());
         let plan = self.http_plan(&wanted);
+        let failed = match &self.proxy {
+            Some(proxy) => proxy.serve(&plan.wanted, plan.tables, &plan.local).await,
+            None => Vec::new(),
+        };
+        let closed: Vec<(u32, u16)> = failed.iter().filter_map(|((ip, port), _)| Some((*wanted.ipcache.get(&ipnet::Ipv4Net::from(*ip))?, *port))).collect();
+        wanted.rules.retain(|r| {
+            let serves_http = closed.iter().any(|(id, port)| r.local == *id && r.port.is_none_or(|p| p == *port));
+            !(serves_http && r.direction == net::Direction::Ingress && r.protocol == Protocol::Tcp && r.peer != Some(api::identity::HOST))
+        });
+        self.write(datapath, wanted).map_err(|e| format!("writing network policy to the datapath: {e}"))?;
+        if let Some(proxy) = &self.proxy {
+            proxy.retire(&plan.wanted).await;
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            let what: Vec<String> = failed.iter().map(|((ip, port), why)| format!("{ip}:{port}: {why}")).collect();
+            Err(format!("the HTTP proxy cannot serve {} (closed until it can)", what.join("; ")))
+        }
+    }
+
+    /// What the model compiles from now.
+    fn inputs(&self) -> Inputs {
+        let model = self.model();
+        let identities = api::identity::in_use(model.identities.iter().filter_map(|(name, spec)| Some((name.parse().ok()?, spec))));
+        let locals: BTreeSet<Ipv4Addr> = model.local.values().map(|l| l.endpoint.ip).collect();
+        let mut endpoints: Vec<Endpoint> = model.local.values().map(|l| l.endpoint.clone()).collect();
+        endpoints.extend(model.pods.values().filter(|e| !locals.contains(&e.ip)).cloned());
+        let local =
+            model.local.values().filter_map(|l| identities.get(&api::identity::spec_for(&l.endpoint.namespace, Some(&l.endpoint.labels))).copied()).collect();
+        Inputs {
+            endpoints,
+            identities,
+            namespaces: model.namespaces.clone(),
+            policies: model.policies.values().cloned().collect(),
+            http_policies: model.http_policies.values().cloned().collect(),
+            resolved: {
+                let now = std::time::Instant::now();
+                model
+                    .resolved
+                    .iter()
+                    .map(|(name, addresses)| (name.clone(), addresses.iter().filter(|(_, until)| **until > now).map(|(a, _)| *a).collect::<BTreeSet<_>>()))
+                    .filter(|(_, addresses)| !addresses.is_empty())
+                    .collect()
+            },
+            host: self.host.clone(),
+            local,
+        }
+    }
+
+    /// Writes the maps to hold `wanted`.
+    fn write(&self, datapath: &Mutex<Datapath>, wanted: State) -> Result<(), net::DatapathError> {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let mut dp = datapath.lock().unwrap_or_else(|e| e.into_inner());
         // What opens first, what closes last: no packet meets a half-written policy that
@@ -309,7 +341,7 @@ impl NetPolicy {
             dp.remove_identity(*net)?;
         }
         *applied = wanted;
-        Ok(plan)
+        Ok(())
     }
 
     /// The pod ports of this node `state` gives HTTP rules.
@@ -327,14 +359,6 @@ impl NetPolicy {
             }
         }
         HttpPlan { wanted, tables: Tables::new(state), local }
-    }
-
-    /// Has the proxy serve what `plan` says.
-    async fn serve_http(&self, plan: HttpPlan) -> Result<(), String> {
-        match &self.proxy {
-            Some(proxy) => proxy.sync(plan.wanted, plan.tables, &plan.local).await,
-            None => Ok(()),
-        }
     }
 
     /// Follows the cluster's policies, identities, namespaces and pods for as long as the
@@ -365,11 +389,7 @@ impl NetPolicy {
         loop {
             self.changed.notified().await;
             tokio::time::sleep(SETTLE).await;
-            let applied = match self.reconcile() {
-                Ok(plan) => self.serve_http(plan).await,
-                Err(e) => Err(format!("writing network policy to the datapath: {e}")),
-            };
-            if let Err(e) = applied {
+            if let Err(e) = self.apply().await {
                 tracing::warn!(error = %e, "network policy not in place; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 self.changed.notify_one();
@@ -493,10 +513,11 @@ impl NetPolicy {
     }
 }
 
+#[async_trait::async_trait]
 impl crate::dns::DnsLearner for NetPolicy {
     /// Where a DNS-name rule selects the name, its new addresses are written to the datapath
     /// before the pod hears them.
-    fn learned(&self, resolved: &net::dns::Resolved) {
+    async fn learned(&self, resolved: &net::dns::Resolved) {
         if self.datapath.is_none() || resolved.addresses.is_empty() {
             return;
         }
@@ -518,14 +539,19 @@ impl crate::dns::DnsLearner for NetPolicy {
             for address in &resolved.addresses {
                 fresh |= known.insert(*address, until).is_none();
             }
+            // A name that keeps resolving to new addresses keeps the newest (as Cilium's
+            // `tofqdns-endpoint-max-ip-per-hostname`): each is an identity and rules.
+            while known.len() > MAX_ADDRESSES_PER_NAME {
+                let Some(oldest) = known.iter().min_by_key(|(_, until)| **until).map(|(a, _)| *a) else { break };
+                known.remove(&oldest);
+            }
             fresh
         };
         if fresh {
-            if let Err(e) = self.reconcile() {
+            if let Err(e) = self.apply().await {
                 tracing::warn!(name = %resolved.name, error = %e, "writing the addresses a name resolved to; the run loop tries again");
+                self.changed.notify_one();
             }
-            // The HTTP proxy's tables follow in the run loop.
-            self.changed.notify_one();
         }
     }
 }

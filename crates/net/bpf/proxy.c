@@ -4,11 +4,13 @@
 //
 // REDIRECT is keyed by (pod address, port); its value is the port of the proxy's listening
 // socket in the pod's namespace and the one source (the node, whose proxy connects on to the
-// server, and whose probes pass as everywhere else) that goes straight to the server. A SYN to
-// a key is assigned to that listener with bpf_sk_assign, so the connection the proxy accepts
-// keeps its addresses: the client's, and the pod's address and port it asked for. The rest of
-// the connection finds that socket by its addresses as any other. Where the listener is gone
-// the SYN is dropped: a port with HTTP rules is never served without them.
+// server, and whose probes pass as everywhere else) that goes straight to the server. A packet
+// to a key that belongs to no connection yet (a SYN, or an ACK bearing a SYN cookie) is
+// assigned to that listener with bpf_sk_assign, so the connection the proxy accepts keeps its
+// addresses: the client's, and the pod's address and port it asked for. A packet of a
+// connection already made (its socket found by its addresses) goes on to that socket as any
+// other. Where the listener is gone the packet is dropped: a port with HTTP rules is never
+// served without them.
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -50,7 +52,7 @@ int to_proxy(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > data_end || ip->ihl < 5 || ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(0x1fff)))
 		return TC_ACT_OK;
 	struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
-	if ((void *)(tcp + 1) > data_end || !tcp->syn || tcp->ack)
+	if ((void *)(tcp + 1) > data_end)
 		return TC_ACT_OK;
 	struct redirect_key key = { .addr = ip->daddr, .port = bpf_ntohs(tcp->dest) };
 	struct redirect_value *to = bpf_map_lookup_elem(&REDIRECT, &key);
@@ -60,6 +62,18 @@ int to_proxy(struct __sk_buff *skb)
 	tuple.ipv4.saddr = ip->saddr;
 	tuple.ipv4.daddr = ip->daddr;
 	tuple.ipv4.sport = tcp->source;
+	tuple.ipv4.dport = tcp->dest;
+	if (!tcp->syn) {
+		// A connection already made (or being made, or closing) has a socket of its own
+		// under its addresses: the proxy's, or one that predates the redirect.
+		struct bpf_sock *made = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (made) {
+			int listening = made->state == BPF_TCP_LISTEN;
+			bpf_sk_release(made);
+			if (!listening)
+				return TC_ACT_OK;
+		}
+	}
 	tuple.ipv4.dport = bpf_htons(to->proxy_port);
 	struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)

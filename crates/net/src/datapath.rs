@@ -172,11 +172,7 @@ impl Datapath {
     /// network namespace): `from_pod` on its tc ingress, `to_pod` on its egress.
     pub fn attach(&mut self, link: &str) -> Result<(), DatapathError> {
         let failed = |reason: String| DatapathError::Attach { link: link.to_string(), reason };
-        if let Err(e) = tc::qdisc_add_clsact(link) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(failed(format!("adding the clsact qdisc: {e}")));
-            }
-        }
+        ensure_clsact(link)?;
         // Filters an earlier agent left (its programs and maps live on with them) would judge
         // every packet before ours, by a policy that no longer holds.
         for (name, hook) in [("from_pod", TcAttachType::Ingress), ("to_pod", TcAttachType::Egress)] {
@@ -256,6 +252,30 @@ impl Datapath {
 }
 
 /// The tc program `name` of the object.
+impl Drop for Datapath {
+    /// Leaves the filters on the pods' links: an agent that stops (or restarts) leaves its
+    /// pods under the last policy it wrote, and the next agent replaces the filters.
+    fn drop(&mut self) {
+        for (_, ids) in self.links.drain() {
+            for (name, id) in ["from_pod", "to_pod"].into_iter().zip(ids) {
+                if let Ok(link) = classifier(&mut self.ebpf, name).and_then(|p| p.take_link(id).map_err(|_| DatapathError::Missing("link"))) {
+                    std::mem::forget(link);
+                }
+            }
+        }
+    }
+}
+
+/// Adds the clsact qdisc, which tc programs hang from, to `link` where it has none.
+pub(crate) fn ensure_clsact(link: &str) -> Result<(), DatapathError> {
+    match tc::qdisc_add_clsact(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(DatapathError::Attach { link: link.to_string(), reason: format!("adding the clsact qdisc: {e}") })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Attach as tc filters through netlink, not as TCX links (aya's default on Linux 6.6 and
 /// later): a filter holds its program and maps itself, so the pods stay under the last policy
 /// written while the agent is down or restarting, instead of losing it with the agent's

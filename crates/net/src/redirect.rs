@@ -62,11 +62,7 @@ impl Redirect {
     /// there until the link goes, with its pod.
     pub fn attach_here(&mut self, link: &str) -> Result<(), DatapathError> {
         let failed = |reason: String| DatapathError::Attach { link: link.to_string(), reason };
-        if let Err(e) = tc::qdisc_add_clsact(link) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(failed(format!("adding the clsact qdisc: {e}")));
-            }
-        }
+        crate::datapath::ensure_clsact(link)?;
         let _ = tc::qdisc_detach_program(link, TcAttachType::Ingress, PROGRAM);
         let program = program(&mut self.ebpf)?;
         let id = program.attach_with_options(link, TcAttachType::Ingress, crate::datapath::netlink()).map_err(|e| failed(format!("{PROGRAM}: {e}")))?;

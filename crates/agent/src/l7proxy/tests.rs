@@ -46,3 +46,13 @@ fn the_host_header_loses_its_port() {
     assert_eq!(without_port("web"), "web");
     assert_eq!(without_port("[::1]:80"), "[::1]");
 }
+
+#[test]
+fn paths_a_server_could_read_otherwise_are_ambiguous() {
+    for clear in ["/", "/public/", "/public/a.html", "/a/b?x=1", "/public/%20space"] {
+        assert!(!ambiguous_path(clear), "{clear}");
+    }
+    for unclear in ["/public/../admin", "/public/./x", "/public/%2e%2e/admin", "/public/%2E%2e/admin", "/public%2fadmin", "/a\\b", "/public//x", "/.."] {
+        assert!(ambiguous_path(unclear), "{unclear}");
+    }
+}

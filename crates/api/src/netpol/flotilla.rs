@@ -123,15 +123,29 @@ impl FqdnSelector {
     }
 }
 
-/// Whether one label of a pattern (with `*` for any run of characters) matches `label`.
+/// Whether one label of a pattern (with `*` for any run of characters) matches `label`, in
+/// time linear in their lengths' product at worst (the label comes from a pod's query).
 fn label_matches(pattern: &str, label: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == label,
-        Some((head, rest)) => {
-            let Some(tail) = label.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| label_matches(rest, &tail[i..]))
+    let (p, l) = (pattern.as_bytes(), label.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    // The last star seen, and where in the label its run ends for now.
+    let mut star: Option<(usize, usize)> = None;
+    while j < l.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == l[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((s, run)) = star {
+            i = s + 1;
+            j = run + 1;
+            star = Some((s, run + 1));
+        } else {
+            return false;
         }
     }
+    p[i..].iter().all(|b| *b == b'*')
 }
 
 /// Whether `name` may be a selector's name or (with `*`) pattern: labels of letters, digits,
@@ -214,6 +228,12 @@ impl k8s_openapi::Metadata for FlotillaNetworkPolicy {
 impl FlotillaNetworkPolicy {
     /// Its L3/L4 part, as the NetworkPolicy that means the same.
     pub fn network_policy(&self) -> NetworkPolicy {
+        self.as_network_policy(false)
+    }
+
+    /// As a NetworkPolicy; with `every_egress_rule`, the rules with DNS names stay in, as
+    /// peerless rules, so that checking it checks their ports under their own indices.
+    fn as_network_policy(&self, every_egress_rule: bool) -> NetworkPolicy {
         NetworkPolicy {
             metadata: self.metadata.clone(),
             spec: self.spec.as_ref().map(|spec| NetworkPolicySpec {
@@ -225,7 +245,11 @@ impl FlotillaNetworkPolicy {
                 // The rules with DNS names allow only the addresses learned for them: they are
                 // not peerless rules, which would allow everything.
                 egress: spec.egress.as_ref().map(|rules| {
-                    rules.iter().filter(|r| r.to_fqdns.is_none()).map(|r| NetworkPolicyEgressRule { to: r.to.clone(), ports: r.ports.clone() }).collect()
+                    rules
+                        .iter()
+                        .filter(|r| every_egress_rule || r.to_fqdns.is_none())
+                        .map(|r| NetworkPolicyEgressRule { to: r.to.clone(), ports: r.ports.clone() })
+                        .collect()
                 }),
                 policy_types: Some(spec.policy_types.clone().unwrap_or_else(|| {
                     let mut types = vec!["Ingress".to_string()];
@@ -262,7 +286,7 @@ fn is_header_name(name: &str) -> bool {
 /// Checks a FlotillaNetworkPolicy: its NetworkPolicy part as a NetworkPolicy is checked, its
 /// HTTP rules' expressions and headers, and that a rule with HTTP rules names TCP ports.
 pub fn validate(policy: &FlotillaNetworkPolicy) -> Result<(), FieldErrors> {
-    let mut errors = match super::validate(&policy.network_policy()) {
+    let mut errors = match super::validate(&policy.as_network_policy(true)) {
         Ok(()) => FieldErrors::default(),
         Err(errors) => errors,
     };

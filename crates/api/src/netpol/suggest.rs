@@ -199,13 +199,21 @@ fn policy_for(namespace: &str, labels: &BTreeMap<String, String>, of: &Seen, kno
     for (ports, peers) in by_ports(&of.egress) {
         let (node, peers): (Vec<&Peer>, Vec<&Peer>) = peers.into_iter().partition(|p| **p == Peer::Node);
         if !node.is_empty() {
-            // Kubernetes has no peer for the node: the rule can name its ports only.
-            let (ports, _) = policy_ports(&ports, &node);
-            let list = ports.iter().flatten().map(|p| format!("{}/{}", port_number(p), p.protocol.as_deref().unwrap_or("TCP"))).collect::<Vec<_>>().join(", ");
-            notes.push(format!(
-                "They reached the node (DNS) on {list}: NetworkPolicy cannot name the node, so that rule allows those ports to any destination."
-            ));
-            egress.push(NetworkPolicyEgressRule { to: None, ports });
+            // Kubernetes has no peer for the node: the rule can name its ports only, and a
+            // protocol without ports (ICMP) not at all, as that rule would allow everything.
+            let with_ports: BTreeSet<Port> = ports.iter().filter(|(protocol, _)| matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP")).cloned().collect();
+            if with_ports.len() < ports.len() {
+                notes.push("They sent ICMP (or another protocol without ports) to the node: NetworkPolicy could allow it only by allowing everything, so it is left out.".into());
+            }
+            if !with_ports.is_empty() {
+                let (ports, _) = policy_ports(&with_ports, &node);
+                let list =
+                    ports.iter().flatten().map(|p| format!("{}/{}", port_number(p), p.protocol.as_deref().unwrap_or("TCP"))).collect::<Vec<_>>().join(", ");
+                notes.push(format!(
+                    "They reached the node (DNS) on {list}: NetworkPolicy cannot name the node, so that rule allows those ports to any destination."
+                ));
+                egress.push(NetworkPolicyEgressRule { to: None, ports });
+            }
         }
         if !peers.is_empty() {
             let (ports, note) = policy_ports(&ports, &peers);

@@ -104,4 +104,15 @@ fn bad_dns_name_rules_are_refused_naming_the_field() {
     assert!(e.contains("spec.egress[0].to"), "{e}");
     let e = refused("  podSelector: {}\n  egress:\n  - toFQDNs: [{matchPattern: 'a.*?.com'}]\n");
     assert!(e.contains("matchPattern"), "{e}");
+    let e = refused("  podSelector: {}\n  egress:\n  - ports: [{port: 53}]\n  - toFQDNs: [{matchName: a.com}]\n    ports: [{port: 70000}]\n");
+    assert!(e.contains("spec.egress[1].ports[0].port"), "a toFQDNs rule's ports are checked under its own index: {e}");
+}
+
+#[test]
+fn patterns_match_in_linear_time() {
+    let pattern = FqdnSelector { match_name: None, match_pattern: Some(format!("{}b.example.com", "*a".repeat(20))) };
+    let started = std::time::Instant::now();
+    assert!(!pattern.matches(&format!("{}.example.com", "a".repeat(63))));
+    assert!(started.elapsed() < std::time::Duration::from_millis(50), "no backtracking blow-up: {:?}", started.elapsed());
+    assert!(pattern.matches(&format!("{}b.example.com", "a".repeat(40))));
 }

@@ -197,3 +197,13 @@ fn names_are_dns_labels_and_unique() {
     let other: BTreeMap<String, String> = [("tier".to_string(), "db".to_string()), ("zone".to_string(), "a".to_string())].into();
     assert_eq!(unique_name(&other, &mut taken), "suggested-db-a");
 }
+
+#[test]
+fn icmp_to_the_node_is_left_out_rather_than_allowing_everything() {
+    let client = end("10.42.0.11", 0, 300, Some(("shop", "client", CLIENT)));
+    let node = end("10.42.0.1", 0, HOST, None);
+    let (suggested, _) = suggest("shop", &shop(), &[flow(TrafficDirection::Egress, Verdict::Forwarded, "ICMP", client, node)]);
+    let client = named(&suggested, "suggested-client");
+    assert_eq!(spec(client).egress, Some(vec![]), "no rule: a port-only rule without ports would allow all egress");
+    assert!(client.notes.iter().any(|n| n.contains("ICMP")), "{:?}", client.notes);
+}
