@@ -619,21 +619,19 @@ fn apply(model: &mut Model, kind: Kind, deleted: bool, value: Value) {
                 model.namespaces.insert(key, labels);
             }
         }
-        Kind::Policies => match (deleted, serde_json::from_value::<NetworkPolicy>(value)) {
-            (false, Ok(policy)) => {
-                model.policies.insert(key, policy);
-            }
-            _ => {
-                model.policies.remove(&key);
-            }
-        },
-        Kind::HttpPolicies => match (deleted, serde_json::from_value::<FlotillaNetworkPolicy>(value)) {
-            (false, Ok(policy)) => {
-                model.http_policies.insert(key, policy);
-            }
-            _ => {
-                model.http_policies.remove(&key);
-            }
-        },
+        Kind::Policies => upsert(&mut model.policies, key, deleted, value),
+        Kind::HttpPolicies => upsert(&mut model.http_policies, key, deleted, value),
+    }
+}
+
+/// Keeps `value` under `key`, or forgets the key when the object was deleted or does not decode.
+fn upsert<T: serde::de::DeserializeOwned>(objects: &mut BTreeMap<String, T>, key: String, deleted: bool, value: Value) {
+    match (deleted, serde_json::from_value::<T>(value)) {
+        (false, Ok(object)) => {
+            objects.insert(key, object);
+        }
+        _ => {
+            objects.remove(&key);
+        }
     }
 }

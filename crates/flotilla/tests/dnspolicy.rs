@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use common::probes::{fetcher, outcomes, uptime};
 use common::world::World;
-use common::{wait_for, Cluster, IMAGE};
+use common::Cluster;
 
 /// Answers A queries for the two names (others: no such name) until the test ends.
 fn upstream_dns() -> std::net::SocketAddr {
@@ -38,56 +39,6 @@ fn upstream_dns() -> std::net::SocketAddr {
     address
 }
 
-const TARGETS: [&str; 2] = ["allowed.example.test:8080", "denied.example.test:9090"];
-
-/// The client: fetches each target in turn, all along, logging "<uptime> <target> ok|fail".
-fn client() -> String {
-    let targets = TARGETS.join(" ");
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, labels: {{app: client}}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: {IMAGE}
-    command: ["sh", "-c", "while true; do for target in {targets}; do t=$(cut -d' ' -f1 /proc/uptime); if timeout 2 wget -q -O /dev/null http://$target/; then echo \"$t $target ok\"; else echo \"$t $target fail\"; fi; done; sleep 0.1; done"]
-"#
-    )
-}
-
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
-}
-
-/// How the client's fetches of each target that began at or after `since` ended, once each
-/// was fetched twice; fetches of one target that disagree fail the test.
-fn outcomes(cluster: &Cluster, since: f64) -> Vec<String> {
-    let seen = wait_for(Duration::from_secs(40), "the client to fetch both names twice", || {
-        let logs = cluster.try_run(&["logs", "client"]).unwrap_or_default();
-        let seen: Vec<(String, String)> = logs
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split(' ');
-                let t = parts.next()?.parse::<f64>().ok()?;
-                let (target, outcome) = (parts.next()?, parts.next()?);
-                (t >= since).then(|| (target.to_string(), outcome.to_string()))
-            })
-            .collect();
-        TARGETS.iter().all(|t| seen.iter().filter(|(target, _)| target == t).count() >= 2).then_some(seen)
-    });
-    TARGETS
-        .iter()
-        .map(|t| {
-            let of: Vec<&String> = seen.iter().filter(|(target, _)| target == t).map(|(_, o)| o).collect();
-            assert!(of.iter().all(|o| *o == of[0]), "the client's fetches of {t} since {since} disagree: {seen:?}");
-            of[0].clone()
-        })
-        .collect()
-}
-
 fn policy(selector: &str, ports: &str) -> String {
     format!(
         "apiVersion: flotilla.dev/v1alpha1\nkind: FlotillaNetworkPolicy\nmetadata: {{name: client-out}}\nspec:\n  podSelector: {{matchLabels: {{app: client}}}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{{port: 53, protocol: UDP}}]\n  - toFQDNs: [{selector}]\n    ports: [{ports}]\n"
@@ -99,13 +50,14 @@ fn dns_name_rules_let_a_pod_reach_only_the_names_they_select() {
     let _world = World::new();
     let upstream = upstream_dns().to_string();
     let mut cluster = Cluster::split_with_agent_flags("dnspolicy", &["--upstream-dns", &upstream]);
-    cluster.apply(&client());
+    let targets = ["allowed.example.test:8080/".to_string(), "denied.example.test:9090/".to_string()];
+    cluster.apply(&fetcher("client", None, &targets, 2));
     cluster.wait_ready("app=client", 1, Duration::from_secs(60));
-    assert_eq!(outcomes(&cluster, uptime()), ["ok", "ok"], "no policy: both names resolve through the node and are reached");
+    assert_eq!(outcomes(&cluster, "client", &targets, uptime()), ["ok", "ok"], "no policy: both names resolve through the node and are reached");
 
     cluster.apply(&policy("{matchName: allowed.example.test}", "{port: 8080}"));
     let applied = uptime();
-    assert_eq!(outcomes(&cluster, applied + 1.0), ["ok", "fail"], "only the name the rule selects is reached");
+    assert_eq!(outcomes(&cluster, "client", &targets, applied + 1.0), ["ok", "fail"], "only the name the rule selects is reached");
     let dropped: Vec<Value> = cluster
         .run_ok(&["flows", "--pod", "default/client", "--verdict", "dropped", "--all", "-o", "json"])
         .lines()
@@ -118,7 +70,7 @@ fn dns_name_rules_let_a_pod_reach_only_the_names_they_select() {
 
     cluster.apply(&policy("{matchPattern: '*.example.test'}", "{port: 8080}, {port: 9090}"));
     let widened = uptime();
-    assert_eq!(outcomes(&cluster, widened + 1.0), ["ok", "ok"], "a pattern selects both names");
+    assert_eq!(outcomes(&cluster, "client", &targets, widened + 1.0), ["ok", "ok"], "a pattern selects both names");
 
     let (ok, _, stderr) = cluster.try_apply(&policy("{matchName: 'not a name'}", "{port: 8080}"));
     assert!(!ok && stderr.contains("spec.egress[1].toFQDNs[0].matchName"), "{stderr}");

@@ -11,79 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{wait_for, Cluster, Mode, IMAGE};
-
-fn web() -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, labels: {{app: web}}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: {IMAGE}
-    command: ["sh", "-c", "mkdir -p /tmp/www/public /tmp/www/private && echo public > /tmp/www/public/index.html && echo private > /tmp/www/private/index.html && echo up > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
-    ports: [{{name: http, containerPort: 8080}}]
-    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
-"#
-    )
-}
-
-/// A pod labelled `app=<name>` that fetches each of `paths` from `http://ip:8080` in turn, all
-/// along, and logs "<uptime> <path> ok|403|fail".
-fn fetcher(name: &str, ip: &str, paths: &[&str]) -> String {
-    let paths = paths.join(" ");
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: {name}}}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: {IMAGE}
-    command: ["sh", "-c", "while true; do for path in {paths}; do t=$(cut -d' ' -f1 /proc/uptime); if out=$(timeout 1 wget -q -O /dev/null http://{ip}:8080$path 2>&1); then echo \"$t $path ok\"; else case \"$out\" in *403*) echo \"$t $path 403\";; *) echo \"$t $path fail\";; esac; fi; done; sleep 0.1; done"]
-"#
-    )
-}
-
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
-}
-
-/// How `pod`'s fetches of each of `paths` that began at or after `since` ended, once each was
-/// fetched twice. Fetches of one path that disagree fail the test: no flickering.
-fn outcomes(cluster: &Cluster, pod: &str, paths: &[&str], since: f64) -> Vec<String> {
-    outcomes_between(cluster, pod, paths, since, f64::INFINITY)
-}
-
-/// [`outcomes`] of the fetches that began from `since` to `until`.
-fn outcomes_between(cluster: &Cluster, pod: &str, paths: &[&str], since: f64, until: f64) -> Vec<String> {
-    let seen = wait_for(Duration::from_secs(30), &format!("{pod} to fetch {paths:?} twice"), || {
-        let logs = cluster.try_run(&["logs", pod]).unwrap_or_default();
-        let seen: Vec<(String, String)> = logs
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split(' ');
-                let t = parts.next()?.parse::<f64>().ok()?;
-                let (path, outcome) = (parts.next()?, parts.next()?);
-                (t >= since && t <= until).then(|| (path.to_string(), outcome.to_string()))
-            })
-            .collect();
-        paths.iter().all(|p| seen.iter().filter(|(path, _)| path == p).count() >= 2).then_some(seen)
-    });
-    paths
-        .iter()
-        .map(|p| {
-            let of: Vec<&String> = seen.iter().filter(|(path, _)| path == p).map(|(_, o)| o).collect();
-            assert!(of.iter().all(|o| *o == of[0]), "{pod}'s fetches of {p} since {since} disagree: {seen:?}");
-            of[0].clone()
-        })
-        .collect()
-}
+use common::probes::{fetcher, outcomes, outcomes_between, uptime, web};
+use common::{wait_for, Cluster, Mode};
 
 fn policy(paths: &str) -> String {
     format!(
@@ -94,12 +23,13 @@ fn policy(paths: &str) -> String {
 #[test]
 fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
     let mut cluster = Cluster::start("l7policy", Mode::Split);
-    cluster.apply(&web());
+    cluster.apply(&web(None));
     let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
     let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
-    let both = ["/public/", "/private/"];
-    cluster.apply(&fetcher("client", &ip, &both));
-    cluster.apply(&fetcher("other", &ip, &["/public/"]));
+    let both = [format!("{ip}:8080/public/"), format!("{ip}:8080/private/")];
+    let public = [both[0].clone()];
+    cluster.apply(&fetcher("client", None, &both, 1));
+    cluster.apply(&fetcher("other", None, &public, 1));
     cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
     assert_eq!(outcomes(&cluster, "client", &both, uptime()), ["ok", "ok"], "no policy: everything is served");
 
@@ -107,7 +37,7 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
     cluster.apply(&example);
     let applied = uptime();
     assert_eq!(outcomes(&cluster, "client", &both, applied + 1.0), ["ok", "403"], "the client may GET /public/ only; the proxy answers the rest");
-    assert_eq!(outcomes(&cluster, "other", &["/public/"], applied + 1.0), ["fail"], "a pod no rule names does not get a connection");
+    assert_eq!(outcomes(&cluster, "other", &public, applied + 1.0), ["fail"], "a pod no rule names does not get a connection");
     let web: Value = cluster.get("pod", "web");
     assert!(common::pod_ready(&web), "the node's readiness probes go straight to the pod: {web}");
     assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0, "nothing restarted");
@@ -139,7 +69,7 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
 
     cluster.run_ok(&["delete", "flotillanetworkpolicy", "web-http"]);
     let deleted = uptime();
-    assert_eq!(outcomes(&cluster, "other", &["/public/"], deleted + 1.0), ["ok"], "without the policy everything is served again");
+    assert_eq!(outcomes(&cluster, "other", &public, deleted + 1.0), ["ok"], "without the policy everything is served again");
     assert_eq!(outcomes(&cluster, "client", &both, deleted + 1.0), ["ok", "ok"]);
 
     // The agent dies: the pods stay under the policy, closed rather than open. The policy goes
@@ -158,12 +88,12 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
         logs.lines().last().is_some_and(|l| l.ends_with(" ok")).then_some(())
     });
     let back = uptime();
-    assert_eq!(outcomes_between(&cluster, "other", &["/public/"], down + 0.5, down + 5.0), ["fail"], "the datapath kept the last policy while no agent ran");
+    assert_eq!(outcomes_between(&cluster, "other", &public, down + 0.5, down + 5.0), ["fail"], "the datapath kept the last policy while no agent ran");
     assert_eq!(
         outcomes_between(&cluster, "client", &both, down + 0.5, down + 5.0),
         ["fail", "fail"],
         "and a port with HTTP rules was not served without its proxy"
     );
-    assert_eq!(outcomes(&cluster, "other", &["/public/"], back), ["ok"], "the earlier agent's redirect is gone");
+    assert_eq!(outcomes(&cluster, "other", &public, back), ["ok"], "the earlier agent's redirect is gone");
     assert_eq!(outcomes(&cluster, "client", &both, back), ["ok", "ok"]);
 }

@@ -12,76 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{wait_for, Cluster, ExtraAgent, Mode, IMAGE};
-
-fn web(node: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, labels: {{app: web}}}}
-spec:
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: {IMAGE}
-    command: ["sh", "-c", "mkdir -p /tmp/www/public /tmp/www/private && echo public > /tmp/www/public/index.html && echo private > /tmp/www/private/index.html && echo up > /tmp/www/index.html && httpd -p 9090 -h /tmp/www && exec httpd -f -p 8080 -h /tmp/www"]
-    ports: [{{name: http, containerPort: 8080}}]
-    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
-"#
-    )
-}
-
-/// A pod labelled `app=<name>` on `node` that fetches each of `targets` (`address:port/path`)
-/// in turn, all along, and logs "<uptime> <target> ok|403|fail".
-fn fetcher(name: &str, node: &str, targets: &[String]) -> String {
-    let targets = targets.join(" ");
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: {name}}}}}
-spec:
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: main
-    image: {IMAGE}
-    command: ["sh", "-c", "while true; do for target in {targets}; do t=$(cut -d' ' -f1 /proc/uptime); if out=$(timeout 1 wget -q -O /dev/null http://$target 2>&1); then echo \"$t $target ok\"; else case \"$out\" in *403*) echo \"$t $target 403\";; *) echo \"$t $target fail\";; esac; fi; done; sleep 0.1; done"]
-"#
-    )
-}
-
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
-}
-
-/// How `pod`'s fetches of each of `targets` that began at or after `since` ended, once each
-/// was fetched twice. Fetches of one target that disagree fail the test: no flickering.
-fn outcomes(cluster: &Cluster, pod: &str, targets: &[String], since: f64) -> Vec<String> {
-    let seen = wait_for(Duration::from_secs(40), &format!("{pod} to fetch {targets:?} twice"), || {
-        let logs = cluster.try_run(&["logs", pod]).unwrap_or_default();
-        let seen: Vec<(String, String)> = logs
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split(' ');
-                let t = parts.next()?.parse::<f64>().ok()?;
-                let (target, outcome) = (parts.next()?, parts.next()?);
-                (t >= since).then(|| (target.to_string(), outcome.to_string()))
-            })
-            .collect();
-        targets.iter().all(|t| seen.iter().filter(|(target, _)| target == t).count() >= 2).then_some(seen)
-    });
-    targets
-        .iter()
-        .map(|t| {
-            let of: Vec<&String> = seen.iter().filter(|(target, _)| target == t).map(|(_, o)| o).collect();
-            assert!(of.iter().all(|o| *o == of[0]), "{pod}'s fetches of {t} since {since} disagree: {seen:?}");
-            of[0].clone()
-        })
-        .collect()
-}
+use common::probes::{fetcher, outcomes, uptime, web};
+use common::{Cluster, ExtraAgent, Mode};
 
 fn flows(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["flows", "-o", "json", "--all"];
@@ -104,13 +36,13 @@ fn a_policy_judges_pods_of_another_node_by_their_identities() {
     let mut cluster = Cluster::start_with("netpol-nodes", Mode::Split, &["--cluster-cidr", "10.97.0.0/16"]);
     let a = ExtraAgent::join_with(&cluster, "a", 15, None, &["--overlay", "vxlan"]);
     let b = ExtraAgent::join_with(&cluster, "b", 16, None, &["--overlay", "vxlan"]);
-    cluster.apply(&web(&b.node));
+    cluster.apply(&web(Some(&b.node)));
     let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
     let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
     let targets: Vec<String> = ["8080/public/", "8080/private/", "9090/"].iter().map(|t| format!("{ip}:{t}")).collect();
     let public = vec![targets[0].clone()];
-    cluster.apply(&fetcher("client", &a.node, &targets));
-    cluster.apply(&fetcher("other", &a.node, &public));
+    cluster.apply(&fetcher("client", Some(&a.node), &targets, 1));
+    cluster.apply(&fetcher("other", Some(&a.node), &public, 1));
     cluster.wait_ready("app in (client, other)", 2, Duration::from_secs(60));
     assert_eq!(outcomes(&cluster, "client", &targets, uptime()), ["ok", "ok", "ok"], "no policy: everything flows between the nodes");
 

@@ -239,6 +239,14 @@ fn restrict(state: &mut State, local: u32, direction: Direction) {
     }
 }
 
+/// A rule's peers one by one: `None` for a rule that allows every peer.
+fn each_peer(peers: &Option<Vec<u32>>) -> Vec<Option<u32>> {
+    match peers {
+        None => vec![None],
+        Some(peers) => peers.iter().map(|p| Some(*p)).collect(),
+    }
+}
+
 /// `policy` as a NetworkPolicy whose rules with DNS names allow the addresses those names
 /// resolved to, each an ipBlock of its own; a rule whose names resolved to nothing yet allows
 /// nothing.
@@ -338,10 +346,7 @@ pub fn compile(inputs: &Inputs) -> State {
                 restrict(&mut state, local, direction);
             }
             let mut add = |direction: Direction, peers: &Option<Vec<u32>>, ports: &[(Option<u16>, Protocol)], with_http: bool| {
-                let each: Vec<Option<u32>> = match peers {
-                    None => vec![None],
-                    Some(peers) => peers.iter().map(|p| Some(*p)).collect(),
-                };
+                let each = each_peer(peers);
                 for (port, protocol) in ports {
                     for peer in &each {
                         let rule = Rule { local, peer: *peer, port: *port, protocol: *protocol, direction };
@@ -362,7 +367,7 @@ pub fn compile(inputs: &Inputs) -> State {
                     for (port, _) in ports.iter().filter(|(_, protocol)| *protocol == Protocol::Tcp) {
                         let Some(port) = port else { continue };
                         let entry = state.http.entry((local, *port)).or_default();
-                        for peer in peers.as_ref().map(|p| p.iter().map(|p| Some(*p)).collect()).unwrap_or_else(|| vec![None]) {
+                        for peer in each_peer(&peers) {
                             entry.add(peer, Access::Rules(http_rules.iter().cloned().collect()));
                         }
                     }

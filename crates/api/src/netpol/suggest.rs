@@ -67,6 +67,8 @@ type Port = (String, u16);
 struct Seen {
     ingress: BTreeMap<Peer, BTreeSet<Port>>,
     egress: BTreeMap<Peer, BTreeSet<Port>>,
+    /// Its ports the node's proxy judged requests on (a FlotillaNetworkPolicy's HTTP rules).
+    http: BTreeSet<u16>,
 }
 
 /// The pods known, by namespace and by address.
@@ -166,6 +168,9 @@ pub fn suggest(namespace: &str, pods: &[Pod], flows: &[Flow]) -> (Vec<Suggested>
         // Pods seen only in flows (finished, or replaced since) are still selected exactly.
         known.label_sets.entry(namespace.to_string()).or_default().insert(labels.clone());
         let of = seen.entry(labels.clone()).or_default();
+        if flow.l7.is_some() && flow.traffic_direction == TrafficDirection::Ingress {
+            of.http.insert(flow.destination.port);
+        }
         let rules = match flow.traffic_direction {
             TrafficDirection::Ingress => &mut of.ingress,
             TrafficDirection::Egress => &mut of.egress,
@@ -183,7 +188,21 @@ fn policy_for(namespace: &str, labels: &BTreeMap<String, String>, of: &Seen, kno
         notes.push("No flow of theirs was seen: everything but the node's probes is denied.".into());
     }
     let mut ingress = Vec::new();
-    for (ports, peers) in by_ports(&of.ingress) {
+    // A NetworkPolicy rule on a port with HTTP rules would let its peers ask anything there.
+    let ingress_seen: BTreeMap<Peer, BTreeSet<Port>> = of
+        .ingress
+        .iter()
+        .map(|(peer, ports)| (peer.clone(), ports.iter().filter(|(_, port)| !of.http.contains(port)).cloned().collect::<BTreeSet<Port>>()))
+        .filter(|(_, ports)| !ports.is_empty())
+        .collect();
+    if !of.http.is_empty() {
+        let list: Vec<String> = of.http.iter().map(u16::to_string).collect();
+        notes.push(format!(
+            "Their port(s) {} have HTTP rules (a FlotillaNetworkPolicy): what comes in there is left to those rules, not allowed here.",
+            list.join(", ")
+        ));
+    }
+    for (ports, peers) in by_ports(&ingress_seen) {
         let peers: Vec<_> = peers.into_iter().filter(|p| **p != Peer::Node).collect();
         if peers.is_empty() {
             continue;

@@ -111,13 +111,16 @@ async fn read(ctx: &Context, filter: &FlowFilter, mut each: impl FnMut(Line, &[u
 }
 
 /// The flows `filter` selects (it must not follow), oldest first, at most `filter.last`
-/// over all nodes; nodes that could not be read are named on stderr.
-pub async fn collect(ctx: &Context, filter: &FlowFilter) -> Result<Vec<Flow>> {
-    let mut flows = Vec::new();
+/// over all nodes; nodes that could not be read are named on stderr, and returned with why.
+pub async fn collect(ctx: &Context, filter: &FlowFilter) -> Result<(Vec<Flow>, Vec<(String, String)>)> {
+    let (mut flows, mut unavailable) = (Vec::new(), Vec::new());
     read(ctx, filter, |line, _| {
         match line {
             Line::Flow(flow) => flows.push(*flow),
-            Line::Unavailable(node, why) => eprintln!("warning: the flows of node {node} could not be read: {why}"),
+            Line::Unavailable(node, why) => {
+                eprintln!("warning: the flows of node {node} could not be read: {why}");
+                unavailable.push((node, why));
+            }
         }
         Ok(())
     })
@@ -126,7 +129,7 @@ pub async fn collect(ctx: &Context, filter: &FlowFilter) -> Result<Vec<Flow>> {
     if let Some(last) = filter.last {
         flows.drain(..flows.len().saturating_sub(last));
     }
-    Ok(flows)
+    Ok((flows, unavailable))
 }
 
 /// Runs `flows`.
@@ -143,7 +146,7 @@ pub async fn run(ctx: &Context, args: &FlowsArgs) -> Result<()> {
         Ok(())
     };
     if !args.follow {
-        for flow in collect(ctx, &filter).await? {
+        for flow in collect(ctx, &filter).await?.0 {
             print(&flow, None)?;
         }
         return Ok(());

@@ -40,7 +40,7 @@ pub async fn run(ctx: &Context, args: &PolicyArgs) -> Result<()> {
 async fn suggest(ctx: &Context, args: &SuggestArgs) -> Result<()> {
     // Dropped flows are read too, only to be counted: what was denied is not learned.
     let filter = FlowFilter { namespace: Some(ctx.namespace.clone()), node: args.node.clone(), last: None, ..Default::default() };
-    let flows = crate::cmd::flows::collect(ctx, &filter).await?;
+    let (flows, unavailable) = crate::cmd::flows::collect(ctx, &filter).await?;
     let pods: Vec<Pod> = ctx.client.list_as(None, &client::Selectors::default()).await?.0;
     let (suggested, summary) = api::netpol::suggest::suggest(&ctx.namespace, &pods, &flows);
     if suggested.is_empty() {
@@ -49,6 +49,12 @@ async fn suggest(ctx: &Context, args: &SuggestArgs) -> Result<()> {
     if summary.used == 0 {
         eprintln!("warning: no forwarded flow of {} was seen ({} dropped): every policy below denies everything", ctx.namespace, summary.dropped);
     }
-    print!("{}", api::netpol::suggest::to_yaml(&ctx.namespace, &suggested, &summary)?);
+    let mut yaml = api::netpol::suggest::to_yaml(&ctx.namespace, &suggested, &summary)?;
+    if !unavailable.is_empty() {
+        // Said first: what those nodes saw is missing, and these policies would deny it.
+        let missing: Vec<String> = unavailable.iter().map(|(node, why)| format!("{node} ({why})")).collect();
+        yaml.insert_str(0, &format!("# WARNING: the flows of these nodes could not be read, and what they saw is not allowed below: {}\n", missing.join(", ")));
+    }
+    print!("{yaml}");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod probes;
 pub mod world;
 
 use std::collections::BTreeSet;

@@ -207,3 +207,19 @@ fn icmp_to_the_node_is_left_out_rather_than_allowing_everything() {
     assert_eq!(spec(client).egress, Some(vec![]), "no rule: a port-only rule without ports would allow all egress");
     assert!(client.notes.iter().any(|n| n.contains("ICMP")), "{:?}", client.notes);
 }
+
+#[test]
+fn ports_the_proxy_judged_are_left_to_their_http_rules() {
+    let client = end("10.42.0.11", 40000, 300, Some(("shop", "client", CLIENT)));
+    let web = end("10.42.0.10", 8080, 301, Some(("shop", "web-1", WEB)));
+    let mut l7 = flow(TrafficDirection::Ingress, Verdict::Dropped, "TCP", client.clone(), web.clone());
+    l7.l7 = Some(crate::flow::L7 { latency_ns: 1, http: crate::flow::HttpFlow { method: "GET".into(), url: "/private".into(), host: None, code: 403 } });
+    let mut served = l7.clone();
+    served.verdict = Verdict::Forwarded;
+    served.drop_reason = None;
+    let flows = vec![flow(TrafficDirection::Ingress, Verdict::Forwarded, "TCP", client, web), l7, served];
+    let (suggested, _) = suggest("shop", &shop(), &flows);
+    let web = named(&suggested, "suggested-web");
+    assert_eq!(spec(web).ingress, Some(vec![]), "no plain rule on 8080, which would let the client ask anything there");
+    assert!(web.notes.iter().any(|n| n.contains("8080") && n.contains("HTTP rules")), "{:?}", web.notes);
+}
