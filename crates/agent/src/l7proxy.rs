@@ -30,8 +30,10 @@ use crate::network::{in_netns, netns_name, POD_INTERFACE};
 /// A (pod, port) whose connections are to go through the proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Wanted {
-    /// The pod's uid (its namespace is named for it).
+    /// The pod's uid.
     pub uid: String,
+    /// Its network namespace (under /run/netns).
+    pub netns: String,
     /// Its address.
     pub ip: Ipv4Addr,
     /// The port with HTTP rules.
@@ -244,10 +246,16 @@ impl L7Proxy {
     async fn listen(self: &Arc<Self>, uid: &str, ports: &[Wanted]) -> Result<Vec<tokio::net::TcpListener>, String> {
         let attach = !self.attached.lock().unwrap_or_else(|e| e.into_inner()).contains(uid);
         let (this, count) = (self.clone(), ports.len());
-        let made = in_netns(&netns_name(uid), move || {
+        let netns = ports.first().map(|w| w.netns.clone()).unwrap_or_else(|| netns_name(uid));
+        let made = in_netns(&netns, move || {
             Ok((|| -> Result<Vec<std::net::TcpListener>, String> {
                 if attach {
                     this.redirect().attach_here(POD_INTERFACE).map_err(|e| e.to_string())?;
+                    // The proxy closes first, so its side of each connection would wait in
+                    // TIME_WAIT; a client's next SYN from the same port is handed to the proxy's
+                    // listener past that socket, which then cannot take the connection, and the
+                    // client stalls until TIME_WAIT ends. The pod's namespace keeps none.
+                    std::fs::write("/proc/sys/net/ipv4/tcp_max_tw_buckets", "0").map_err(|e| format!("turning TIME_WAIT off in the pod: {e}"))?;
                 }
                 (0..count)
                     .map(|_| {

@@ -355,7 +355,7 @@ impl NetPolicy {
         for (uid, local) in &model.local {
             let Some(&identity) = state.ipcache.get(&ipnet::Ipv4Net::from(local.endpoint.ip)) else { continue };
             for &(_, port) in state.http.range((identity, 0)..=(identity, u16::MAX)).map(|(k, _)| k) {
-                wanted.push(Wanted { uid: uid.clone(), ip: local.endpoint.ip, port });
+                wanted.push(Wanted { uid: uid.clone(), netns: crate::network::netns_name(uid), ip: local.endpoint.ip, port });
             }
         }
         HttpPlan { wanted, tables: Tables::new(state), local }
