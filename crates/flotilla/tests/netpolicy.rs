@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use common::probes::uptime;
 use common::world::World;
 use common::{wait_for, Cluster, IMAGE};
 
@@ -70,10 +71,6 @@ spec:
   - from: [{podSelector: {matchLabels: {app: client}}}]
     ports: [{port: http}]
 "#;
-
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap()
-}
 
 /// The probe results of `pod` that started at or after `since` (uptime seconds), per port.
 fn results(cluster: &Cluster, pod: &str, since: f64) -> Vec<(u16, bool)> {
