@@ -217,6 +217,32 @@ fn an_ip_block_with_except_lets_out_only_to_its_addresses() {
     assert_eq!(verdicts(&cluster, "client", uptime() + 1.0), (true, true), "without the policy everything flows again");
 }
 
+/// ipBlock with except on ingress, from real addresses outside the cluster: the web pod lets
+/// in 198.18.77.0/24 except 198.18.77.128/25, so the world's .10 gets an answer and its .200
+/// does not; the node's probes still pass.
+#[test]
+fn an_ingress_ip_block_with_except_lets_in_only_its_addresses() {
+    let world = World::new();
+    let mut cluster = Cluster::up("netpolicy-ipblock-in");
+    cluster.apply(&web());
+    let pods = cluster.wait_ready("app=web", 1, Duration::from_secs(60));
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(10), "the world to reach the web pod", || {
+        (world.fetch_from("198.18.77.10", &ip, 8080) && world.fetch_from("198.18.77.200", &ip, 8080)).then_some(())
+    });
+
+    cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-from-world}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{ipBlock: {cidr: 198.18.77.0/24, except: [198.18.77.128/25]}}]\n    ports: [{port: 8080}]\n",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..3 {
+        assert!(world.fetch_from("198.18.77.10", &ip, 8080), "198.18.77.10 is in the block");
+        assert!(!world.fetch_from("198.18.77.200", &ip, 8080), "198.18.77.200 is in its except");
+        assert!(!world.fetch_from("198.18.77.10", &ip, 9090), "and only on the port named");
+    }
+    assert!(common::pod_ready(&cluster.get("pod", "web")), "the node's probes still reach the pod");
+}
+
 /// The identity number of the pods labelled `app=<app>` in the default namespace.
 fn identity_of(cluster: &Cluster, app: &str) -> u64 {
     let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "identities", "-o", "json"])).unwrap();
