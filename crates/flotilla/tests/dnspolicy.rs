@@ -10,9 +10,7 @@ mod common;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use common::probes::{fetcher, outcomes, uptime};
+use common::probes::{fetcher, flows, outcomes, uptime};
 use common::world::World;
 use common::Cluster;
 
@@ -58,11 +56,7 @@ fn dns_name_rules_let_a_pod_reach_only_the_names_they_select() {
     cluster.apply(&policy("{matchName: allowed.example.test}", "{port: 8080}"));
     let applied = uptime();
     assert_eq!(outcomes(&cluster, "client", &targets, applied + 1.0), ["ok", "fail"], "only the name the rule selects is reached");
-    let dropped: Vec<Value> = cluster
-        .run_ok(&["flows", "--pod", "default/client", "--verdict", "dropped", "--all", "-o", "json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dropped = flows(&cluster, &["--pod", "default/client", "--verdict", "dropped", "--all"]);
     assert!(
         dropped.iter().any(|f| f["destination"]["ip"] == "198.18.77.200" && f["destination"]["port"] == 9090 && f["trafficDirection"] == "EGRESS"),
         "the denied name's address, dropped on the way out: {dropped:#?}"

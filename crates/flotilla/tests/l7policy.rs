@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::probes::{fetcher, outcomes, outcomes_between, uptime, web};
+use common::probes::{fetcher, flows, outcomes, outcomes_between, uptime, web};
 use common::{wait_for, Cluster, Mode};
 
 fn policy(paths: &str) -> String {
@@ -42,11 +42,7 @@ fn http_rules_let_through_only_the_requests_they_name_and_the_rest_get_403() {
     assert!(common::pod_ready(&web), "the node's readiness probes go straight to the pod: {web}");
     assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0, "nothing restarted");
 
-    let flows: Vec<Value> = cluster
-        .run_ok(&["flows", "--pod", "default/web", "--all", "-o", "json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let flows = flows(&cluster, &["--pod", "default/web", "--all"]);
     let request = |path: &str, code: u64| flows.iter().find(|f| f["l7"]["http"]["url"] == path && f["l7"]["http"]["code"] == code);
     let denied = request("/private/", 403).unwrap_or_else(|| panic!("the denied request in the flow log: {flows:#?}"));
     assert_eq!((denied["verdict"].as_str(), denied["dropReason"].as_str()), (Some("DROPPED"), Some("POLICY_DENIED")));

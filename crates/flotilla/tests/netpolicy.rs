@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::probes::uptime;
+use common::probes::{flows, identity_of, uptime};
 use common::world::World;
 use common::{wait_for, Cluster, IMAGE};
 
@@ -241,20 +241,6 @@ fn an_ingress_ip_block_with_except_lets_in_only_its_addresses() {
         assert!(!world.fetch_from("198.18.77.10", &ip, 9090), "and only on the port named");
     }
     assert!(common::pod_ready(&cluster.get("pod", "web")), "the node's probes still reach the pod");
-}
-
-/// The identity number of the pods labelled `app=<app>` in the default namespace.
-fn identity_of(cluster: &Cluster, app: &str) -> u64 {
-    let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "identities", "-o", "json"])).unwrap();
-    let found = list["items"].as_array().unwrap().iter().find(|i| i["spec"]["namespace"] == "default" && i["spec"]["labels"]["app"] == app);
-    found.and_then(|i| i["metadata"]["name"].as_str()?.parse().ok()).unwrap_or_else(|| panic!("no identity for app={app}: {list}"))
-}
-
-/// The flows `flotilla flows ARGS -o json` prints.
-fn flows(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["flows", "-o", "json"];
-    all.extend_from_slice(args);
-    cluster.run_ok(&all).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
 /// Every decision of the datapath is in `flotilla flows`: the allowed client's connections

@@ -10,22 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use common::probes::{fetcher, outcomes, uptime, web};
+use common::probes::{fetcher, flows, identity_of, outcomes, uptime, web};
 use common::{Cluster, ExtraAgent, Mode};
-
-fn flows(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["flows", "-o", "json", "--all"];
-    all.extend_from_slice(args);
-    cluster.run_ok(&all).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
-fn identity_of(cluster: &Cluster, app: &str) -> u64 {
-    let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "identities", "-o", "json"])).unwrap();
-    let found = list["items"].as_array().unwrap().iter().find(|i| i["spec"]["namespace"] == "default" && i["spec"]["labels"]["app"] == app);
-    found.and_then(|i| i["metadata"]["name"].as_str()?.parse().ok()).unwrap_or_else(|| panic!("no identity for app={app}: {list}"))
-}
 
 const NETWORK_POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-from-client}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: http}]\n";
 
@@ -56,7 +42,7 @@ fn a_policy_judges_pods_of_another_node_by_their_identities() {
     assert!(common::pod_ready(&cluster.get("pod", "web")), "the web node's probes still reach it");
 
     let (client, other, web_id) = (identity_of(&cluster, "client"), identity_of(&cluster, "other"), identity_of(&cluster, "web"));
-    let mut at_b = flows(&cluster, &["--node", &b.node, "--pod", "default/web"]);
+    let mut at_b = flows(&cluster, &["--all", "--node", &b.node, "--pod", "default/web"]);
     assert!(!at_b.is_empty() && at_b.iter().all(|f| f["node"] == b.node.as_str()), "--node: {at_b:#?}");
     at_b.retain(|f| f["time"].as_str().is_some_and(|t| t >= enforced.as_str()));
     let judged = |from: &str, verdict: &str| {
@@ -66,7 +52,7 @@ fn a_policy_judges_pods_of_another_node_by_their_identities() {
     assert_eq!((allowed["source"]["identity"].as_u64(), allowed["destination"]["identity"].as_u64()), (Some(client), Some(web_id)));
     let denied = judged("other", "DROPPED").unwrap_or_else(|| panic!("the other pod's connection, judged on {}: {at_b:#?}", b.node));
     assert_eq!(denied["source"]["identity"].as_u64(), Some(other), "the other node's pod by its identity, not as the world");
-    let at_a = flows(&cluster, &["--node", &a.node, "--pod", "default/client"]);
+    let at_a = flows(&cluster, &["--all", "--node", &a.node, "--pod", "default/client"]);
     assert!(
         at_a.iter().any(|f| f["trafficDirection"] == "EGRESS" && f["destination"]["pod"] == "web" && f["destination"]["identity"].as_u64() == Some(web_id)),
         "the client's own node saw it leave, to the web pod's identity: {at_a:#?}"
@@ -77,7 +63,7 @@ fn a_policy_judges_pods_of_another_node_by_their_identities() {
     let http = uptime();
     assert_eq!(outcomes(&cluster, "client", &targets, http + 1.0), ["ok", "403", "fail"], "the web node's proxy answers what the HTTP rules leave out");
     assert_eq!(outcomes(&cluster, "other", &public, http + 1.0), ["fail"]);
-    let at_b = flows(&cluster, &["--node", &b.node, "--pod", "default/web", "--verdict", "dropped"]);
+    let at_b = flows(&cluster, &["--all", "--node", &b.node, "--pod", "default/web", "--verdict", "dropped"]);
     let refused = at_b.iter().find(|f| f["l7"]["http"]["code"] == 403).unwrap_or_else(|| panic!("the 403 in {}'s flow log: {at_b:#?}", b.node));
     assert_eq!((refused["source"]["pod"].as_str(), refused["source"]["identity"].as_u64()), (Some("client"), Some(client)));
     assert_eq!(refused["l7"]["http"]["url"], "/private/");

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{wait_for, Cluster, IMAGE};
 
 /// This host's uptime in seconds, the clock the probe lines carry.
@@ -82,4 +84,18 @@ pub fn outcomes_between(cluster: &Cluster, pod: &str, targets: &[String], since:
             of[0].clone()
         })
         .collect()
+}
+
+/// The identity number of the pods labelled `app=<app>` in the default namespace.
+pub fn identity_of(cluster: &Cluster, app: &str) -> u64 {
+    let list: Value = serde_json::from_str(&cluster.run_ok(&["get", "identities", "-o", "json"])).unwrap();
+    let found = list["items"].as_array().unwrap().iter().find(|i| i["spec"]["namespace"] == "default" && i["spec"]["labels"]["app"] == app);
+    found.and_then(|i| i["metadata"]["name"].as_str()?.parse().ok()).unwrap_or_else(|| panic!("no identity for app={app}: {list}"))
+}
+
+/// The flows `flotilla flows ARGS -o json` prints.
+pub fn flows(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["flows", "-o", "json"];
+    all.extend_from_slice(args);
+    cluster.run_ok(&all).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
