@@ -259,8 +259,10 @@ impl Store for EmbeddedStore {
         if self.shared.prefixes.covers(key) {
             return Ok(self.shared.memory().get(key));
         }
-        let owned = key.to_owned();
-        self.read(|| format!("read key {key}"), move |shared| tables::get(&shared.db, &owned)).await
+        // One key from a snapshot is a few microseconds (the pages are in redb's cache or the
+        // kernel's), less than handing it to the blocking pool and waking a thread for it.
+        tables::get(&self.shared.db, key)
+            .map_err(|source| EmbeddedError::Storage { path: self.shared.path.clone(), action: format!("read key {key}"), source }.into())
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
