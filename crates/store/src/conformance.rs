@@ -196,6 +196,15 @@ pub async fn list_prefix(store: &dyn Store, root: &str) {
     assert_eq!(listed, expect(&["a/1", "a/1/deep", "a/\u{fc}"]), "list after deleting {gone}");
     assert_eq!(revision, deleted);
 
+    // A listing longer than a store may read in one go (the embedded store reads short ones on
+    // the caller's thread) is complete and in order all the same.
+    let many: Vec<String> = (0..100).map(|i| format!("{root}/many/{i:03}")).collect();
+    for key in &many {
+        ok("create", store.create(key, b"x".to_vec()).await);
+    }
+    let (listed, _) = ok("list many", store.list(&format!("{root}/many/")).await);
+    assert_eq!(listed.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), many, "a listing of 100 keys");
+
     let (everything, _) = ok("list everything", store.list("").await);
     assert!(everything.windows(2).all(|w| w[0].key < w[1].key), "list of every key is sorted");
     assert!(everything.iter().any(|kv| kv.key == format!("{root}/ab")), "list of every key has {root}/ab");

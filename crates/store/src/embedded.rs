@@ -108,6 +108,9 @@ impl Shared {
     }
 }
 
+/// The most keys a listing reads on the caller's thread before it moves to the blocking pool.
+const INLINE_LIST: usize = 32;
+
 /// The embedded [`Store`]: one redb file on local disk.
 ///
 /// Writes go through one writer thread that commits whatever has queued up in one transaction
@@ -266,6 +269,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        // A short listing (a few PriorityClasses or policies, read on every pod create) is read
+        // here; one that turns out longer goes to the blocking pool, not to hold up this thread.
+        let storage = |source: redb::Error| EmbeddedError::Storage { path: self.shared.path.clone(), action: format!("list prefix {prefix}"), source };
+        if let Some(listed) = read::list_at_most(&self.shared, prefix, INLINE_LIST).map_err(storage)? {
+            return Ok(listed);
+        }
         let owned = prefix.to_owned();
         self.read(|| format!("list prefix {prefix}"), move |shared| read::list(shared, &owned)).await
     }

@@ -15,12 +15,17 @@ use crate::{KeyValue, Revision};
 /// META revision tells: it matches memory's record of the last commit only when both show the
 /// same batches. Otherwise the writer is between the two steps, and the read starts over.
 pub(crate) fn list(shared: &Shared, prefix: &str) -> Result<(Vec<KeyValue>, Revision), redb::Error> {
+    list_at_most(shared, prefix, usize::MAX).map(|listed| listed.expect("an unbounded listing is never cut short"))
+}
+
+/// [`list`], or `None` when the prefix holds more than `limit` keys of the file.
+pub(crate) fn list_at_most(shared: &Shared, prefix: &str, limit: usize) -> Result<Option<(Vec<KeyValue>, Revision)>, redb::Error> {
     let scope = shared.prefixes.scope(prefix);
     loop {
         let memory = shared.memory();
         let volatile = if scope.volatile { memory.list(prefix) } else { Vec::new() };
         if !scope.durable {
-            return Ok((volatile, memory.revision));
+            return Ok(Some((volatile, memory.revision)));
         }
         let txn = shared.db.begin_read()?;
         if Counters::read(&txn.open_table(META)?)?.revision != memory.durable_revision {
@@ -30,7 +35,7 @@ pub(crate) fn list(shared: &Shared, prefix: &str) -> Result<(Vec<KeyValue>, Revi
         }
         let revision = memory.revision;
         drop(memory);
-        let durable = tables::list(&txn, prefix)?;
-        return Ok((volatile::merge(durable, volatile, |a, b| a.key < b.key), revision));
+        let Some(durable) = tables::list(&txn, prefix, limit)? else { return Ok(None) };
+        return Ok(Some((volatile::merge(durable, volatile, |a, b| a.key < b.key), revision)));
     }
 }

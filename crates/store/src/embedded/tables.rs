@@ -115,8 +115,9 @@ pub(crate) fn get(db: &Database, key: &str) -> Result<Option<KeyValue>, redb::Er
     Ok(found)
 }
 
-/// Every key starting with `prefix` in the snapshot `txn`, sorted.
-pub(crate) fn list(txn: &ReadTransaction, prefix: &str) -> Result<Vec<KeyValue>, redb::Error> {
+/// Every key starting with `prefix` in the snapshot `txn`, sorted; `None` when there are more
+/// than `limit`.
+pub(crate) fn list(txn: &ReadTransaction, prefix: &str, limit: usize) -> Result<Option<Vec<KeyValue>>, redb::Error> {
     let kv = txn.open_table(KV)?;
     let mut found = Vec::new();
     for entry in kv.range::<&str>(prefix..)? {
@@ -125,9 +126,12 @@ pub(crate) fn list(txn: &ReadTransaction, prefix: &str) -> Result<Vec<KeyValue>,
         if !key.starts_with(prefix) {
             break;
         }
+        if found.len() == limit {
+            return Ok(None);
+        }
         found.push(key_value(key, row.value()));
     }
-    Ok(found)
+    Ok(Some(found))
 }
 
 /// A stretch of history read by [`history`].
