@@ -350,6 +350,39 @@ impl Registry {
         }
     }
 
+    /// Binds `pod`, as the caller last saw it (its resourceVersion), to `node`: the scheduler's
+    /// `pods/binding`. Only `spec.nodeName` changes, so the pod is not admitted again (a full
+    /// update decodes, defaults and validates the old and new pod for it). A pod that changed
+    /// since, is bound already, or is being deleted is a conflict.
+    pub async fn bind(&self, pod: &api::Pod, node: &str) -> Result<api::Pod, ApiError> {
+        let rt = ResourceType::of::<api::Pod>();
+        let (ns, name) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
+        let key = rt.key(ns, name);
+        let conflict = || ApiError::Conflict { kind: rt.plural.to_string(), name: name.to_string() };
+        let current = self.store.get(&key).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        let current = current.ok_or_else(|| ApiError::NotFound { kind: rt.plural.to_string(), name: name.to_string() })?;
+        if pod.metadata.resource_version.as_deref() != Some(current.mod_revision.to_string().as_str()) {
+            return Err(conflict());
+        }
+        let mut stored: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(format!("stored object {key} is not JSON: {e}")))?;
+        if !stored.get("spec").is_some_and(Value::is_object) {
+            return Err(ApiError::Internal(format!("stored pod {key} has no spec")));
+        }
+        if stored.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) || stored.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(conflict());
+        }
+        let generation = stored.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1) + 1;
+        stored["spec"]["nodeName"] = Value::String(node.to_string());
+        stored["metadata"]["generation"] = Value::from(generation);
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(format!("encoding {key}: {e}")))?;
+        let revision = self.store.update(&key, bytes, current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+        let mut bound = pod.clone();
+        bound.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+        bound.metadata.generation = Some(generation);
+        bound.metadata.resource_version = Some(revision.to_string());
+        Ok(bound)
+    }
+
     /// Deletes an object. A pod bound to a node is first marked terminating (deletionTimestamp)
     /// so its agent can stop it gracefully; the agent then deletes it with a grace of 0.
     pub async fn delete(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {

@@ -43,7 +43,13 @@ impl Recorder {
 
     async fn record(&self, involved: ObjectReference, warning: bool, reason: &str, message: &str) {
         let event = api::events::build(involved, &self.component, warning, reason, message);
-        if let Err(e) = self.registry.create_as(&event).await {
+        // The written Event is not needed back: `create` spares decoding it into its type.
+        let rt = api::ResourceType::of::<api::Event>();
+        let value = match serde_json::to_value(&event) {
+            Ok(value) => value,
+            Err(e) => return tracing::debug!(error = %e, reason, "could not encode event"),
+        };
+        if let Err(e) = self.registry.create(rt, event.metadata.namespace.as_deref(), value).await {
             tracing::debug!(error = %e, reason, "could not record event");
         }
     }

@@ -180,16 +180,10 @@ async fn pass(registry: &Registry, caches: &Caches, recorder: &Recorder, state: 
             }
         }
     }
-    let results: Vec<_> = futures::stream::iter(binds.into_iter().map(|(pod, info, node)| async move {
-        let mut bound = (*pod).clone();
-        if let Some(spec) = bound.spec.as_mut() {
-            spec.node_name = Some(node.clone());
-        }
-        (registry.update_as(&bound).await, info, node)
-    }))
-    .buffer_unordered(PARALLEL_BINDS)
-    .collect()
-    .await;
+    let results: Vec<_> = futures::stream::iter(binds.into_iter().map(|(pod, info, node)| async move { (registry.bind(&pod, &node).await, info, node) }))
+        .buffer_unordered(PARALLEL_BINDS)
+        .collect()
+        .await;
     for (result, info, node) in results {
         match result {
             Ok(written) => {

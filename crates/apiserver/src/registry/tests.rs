@@ -309,3 +309,32 @@ async fn node_ports_are_allocated_kept_on_update_and_released() {
     assert!(last.to_string().contains("spec.ports[0].nodePort: Invalid value: \"30005\": must be in the node-port range 30000-30001"));
     r.create(services(), Some("default"), service("np3", json!({"type": "NodePort", "ports": [{"port": 80}]}))).await.unwrap();
 }
+
+#[tokio::test]
+async fn bind_sets_only_the_node_and_refuses_a_stale_or_bound_pod() {
+    let (r, _dir) = registry().await;
+    let created = r.create(pods(), Some("default"), pod("p", "web")).await.unwrap();
+    let seen: Pod = from_value(created.clone()).unwrap();
+    let bound = r.bind(&seen, "node-1").await.unwrap();
+    assert_eq!(bound.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("node-1"));
+    let stored = r.get(pods(), Some("default"), "p").await.unwrap();
+    assert_eq!(stored["spec"]["nodeName"], "node-1");
+    assert_eq!(stored["metadata"]["resourceVersion"].as_str(), bound.metadata.resource_version.as_deref(), "the returned pod is the stored one");
+    assert_eq!(stored["metadata"]["generation"], 2);
+    let mut expected = created.clone();
+    expected["spec"]["nodeName"] = json!("node-1");
+    expected["metadata"]["generation"] = json!(2);
+    expected["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+    assert_eq!(stored, expected, "nothing but the node (and generation) changed");
+    assert_eq!(serde_json::to_value(&bound).unwrap(), stored, "the pod handed back is what the store holds");
+
+    let rev = r.store().revision().await.unwrap();
+    let err = r.bind(&seen, "node-2").await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict { .. }), "a stale pod: {err}");
+    let err = r.bind(&bound, "node-2").await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict { .. }), "a bound pod: {err}");
+    assert_eq!(r.store().revision().await.unwrap(), rev, "a refused bind must not touch the store");
+    let mut gone = seen.clone();
+    gone.metadata.name = Some("nobody".into());
+    assert!(matches!(r.bind(&gone, "node-1").await, Err(ApiError::NotFound { .. })));
+}
