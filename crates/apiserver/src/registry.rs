@@ -9,6 +9,7 @@ use api::selector::Selector;
 use api::{ObjectMeta, ResourceType};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
 use store::{KeyValue, Revision, Store, StoreError};
@@ -75,13 +76,83 @@ impl ListFilter {
 
     /// True when the object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
-        self.labels.matches(&labels)
+        self.is_trivial() || Selectable::deserialize(object).is_ok_and(|o| self.selects(&o))
+    }
+
+    /// True when the filter selects everything.
+    fn is_trivial(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// True when the object (its selectable fields) passes both selectors.
+    pub(crate) fn selects(&self, object: &Selectable) -> bool {
+        self.labels.matches(&object.metadata.labels)
             && self.fields.iter().all(|(path, value, equal)| {
-                let pointer = format!("/{}", path.replace('.', "/"));
-                let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
-                (actual == value) == *equal
+                let actual = match path.as_str() {
+                    "metadata.name" => &object.metadata.name,
+                    "metadata.namespace" => &object.metadata.namespace,
+                    "spec.nodeName" => &object.spec.node_name,
+                    "status.phase" => &object.status.phase,
+                    "involvedObject.name" => &object.involved_object.name,
+                    _ => &None,
+                };
+                (actual.as_deref().unwrap_or("") == value) == *equal
             })
+    }
+}
+
+/// What selectors can look at of an object: its labels and the fields a field selector may
+/// name ([`ListFilter::parse`]). Read from stored JSON without building the whole object, for
+/// the state before each change a watch judges.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Selectable {
+    #[serde(deserialize_with = "null_is_default")]
+    metadata: SelectableMeta,
+    #[serde(deserialize_with = "null_is_default")]
+    spec: SelectableSpec,
+    #[serde(deserialize_with = "null_is_default")]
+    status: SelectableStatus,
+    #[serde(rename = "involvedObject", deserialize_with = "null_is_default")]
+    involved_object: SelectableMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SelectableMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(deserialize_with = "null_is_default")]
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SelectableSpec {
+    #[serde(rename = "nodeName")]
+    node_name: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SelectableStatus {
+    phase: Option<String>,
+}
+
+/// A field where `null` stands for its default.
+fn null_is_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
+impl Selectable {
+    /// The selectable fields of stored JSON; `None` when it is not an object of that shape.
+    pub(crate) fn of_stored(bytes: &[u8]) -> Option<Selectable> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// `spec.nodeName`.
+    pub(crate) fn node_name(&self) -> Option<&str> {
+        self.spec.node_name.as_deref()
     }
 }
 

@@ -338,3 +338,28 @@ async fn bind_sets_only_the_node_and_refuses_a_stale_or_bound_pod() {
     gone.metadata.name = Some("nobody".into());
     assert!(matches!(r.bind(&gone, "node-1").await, Err(ApiError::NotFound { .. })));
 }
+
+#[test]
+fn selectors_judge_stored_json_as_they_judge_the_object() {
+    let object = json!({"metadata": {"name": "p", "namespace": "shop", "labels": {"app": "web", "tier": "front"}},
+                        "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}});
+    let bare = json!({"metadata": {"name": "q", "labels": null}, "spec": null});
+    let filters = [
+        ListFilter::default(),
+        ListFilter::parse(Some("app=web"), None).unwrap(),
+        ListFilter::parse(Some("app=web,tier!=front"), None).unwrap(),
+        ListFilter::parse(Some("!tier"), None).unwrap(),
+        ListFilter::parse(None, Some("spec.nodeName=n1")).unwrap(),
+        ListFilter::parse(None, Some("spec.nodeName=")).unwrap(),
+        ListFilter::parse(None, Some("status.phase!=Running,metadata.namespace=shop")).unwrap(),
+        ListFilter::parse(None, Some("metadata.name=p")).unwrap(),
+    ];
+    let expected = [(true, true), (true, false), (false, false), (false, true), (true, false), (false, true), (false, false), (true, false)];
+    for (filter, (on_object, on_bare)) in filters.iter().zip(expected) {
+        for (value, want) in [(&object, on_object), (&bare, on_bare)] {
+            assert_eq!(filter.matches(value), want, "{filter:?} on {value}");
+            let stored = Selectable::of_stored(&serde_json::to_vec(value).unwrap()).expect("stored JSON reads");
+            assert_eq!(filter.selects(&stored), want, "{filter:?} on stored {value}");
+        }
+    }
+}
