@@ -152,6 +152,21 @@ pub fn admit(rt: &ResourceType, value: &Value, old: Option<&Value>) -> Result<Va
     }
 }
 
+/// The status of a status update of a Pod, decoded strictly (an unknown field is named by its
+/// path, `status.foo`) and defaulted as admission of the whole pod would: pods validate no status
+/// field, and the rest of the object is the stored one.
+pub fn pod_status(rt: &ResourceType, name: &str, status: Value) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct StatusOf {
+        status: Option<api::k8s_openapi::api::core::v1::PodStatus>,
+    }
+    let wrapper = Value::Object([("status".to_string(), status)].into_iter().collect());
+    let decoded: StatusOf = strict(rt, name, &wrapper)?;
+    let mut status = decoded.status.unwrap_or_default();
+    status.phase.get_or_insert_with(|| "Pending".to_string());
+    encode(&status)
+}
+
 fn metadata_only<K: DeserializeOwned + Serialize>(
     rt: &ResourceType,
     name: &str,

@@ -189,12 +189,15 @@ fn decode(kv: &KeyValue, revision: Revision) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-fn encode(value: &Value) -> Vec<u8> {
-    let mut stored = value.clone();
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+/// `value` as stored: without its resourceVersion (taken out for the encoding and put back,
+/// not copied around).
+fn encode(value: &mut Value) -> Vec<u8> {
+    let version = value.get_mut("metadata").and_then(Value::as_object_mut).and_then(|meta| meta.remove("resourceVersion"));
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    if let (Some(version), Some(meta)) = (version, value.get_mut("metadata").and_then(Value::as_object_mut)) {
+        meta.insert("resourceVersion".into(), version);
     }
-    serde_json::to_vec(&stored).unwrap_or_default()
+    bytes
 }
 
 impl Registry {
@@ -278,7 +281,7 @@ impl Registry {
             ("Service", Some(ns)) => services::reserve(&self.store, &self.service_ranges, ns, &mut object, None).await?,
             _ => services::Reserved::default(),
         };
-        let revision = match self.store.create(&rt.key(ns, &name), encode(&object)).await {
+        let revision = match self.store.create(&rt.key(ns, &name), encode(&mut object)).await {
             Ok(revision) => revision,
             Err(e) => {
                 reserved.release(&self.store).await;
@@ -365,6 +368,12 @@ impl Registry {
             return Err(ApiError::BadRequest(format!("metadata.name \"{}\" does not match the name \"{name}\" in the URL", name_of(&body))));
         }
         let key = rt.key(ns, name);
+        // A pod's status is all a status update of it changes, and pods validate no status
+        // field: it is admitted on its own, once, not with the whole old and new pod.
+        let pod_status = match (status_only, rt.kind) {
+            (true, "Pod") => Some(crate::admission::pod_status(rt, name, body.get_mut("status").map(Value::take).unwrap_or(Value::Null))?),
+            _ => None,
+        };
         let expected = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
         // An update without a resourceVersion is unconditional: when another write lands
         // between the read and the compare-and-swap it is applied again on the newer object,
@@ -381,6 +390,21 @@ impl Registry {
             }
             // Every lost race is another writer's success, so this ends; the cap only bounds a pathological pile-up.
             let retry_possible = expected.is_none() && attempts < 64;
+            if let Some(status) = &pod_status {
+                if old.get("status") == Some(status) {
+                    return Ok(old);
+                }
+                let mut object = old;
+                object["status"] = status.clone();
+                match self.store.update(&key, encode(&mut object), current.mod_revision).await {
+                    Ok(revision) => {
+                        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+                        return Ok(object);
+                    }
+                    Err(StoreError::Conflict { .. }) if retry_possible => continue,
+                    Err(e) => return Err(ApiError::from_store(rt, name, e)),
+                }
+            }
             let merged = if status_only {
                 let mut m = old.clone();
                 m["status"] = body.get("status").cloned().unwrap_or(Value::Null);
@@ -401,7 +425,7 @@ impl Registry {
                 Some(ns) if service => services::reserve(&self.store, &self.service_ranges, ns, &mut object, Some(&old)).await?,
                 _ => services::Reserved::default(),
             };
-            match self.store.update(&key, encode(&object), current.mod_revision).await {
+            match self.store.update(&key, encode(&mut object), current.mod_revision).await {
                 Ok(revision) => {
                     if let (true, Some(ns)) = (service, ns) {
                         services::release_unused(&self.store, ns, &old, Some(&object)).await;
@@ -477,7 +501,7 @@ impl Registry {
             let deadline = api::jiff::Timestamp::now() + api::jiff::SignedDuration::from_secs(grace);
             object["metadata"]["deletionTimestamp"] = serde_json::to_value(api::Time(deadline)).unwrap_or_default();
             object["metadata"]["deletionGracePeriodSeconds"] = Value::from(grace);
-            let revision = self.store.update(&key, encode(&object), current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
+            let revision = self.store.update(&key, encode(&mut object), current.mod_revision).await.map_err(|e| ApiError::from_store(rt, name, e))?;
             object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
             return Ok(object);
         }

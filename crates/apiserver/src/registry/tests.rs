@@ -363,3 +363,37 @@ fn selectors_judge_stored_json_as_they_judge_the_object() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_pod_status_update_stores_what_admitting_the_whole_pod_would() {
+    let (r, _dir) = registry().await;
+    let created = r.create(pods(), Some("default"), pod("s", "web")).await.unwrap();
+    let mut body = created.clone();
+    body["status"] = json!({"podIP": "10.88.0.7", "conditions": [{"type": "Ready", "status": "True"}],
+                            "containerStatuses": [{"name": "c", "image": "busybox:1.35", "imageID": "", "ready": true, "restartCount": 0}]});
+    let mut merged = created.clone();
+    merged["status"] = body["status"].clone();
+    let mut whole = crate::admission::admit(pods(), &merged, Some(&created)).unwrap();
+    let updated = r.update(pods(), Some("default"), "s", body.clone(), true).await.unwrap();
+    whole["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"].clone();
+    assert_eq!(updated, whole, "the status admitted alone (phase defaulted to Pending) and the stored rest");
+    assert_eq!(updated["status"]["phase"], "Pending");
+    assert_eq!(r.get(pods(), Some("default"), "s").await.unwrap(), updated);
+    let rev = r.store().revision().await.unwrap();
+    body["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"].clone();
+    let same = r.update(pods(), Some("default"), "s", body.clone(), true).await.unwrap();
+    assert_eq!(same, updated);
+    assert_eq!(r.store().revision().await.unwrap(), rev, "an unchanged status writes nothing");
+
+    body["status"]["podIPz"] = json!("x");
+    let err = r.update(pods(), Some("default"), "s", body.clone(), true).await.unwrap_err();
+    assert!(err.to_string().contains("status.podIPz: unknown field"), "{err}");
+    body["status"] = json!({"phase": 7});
+    let err = r.update(pods(), Some("default"), "s", body.clone(), true).await.unwrap_err();
+    assert!(err.to_string().contains("status.phase"), "{err}");
+    assert_eq!(r.store().revision().await.unwrap(), rev, "a refused status update must not touch the store");
+    let mut stale = updated.clone();
+    stale["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    stale["status"] = json!({"phase": "Running"});
+    assert!(matches!(r.update(pods(), Some("default"), "s", stale, true).await, Err(ApiError::Conflict { .. })));
+}
